@@ -1,0 +1,295 @@
+"""Per-pair preference losses and their exact derivatives in δ_θ (C1, C7, C8, C10), for numpy and torch.
+
+Every loss is a function of the policy margin δ_θ = log π_θ(y_w|x) − log π_θ(y_l|x) and returns
+``LossAndGrad(loss, grad)`` with grad = ∂ℓ/∂δ_θ exactly. The logistic family is ℓ = softplus(c − β·δ_θ) for a
+per-pair offset c, so its effective target (where the sigmoid's argument is zero) is δ_θ = c/β:
+
+==================  =========================================  ===================================
+loss                offset c                                   source
+==================  =========================================  ===================================
+dpo                 β·δ_ref                                    PAPER §1
+cpo_margin          β·δ_ref + m, m = γ(1/π_ref(y_w)+1/π_ref(y_l))  C8 (constrained preference opt.)
+released_easy       β·δ_ref + γ(1/ℓ̄_ref(y_w) + 1/ℓ̄_ref(y_l))   C10 (ℓ̄ = mean log-prob, so < 0)
+released_clip       β·max(δ_ref, 0)                            C10
+released_adaptive   β·δ_ref + (β/α)·softplus(τ(γ − δ_ref))/τ     C10
+simpo               γ (reference-free, δ length-normalised)   SimPO (Meng et al. 2024)
+==================  =========================================  ===================================
+
+plus IPO ((δ_θ − δ_ref − 1/(2β))², Azar et al. 2023) and the hinge max(0, δ_ref − δ_θ) (C7, the β → ∞ limit of
+ℓ_DPO/β). For a tabular softmax policy with logits z, δ_θ = z_w − z_l (log Z cancels), so the gradient in the
+logits is grad·(e_w − e_l); see :func:`tabular_logit_gradient`.
+
+"cpo_margin" is the paper's Constrained Preference Optimization; it is NOT TRL's CPOTrainer (Contrastive
+Preference Optimization), a different method.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._array import Array, as_arrays, require_finite, require_positive_beta, sigmoid, softplus, to_numpy
+from .pairs import exp_checked
+
+# Defaults of the released code (PAPER.md C10): β 0.1, γ 0.5, τ 2.0, α 1.0.
+RELEASED_DEFAULTS = {"beta": 0.1, "gamma": 0.5, "tau": 2.0, "alpha": 1.0}
+SIMPO_DEFAULT_GAMMA = 0.5
+
+
+class LossAndGrad(NamedTuple):
+    """Per-pair loss and its exact derivative ∂ℓ/∂δ_θ."""
+
+    loss: Array
+    grad: Array
+
+
+def logistic_loss(delta_policy: Any, beta: float, offset: Any) -> LossAndGrad:
+    """ℓ = softplus(c − β·δ_θ) = −log σ(β·δ_θ − c), ∂ℓ/∂δ_θ = −β·σ(c − β·δ_θ). The common core of C1/C8/C10."""
+    require_positive_beta(beta)
+    xp, (d, c) = as_arrays(delta_policy, offset)
+    z = c - beta * d
+    return LossAndGrad(softplus(xp, z), -beta * sigmoid(xp, z))
+
+
+def dpo_offset(delta_ref: Any, beta: float) -> Array:
+    """Offset c = β·δ_ref of the DPO loss."""
+    _, (dref,) = as_arrays(delta_ref)
+    return beta * dref
+
+
+def dpo_loss(delta_policy: Any, delta_ref: Any, beta: float) -> LossAndGrad:
+    """DPO (PAPER §1): ℓ = −log σ(β(δ_θ − δ_ref)); ∂ℓ/∂δ_θ = −β·σ(β(δ_ref − δ_θ)) (C4's gradient weight)."""
+    return logistic_loss(delta_policy, beta, dpo_offset(delta_ref, beta))
+
+
+def ipo_loss(delta_policy: Any, delta_ref: Any, beta: float) -> LossAndGrad:
+    """IPO (Azar et al. 2023): ℓ = (δ_θ − δ_ref − 1/(2β))², ∂ℓ/∂δ_θ = 2(δ_θ − δ_ref − 1/(2β))."""
+    require_positive_beta(beta)
+    _, (d, dref) = as_arrays(delta_policy, delta_ref)
+    e = d - dref - 1.0 / (2.0 * beta)
+    return LossAndGrad(e * e, 2.0 * e)
+
+
+def simpo_loss(delta_policy: Any, beta: float, gamma: float = SIMPO_DEFAULT_GAMMA) -> LossAndGrad:
+    """SimPO (Meng et al. 2024, reference-free): ℓ = −log σ(β·δ̄_θ − γ), δ̄_θ the length-normalised margin.
+
+    δ̄_θ = log π(y_w)/|y_w| − log π(y_l)/|y_l| (see :func:`length_normalized_delta`); for a tabular bandit each
+    response has length 1 and δ̄_θ = δ_θ.
+    """
+    _, (d,) = as_arrays(delta_policy)
+    return logistic_loss(d, beta, gamma + 0.0 * d)
+
+
+def length_normalized_delta(logp_w: Any, logp_l: Any, len_w: Any, len_l: Any) -> Array:
+    """δ̄ = log π(y_w)/|y_w| − log π(y_l)/|y_l| (per-token mean convention of SimPO and the released code)."""
+    _, (lw, ll, nw, nl) = as_arrays(logp_w, logp_l, len_w, len_l)
+    if bool((to_numpy(nw) <= 0).any() or (to_numpy(nl) <= 0).any()):
+        raise ValueError("response lengths must be >= 1 (empty response)")
+    return lw / nw - ll / nl
+
+
+def hinge_loss(delta_policy: Any, delta_ref: Any) -> LossAndGrad:
+    """Soft-margin ranking limit (C7, Prop. 5.1): ℓ = max(0, δ_ref − δ_θ), subgradient −1[δ_θ < δ_ref]."""
+    xp, (d, dref) = as_arrays(delta_policy, delta_ref)
+    gap = dref - d
+    return LossAndGrad(
+        xp.where(gap > 0, gap, xp.zeros_like(gap)), xp.where(gap > 0, -xp.ones_like(gap), 0 * gap)
+    )
+
+
+def cpo_margin_offset(delta_ref: Any, beta: float, margin: Any = None, log_margin: Any = None) -> Array:
+    """Offset c = β·δ_ref + m of the constrained-preference-optimization loss (C8); m given directly or as log m."""
+    if (margin is None) == (log_margin is None):
+        raise ValueError("give exactly one of margin or log_margin")
+    if margin is None:
+        margin = exp_checked("cpo_margin", log_margin)
+    xp, (dref, m) = as_arrays(delta_ref, margin)
+    require_finite("margin", m)
+    if bool((to_numpy(m) < 0).any()):
+        raise ValueError("the C8 margin m = γ(1/π_ref(y_w) + 1/π_ref(y_l)) must be >= 0")
+    return beta * dref + m
+
+
+def cpo_margin_loss(
+    delta_policy: Any, delta_ref: Any, beta: float, margin: Any = None, log_margin: Any = None
+) -> LossAndGrad:
+    """Constrained preference optimization loss (C8, Thm 4.8): ℓ = −log σ(β(δ_θ − δ_ref) − m).
+
+    m = γ(1/π_ref(y_w) + 1/π_ref(y_l)) ≥ 0, passed as ``margin`` or, for whole sequences where 1/π_ref ~ e^{200},
+    as ``log_margin`` (see :func:`dpocheck.theory.pairs.log_cpo_margin`); a log margin whose exponential overflows
+    raises OverflowError instead of silently producing inf. m = 0 is DPO. Not TRL's CPOTrainer.
+    """
+    return logistic_loss(delta_policy, beta, cpo_margin_offset(delta_ref, beta, margin, log_margin))
+
+
+def released_easy_margin(mean_logp_ref_w: Any, mean_logp_ref_l: Any, gamma: float) -> Array:
+    """The released code's `easy` margin a = γ(1/ℓ̄_ref(y_w) + 1/ℓ̄_ref(y_l)) (C10).
+
+    ℓ̄ are per-token mean log-probs, which are < 0, so a < 0: the opposite sign of C8's margin m > 0.
+    """
+    _, (lw, ll) = as_arrays(mean_logp_ref_w, mean_logp_ref_l)
+    require_finite("mean_logp_ref_w", lw)
+    require_finite("mean_logp_ref_l", ll)
+    if bool((to_numpy(lw) == 0).any() or (to_numpy(ll) == 0).any()):
+        raise ValueError("the released `easy` margin divides by the mean log-prob, which is 0 for some pair")
+    return gamma * (1.0 / lw + 1.0 / ll)
+
+
+def released_easy_loss(
+    delta_policy: Any,
+    delta_ref: Any,
+    beta: float,
+    mean_logp_ref_w: Any,
+    mean_logp_ref_l: Any,
+    gamma: float = RELEASED_DEFAULTS["gamma"],
+) -> LossAndGrad:
+    """Released code, `easy` branch (C10): ℓ = −log σ(β·δ_θ − β·δ_ref − a), a = γ(1/ℓ̄_ref(y_w) + 1/ℓ̄_ref(y_l))."""
+    xp, (dref, a) = as_arrays(delta_ref, released_easy_margin(mean_logp_ref_w, mean_logp_ref_l, gamma))
+    return logistic_loss(delta_policy, beta, beta * dref + a)
+
+
+def released_clip_offset(delta_ref: Any, beta: float) -> Array:
+    """Offset β·max(δ_ref, 0) of the released `clip` branch (C10)."""
+    xp, (dref,) = as_arrays(delta_ref)
+    return beta * xp.where(dref > 0, dref, xp.zeros_like(dref))
+
+
+def released_clip_loss(delta_policy: Any, delta_ref: Any, beta: float) -> LossAndGrad:
+    """Released code, `clip` branch (C10): ℓ = −log σ(β(δ_θ − max(δ_ref, 0)))."""
+    return logistic_loss(delta_policy, beta, released_clip_offset(delta_ref, beta))
+
+
+def released_adaptive_margin(delta_ref: Any, gamma: float, tau: float) -> Array:
+    """The adaptive softplus margin a = (1/τ)·log(1 + exp(τ(γ − δ_ref))) (C10); → max(0, γ − δ_ref) as τ → ∞."""
+    if not (tau > 0 and math.isfinite(tau)):
+        raise ValueError(f"tau must be finite and > 0; got {tau!r}")
+    xp, (dref,) = as_arrays(delta_ref)
+    return softplus(xp, tau * (gamma - dref)) / tau
+
+
+def released_adaptive_offset(
+    delta_ref: Any, beta: float, gamma: float = 0.5, tau: float = 2.0, alpha: float = 1.0
+) -> Array:
+    """Offset β·δ_ref + (β/α)·a of the released adaptive softplus branch (C10)."""
+    if not (alpha > 0 and math.isfinite(alpha)):
+        raise ValueError(f"alpha must be finite and > 0; got {alpha!r}")
+    _, (dref, a) = as_arrays(delta_ref, released_adaptive_margin(delta_ref, gamma, tau))
+    return beta * dref + (beta / alpha) * a
+
+
+def released_adaptive_loss(
+    delta_policy: Any,
+    delta_ref: Any,
+    beta: float,
+    gamma: float = RELEASED_DEFAULTS["gamma"],
+    tau: float = RELEASED_DEFAULTS["tau"],
+    alpha: float = RELEASED_DEFAULTS["alpha"],
+) -> LossAndGrad:
+    """Released code, adaptive softplus branch (C10): ℓ = −log σ(β·δ_θ − β·δ_ref − (β/α)·a).
+
+    With α = 1 and τ → ∞ the effective target δ_ref + a becomes max(δ_ref, γ).
+    """
+    return logistic_loss(delta_policy, beta, released_adaptive_offset(delta_ref, beta, gamma, tau, alpha))
+
+
+LOSS_NAMES = (
+    "dpo",
+    "ipo",
+    "simpo",
+    "hinge",
+    "cpo_margin",
+    "released_easy",
+    "released_clip",
+    "released_adaptive",
+)
+
+
+def loss_and_grad(name: str, delta_policy: Any, delta_ref: Any, beta: float, **params: Any) -> LossAndGrad:
+    """Dispatch by loss name (one of LOSS_NAMES) with a uniform signature.
+
+    params: ``margin`` / ``log_margin`` (cpo_margin); ``mean_logp_ref_w``, ``mean_logp_ref_l``, ``gamma``
+    (released_easy); ``gamma``, ``tau``, ``alpha`` (released_adaptive); ``gamma`` (simpo). Unknown params raise.
+    """
+    allowed = {
+        "dpo": set(),
+        "ipo": set(),
+        "simpo": {"gamma"},
+        "hinge": set(),
+        "cpo_margin": {"margin", "log_margin"},
+        "released_easy": {"mean_logp_ref_w", "mean_logp_ref_l", "gamma"},
+        "released_clip": set(),
+        "released_adaptive": {"gamma", "tau", "alpha"},
+    }
+    if name not in allowed:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
+    extra = set(params) - allowed[name]
+    if extra:
+        raise TypeError(f"loss {name!r} takes no parameter(s) {sorted(extra)}")
+    if name == "dpo":
+        return dpo_loss(delta_policy, delta_ref, beta)
+    if name == "ipo":
+        return ipo_loss(delta_policy, delta_ref, beta)
+    if name == "simpo":
+        return simpo_loss(delta_policy, beta, **params)
+    if name == "hinge":
+        return hinge_loss(delta_policy, delta_ref)
+    if name == "cpo_margin":
+        return cpo_margin_loss(delta_policy, delta_ref, beta, **params)
+    if name == "released_easy":
+        return released_easy_loss(delta_policy, delta_ref, beta, **params)
+    if name == "released_clip":
+        return released_clip_loss(delta_policy, delta_ref, beta)
+    return released_adaptive_loss(delta_policy, delta_ref, beta, **params)
+
+
+def effective_target(name: str, delta_ref: Any, beta: float, **params: Any) -> Array:
+    """δ_θ at which a logistic-family loss's sigmoid argument is 0 (its hinge target as β → ∞), C7/C10.
+
+    dpo: δ_ref; cpo_margin: δ_ref + m/β; released_easy: δ_ref + a/β (a < 0: below δ_ref);
+    released_clip: max(δ_ref, 0); released_adaptive: δ_ref + a/α; simpo: γ/β; ipo: δ_ref + 1/(2β) (its minimiser).
+    """
+    require_positive_beta(beta)
+    _, (dref,) = as_arrays(delta_ref)
+    if name == "dpo":
+        return dref + 0.0
+    if name == "ipo":
+        return dref + 1.0 / (2.0 * beta)
+    if name == "simpo":
+        return params.get("gamma", SIMPO_DEFAULT_GAMMA) / beta + 0.0 * dref
+    if name == "hinge":
+        return dref + 0.0
+    if name == "cpo_margin":
+        return cpo_margin_offset(dref, beta, params.get("margin"), params.get("log_margin")) / beta
+    if name == "released_easy":
+        a = released_easy_margin(
+            params["mean_logp_ref_w"], params["mean_logp_ref_l"], params.get("gamma", 0.5)
+        )
+        return dref + a / beta
+    if name == "released_clip":
+        return released_clip_offset(dref, beta) / beta
+    if name == "released_adaptive":
+        return released_adaptive_offset(dref, beta, **params) / beta
+    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
+
+
+def soft_margin_gap(delta_policy: Any, delta_ref: Any, beta: float) -> Array:
+    """ℓ_DPO/β − max(0, δ_ref − δ_θ) (C7, Prop. 5.1); lies in [0, (log 2)/β] and → 0 as β → ∞."""
+    xp, (d, dref) = as_arrays(delta_policy, delta_ref)
+    lossb = dpo_loss(d, dref, beta).loss / beta
+    return lossb - hinge_loss(d, dref).loss
+
+
+def tabular_logit_gradient(grad_delta: Any, pairs: Any, shape: tuple[int, int]) -> np.ndarray:
+    """Gradient of Σ_i ℓ_i in the logits z (contexts × responses) of a tabular softmax policy.
+
+    δ_i = z[x_i, w_i] − z[x_i, l_i] (the normaliser cancels), so ∂/∂z[x, w] += ∂ℓ_i/∂δ_i and
+    ∂/∂z[x, l] −= ∂ℓ_i/∂δ_i. pairs: (N, 3) integer array of (x, w, l). numpy float64.
+    """
+    g = np.asarray(to_numpy(grad_delta), dtype=np.float64)
+    p = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
+    out = np.zeros(shape, dtype=np.float64)
+    np.add.at(out, (p[:, 0], p[:, 1]), g)
+    np.add.at(out, (p[:, 0], p[:, 2]), -g)
+    return out

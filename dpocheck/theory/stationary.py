@@ -1,0 +1,239 @@
+"""Stationary points: population Bradley–Terry optima of each loss (C5) and the exact CPO objective (C8, Prop. H.2).
+
+Population reading (C5a): with q = σ(Δr*) the share of raters preferring y_w, a pair's population loss is
+L(δ) = q·ℓ(δ; pair) + (1 − q)·ℓ(−δ; swapped pair), the swapped pair having y_w and y_l exchanged
+(δ_ref → −δ_ref, per-response quantities swapped). For the logistic losses L is convex in δ, so its stationary point
+is found by a vectorised bracketing bisection on dL/dδ; DPO and IPO have closed forms.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import expit
+
+from . import losses as _losses
+from ._array import require_positive_beta
+from .bandit import TabularBandit
+
+_SWAPPED = {"mean_logp_ref_w": "mean_logp_ref_l", "mean_logp_ref_l": "mean_logp_ref_w"}
+
+
+def _swap_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {_SWAPPED.get(k, k): v for k, v in params.items()}
+
+
+def population_loss_derivative(
+    loss_name: str, delta: Any, delta_ref: Any, delta_reward: Any, beta: float, **params: Any
+) -> np.ndarray:
+    """dL/dδ of the population loss q·ℓ(δ; pair) + (1 − q)·ℓ(−δ; swapped pair), q = σ(Δr*) (C5a)."""
+    d = np.asarray(delta, dtype=np.float64)
+    dref = np.asarray(delta_ref, dtype=np.float64)
+    q = expit(np.asarray(delta_reward, dtype=np.float64))
+    g_fwd = _losses.loss_and_grad(loss_name, d, dref, beta, **params).grad
+    g_rev = _losses.loss_and_grad(loss_name, -d, -dref, beta, **_swap_params(params)).grad
+    return q * np.asarray(g_fwd) - (1 - q) * np.asarray(g_rev)
+
+
+def population_stationary_delta(
+    loss_name: str, delta_ref: Any, delta_reward: Any, beta: float, *, tol: float = 1e-12, **params: Any
+) -> np.ndarray:
+    """δ minimising the population BT loss of `loss_name` for each pair (C5a; C8/C10 for the margin losses).
+
+    Closed forms: DPO → δ_ref + Δr*/β (= δ_{π*}, whatever its sign); IPO → δ_ref + (2q − 1)/(2β).
+    Other logistic losses: bisection on the increasing derivative to `tol` (absolute, in δ).
+    The hinge loss has no unique stationary point and raises ValueError.
+    """
+    require_positive_beta(beta)
+    dref = np.asarray(delta_ref, dtype=np.float64)
+    dr = np.asarray(delta_reward, dtype=np.float64)
+    if loss_name == "dpo":
+        return dref + dr / beta
+    if loss_name == "ipo":
+        return dref + (2 * expit(dr) - 1) / (2 * beta)
+    if loss_name == "hinge":
+        raise ValueError("the hinge loss's population minimiser is a set, not a point; use a logistic loss")
+    shape = np.broadcast_shapes(dref.shape, dr.shape, *(np.shape(v) for v in params.values()))
+    dref_b = np.broadcast_to(dref, shape)
+    dr_b = np.broadcast_to(dr, shape)
+    p_b = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), shape) for k, v in params.items()}
+
+    def deriv(d: np.ndarray) -> np.ndarray:
+        return population_loss_derivative(loss_name, d, dref_b, dr_b, beta, **p_b)
+
+    center = dref_b + dr_b / beta
+    lo = center - 1.0
+    hi = center + 1.0
+    step = np.ones(shape)
+    for _ in range(200):
+        bad_lo = deriv(lo) > 0
+        bad_hi = deriv(hi) < 0
+        if not (bad_lo.any() or bad_hi.any()):
+            break
+        step = np.where(bad_lo | bad_hi, 2 * step, step)
+        lo = np.where(bad_lo, lo - step, lo)
+        hi = np.where(bad_hi, hi + step, hi)
+    else:
+        raise ArithmeticError(f"{loss_name}: no bracket for the population stationary point")
+    for _ in range(2000):
+        mid = 0.5 * (lo + hi)
+        pos = deriv(mid) > 0
+        hi = np.where(pos, mid, hi)
+        lo = np.where(pos, lo, mid)
+        if np.all(hi - lo <= tol * np.maximum(1.0, np.abs(mid))):
+            break
+    return 0.5 * (lo + hi)
+
+
+def cpo_paper_stationary_delta(delta_ref: Any, delta_reward: Any, beta: float, margin: Any) -> np.ndarray:
+    """The paper's stationary point of the CPO margin loss (C8): δ = δ_ref + (Δr* + m)/β."""
+    require_positive_beta(beta)
+    return (
+        np.asarray(delta_ref, dtype=np.float64)
+        + (np.asarray(delta_reward, dtype=np.float64) + np.asarray(margin, dtype=np.float64)) / beta
+    )
+
+
+# ------------------------------------------------------------ exact stationary point of the CPO objective
+
+
+@dataclass(frozen=True)
+class CPOObjectiveStationary:
+    """Interior stationary point of E_π[r*] − β·KL(π‖π_ref) + γ·E_D[δ_π] (C8, Def. 4.7), per context.
+
+    log_pi: (X, Y) log-policy (NaN rows where no interior stationary point exists); exists: (X,) bool;
+    foc_residual: (N,) per-pair residual of β(δ − δ_ref) − Δr* − γ·w_x(1/π(y_w) + 1/π(y_l)) (exact only for
+    contexts with a single pair, w_x the pair weight); pair_weight: (N,) the weight of each pair in E_D.
+    """
+
+    log_pi: np.ndarray
+    exists: np.ndarray
+    foc_residual: np.ndarray
+    pair_weight: np.ndarray
+
+
+def _solve_coordinate(t: float, c: float, beta: float) -> float:
+    """Solve β·s − c·e^{−s} = t for s on the branch where the left side increases (local maximum branch)."""
+    if c == 0:
+        return t / beta
+    if c > 0:
+
+        def f(s: float) -> float:
+            return beta * s - c * math.exp(-s) - t
+
+        lo = t / beta
+        hi = lo + 1.0
+        while f(hi) < 0:
+            hi = lo + 2 * (hi - lo)
+        return brentq(f, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
+    s0 = math.log(-c / beta)
+
+    def g(s: float) -> float:
+        return beta * s - c * math.exp(-s) - t
+
+    if g(s0) > 0:
+        raise ArithmeticError("no root on the increasing branch")
+    hi = max(t / beta, s0) + 1e-12
+    while g(hi) < 0:
+        hi = s0 + 2 * (hi - s0) + 1.0
+    if g(s0) == 0:
+        return s0
+    return brentq(g, s0, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
+
+
+def cpo_objective_stationary_policy(
+    bandit: TabularBandit, gamma: float, *, weighting: str = "mean"
+) -> CPOObjectiveStationary:
+    """Exact interior stationary point of the CPO objective (C8, Def. 4.7) on each context's simplex.
+
+    Per context the Lagrange condition is β·log π(y) − c_y/π(y) = r*(y) + β·log π_ref(y) − ν with
+    c_y = γ·Σ_i w_i(1[y = w_i] − 1[y = l_i]); each coordinate is solved on its increasing branch (the local maximum
+    near π_ref) and ν by bisection so that Σ_y π(y) = 1. weighting="mean" gives each of a context's pairs weight
+    1/n_x (E_D conditional on x); "sum" gives weight 1. For γ > 0 the objective is unbounded above (π(y_l) → 0), so
+    this is a local, not global, maximum; for γ too large no interior stationary point exists (exists = False).
+    """
+    require_positive_beta(bandit.beta)
+    if not gamma >= 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+    beta = bandit.beta
+    p = bandit.pairs
+    X, Y = bandit.log_pi_ref.shape
+    counts = np.bincount(p[:, 0], minlength=X).astype(np.float64)
+    if weighting == "mean":
+        weight = 1.0 / counts[p[:, 0]]
+    elif weighting == "sum":
+        weight = np.ones(len(p))
+    else:
+        raise ValueError("weighting must be 'mean' or 'sum'")
+    c = np.zeros((X, Y))
+    np.add.at(c, (p[:, 0], p[:, 1]), gamma * weight)
+    np.add.at(c, (p[:, 0], p[:, 2]), -gamma * weight)
+    b = bandit.reward + beta * bandit.log_pi_ref
+    log_pi = np.full((X, Y), np.nan)
+    exists = np.zeros(X, dtype=bool)
+    for x in range(X):
+        neg = c[x] < 0
+        nu_max = np.min(b[x, neg] - beta * (np.log(-c[x, neg] / beta) + 1)) if neg.any() else math.inf
+
+        def solve(nu: float, x: int = x) -> np.ndarray:
+            return np.array([_solve_coordinate(b[x, y] - nu, c[x, y], beta) for y in range(Y)])
+
+        def excess(nu: float, solve=solve) -> float:
+            s = solve(nu)
+            m = s.max()
+            return m + math.log(np.exp(s - m).sum())  # log Σ π − 0
+
+        if math.isfinite(nu_max) and excess(nu_max) > 0:
+            continue  # even the smallest admissible mass exceeds 1: no interior stationary point
+        nu0 = beta * float(np.logaddexp.reduce(b[x] / beta))
+        hi = min(nu0, nu_max) if math.isfinite(nu_max) else nu0
+        step = 1.0
+        while excess(hi) > 0:
+            hi = min(hi + step, nu_max) if math.isfinite(nu_max) else hi + step
+            step *= 2
+        lo = hi - 1.0
+        step = 1.0
+        while excess(lo) < 0:
+            lo -= step
+            step *= 2
+        nu = brentq(excess, lo, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=500)
+        s = solve(nu)
+        log_pi[x] = s - np.logaddexp.reduce(s)
+        exists[x] = True
+    lw = log_pi[p[:, 0], p[:, 1]]
+    ll = log_pi[p[:, 0], p[:, 2]]
+    d = lw - ll
+    foc = (
+        beta * (d - bandit.delta_ref()) - bandit.delta_reward() - gamma * weight * (np.exp(-lw) + np.exp(-ll))
+    )
+    return CPOObjectiveStationary(log_pi, exists, foc, weight)
+
+
+def cpo_approximation_error(bandit: TabularBandit, gamma: float) -> dict[str, np.ndarray]:
+    """Exact CPO stationary δ against the 1/π ≈ 1/π_ref approximation δ_ref + (Δr* + m)/β (C8, Prop. H.2).
+
+    Returns per-pair arrays: delta_exact, delta_approx, error (approx − exact), margin_exact
+    γ(1/π_γ(y_w) + 1/π_γ(y_l)) and margin_approx γ(1/π_ref(y_w) + 1/π_ref(y_l)), for contexts with one pair each
+    the FOC is exact; with several pairs per context the per-pair weight (1/n_x) scales γ.
+    """
+    sol = cpo_objective_stationary_policy(bandit, gamma)
+    p = bandit.pairs
+    lw_ref, ll_ref = bandit.log_pi_ref_pairs()
+    g = gamma * sol.pair_weight
+    m_approx = g * (np.exp(-lw_ref) + np.exp(-ll_ref))
+    delta_approx = bandit.delta_ref() + (bandit.delta_reward() + m_approx) / bandit.beta
+    lw = sol.log_pi[p[:, 0], p[:, 1]]
+    ll = sol.log_pi[p[:, 0], p[:, 2]]
+    delta_exact = lw - ll
+    return {
+        "delta_exact": delta_exact,
+        "delta_approx": delta_approx,
+        "error": delta_approx - delta_exact,
+        "margin_exact": g * (np.exp(-lw) + np.exp(-ll)),
+        "margin_approx": m_approx,
+        "exists": sol.exists[p[:, 0]],
+    }
