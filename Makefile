@@ -15,7 +15,7 @@ $(PY):
 # torch first (the CPU build on disk), then the package, so a `torch>=` range installs nothing more.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[llm]"
+	$(PY) -m pip install -q -e .
 	touch $(STAMP)
 
 $(STAMP)-test: $(STAMP)

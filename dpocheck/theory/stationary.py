@@ -20,6 +20,7 @@ from . import losses as _losses
 from ._array import require_positive_beta
 from .bandit import TabularBandit
 
+PER_PAIR_PARAMS = frozenset({"margin", "log_margin", "mean_logp_ref_w", "mean_logp_ref_l"})
 _SWAPPED = {"mean_logp_ref_w": "mean_logp_ref_l", "mean_logp_ref_l": "mean_logp_ref_w"}
 
 
@@ -57,10 +58,12 @@ def population_stationary_delta(
         return dref + (2 * expit(dr) - 1) / (2 * beta)
     if loss_name == "hinge":
         raise ValueError("the hinge loss's population minimiser is a set, not a point; use a logistic loss")
-    shape = np.broadcast_shapes(dref.shape, dr.shape, *(np.shape(v) for v in params.values()))
+    per_pair = {k: v for k, v in params.items() if k in PER_PAIR_PARAMS}
+    hyper = {k: v for k, v in params.items() if k not in PER_PAIR_PARAMS}  # scalars: gamma, tau, alpha
+    shape = np.broadcast_shapes(dref.shape, dr.shape, *(np.shape(v) for v in per_pair.values()))
     dref_b = np.broadcast_to(dref, shape)
     dr_b = np.broadcast_to(dr, shape)
-    p_b = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), shape) for k, v in params.items()}
+    p_b = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), shape) for k, v in per_pair.items()} | hyper
 
     def deriv(d: np.ndarray) -> np.ndarray:
         return population_loss_derivative(loss_name, d, dref_b, dr_b, beta, **p_b)
@@ -135,7 +138,11 @@ def _solve_coordinate(t: float, c: float, beta: float) -> float:
     def g(s: float) -> float:
         return beta * s - c * math.exp(-s) - t
 
-    if g(s0) > 0:
+    g0 = g(s0)
+    if g0 > 0:
+        # At ν = ν_max the branch minimum sits exactly on the target; allow for rounding there.
+        if g0 <= 64 * np.finfo(float).eps * max(abs(t), beta * abs(s0), beta, 1.0):
+            return s0
         raise ArithmeticError("no root on the increasing branch")
     hi = max(t / beta, s0) + 1e-12
     while g(hi) < 0:
