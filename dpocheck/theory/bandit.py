@@ -78,9 +78,7 @@ class TabularBandit:
         if not (math.isfinite(self.beta) and self.beta > 0):
             raise ValueError(f"beta: must be finite and > 0, got {self.beta!r}")
         if lp.ndim != 2 or lp.shape[1] < 2:
-            raise ValueError(
-                f"log_pi_ref: must be a (contexts × responses) table with ≥ 2 responses, got {lp.shape}"
-            )
+            raise ValueError(f"log_pi_ref: must be a (contexts × responses) table with ≥ 2 responses, got {lp.shape}")
         if r.shape != lp.shape:
             raise ValueError(f"reward: shape {r.shape} differs from log_pi_ref's {lp.shape}")
         if not np.all(np.isfinite(lp)):
@@ -200,9 +198,7 @@ class TabularBandit:
         reward = _table(data["reward"], "reward")
         raw_pairs = data["pairs"]
         if not isinstance(raw_pairs, list) or not all(
-            isinstance(q, list)
-            and len(q) == 3
-            and all(isinstance(i, int) and not isinstance(i, bool) for i in q)
+            isinstance(q, list) and len(q) == 3 and all(isinstance(i, int) and not isinstance(i, bool) for i in q)
             for q in raw_pairs
         ):
             raise ValueError("pairs: must be a list of [x, w, l] integer triples")
@@ -282,9 +278,7 @@ def misaligned_bandit(
     reward = reward_scale * rng.standard_normal((n_contexts, n_responses))
     std = reward.std(axis=1, keepdims=True)
     r_tilde = (reward - reward.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)
-    logits = ref_concentration * (
-        (1 - 2 * misalignment) * r_tilde + noise * rng.standard_normal(reward.shape)
-    )
+    logits = ref_concentration * ((1 - 2 * misalignment) * r_tilde + noise * rng.standard_normal(reward.shape))
     return _with_pairs(log_softmax(logits), reward, beta, pairs, n_pairs, rng)
 
 

@@ -73,9 +73,7 @@ def _solve_context(
     def violation(lam: np.ndarray) -> float:
         d = d_star + M @ lam / beta
         scale = max(1.0, abs(epsilon))
-        return (
-            float(np.max(np.concatenate([epsilon - d, np.abs(np.where(lam > 0, d - epsilon, 0.0))]))) / scale
-        )
+        return float(np.max(np.concatenate([epsilon - d, np.abs(np.where(lam > 0, d - epsilon, 0.0))]))) / scale
 
     lam = np.zeros(m)
     z = z_star.copy()

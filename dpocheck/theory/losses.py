@@ -94,9 +94,7 @@ def hinge_loss(delta_policy: Any, delta_ref: Any) -> LossAndGrad:
     """Soft-margin ranking limit (C7, Prop. 5.1): ℓ = max(0, δ_ref − δ_θ), subgradient −1[δ_θ < δ_ref]."""
     xp, (d, dref) = as_arrays(delta_policy, delta_ref)
     gap = dref - d
-    return LossAndGrad(
-        xp.where(gap > 0, gap, xp.zeros_like(gap)), xp.where(gap > 0, -xp.ones_like(gap), 0 * gap)
-    )
+    return LossAndGrad(xp.where(gap > 0, gap, xp.zeros_like(gap)), xp.where(gap > 0, -xp.ones_like(gap), 0 * gap))
 
 
 def cpo_margin_offset(delta_ref: Any, beta: float, margin: Any = None, log_margin: Any = None) -> Array:
@@ -263,9 +261,7 @@ def effective_target(name: str, delta_ref: Any, beta: float, **params: Any) -> A
     if name == "cpo_margin":
         return cpo_margin_offset(dref, beta, params.get("margin"), params.get("log_margin")) / beta
     if name == "released_easy":
-        a = released_easy_margin(
-            params["mean_logp_ref_w"], params["mean_logp_ref_l"], params.get("gamma", 0.5)
-        )
+        a = released_easy_margin(params["mean_logp_ref_w"], params["mean_logp_ref_l"], params.get("gamma", 0.5))
         return dref + a / beta
     if name == "released_clip":
         return released_clip_offset(dref, beta) / beta

@@ -148,9 +148,7 @@ def cpo_margin(log_pi_ref_w: Any, log_pi_ref_l: Any, gamma: float) -> Array:
     return exp_checked("cpo_margin", log_cpo_margin(log_pi_ref_w, log_pi_ref_l, gamma))
 
 
-def log_gamma_star_pair(
-    delta_ref: Any, delta_reward: Any, beta: float, log_pi_ref_w: Any, log_pi_ref_l: Any
-) -> Array:
+def log_gamma_star_pair(delta_ref: Any, delta_reward: Any, beta: float, log_pi_ref_w: Any, log_pi_ref_l: Any) -> Array:
     """log of the per-pair γ* of Eq. 27: [−β·δ_ref − Δr*]_+ / (1/π_ref(y_w) + 1/π_ref(y_l)) (C8, Thm 4.9).
 
     −inf where the pair needs no margin (β·δ_ref + Δr* > 0). On a violated pair the boundary value
@@ -164,9 +162,7 @@ def log_gamma_star_pair(
     return xp.where(need > 0, val, xp.full_like(need, -math.inf))
 
 
-def gamma_star_pair(
-    delta_ref: Any, delta_reward: Any, beta: float, log_pi_ref_w: Any, log_pi_ref_l: Any
-) -> Array:
+def gamma_star_pair(delta_ref: Any, delta_reward: Any, beta: float, log_pi_ref_w: Any, log_pi_ref_l: Any) -> Array:
     """Per-pair γ* (Eq. 27): the smallest γ whose approximate CPO stationary δ is ≥ 0 on that pair (0 if none)."""
     return exp_checked(
         "gamma_star_pair", log_gamma_star_pair(delta_ref, delta_reward, beta, log_pi_ref_w, log_pi_ref_l)

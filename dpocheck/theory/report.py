@@ -25,9 +25,7 @@ def _finite_or_none(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-def tabular_report(
-    bandit: TabularBandit, gamma: float | None = None, epsilon: float | None = None
-) -> dict[str, Any]:
+def tabular_report(bandit: TabularBandit, gamma: float | None = None, epsilon: float | None = None) -> dict[str, Any]:
     """Every closed-form quantity of PAPER.md for `bandit`, as a JSON-ready dict.
 
     Keys: beta, log_pi_opt (rows, C1), gamma_star (Eq. 27), violation_rate (C2), pairs (per pair: x, w, l,

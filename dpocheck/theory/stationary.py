@@ -214,9 +214,7 @@ def cpo_objective_stationary_policy(
     lw = log_pi[p[:, 0], p[:, 1]]
     ll = log_pi[p[:, 0], p[:, 2]]
     d = lw - ll
-    foc = (
-        beta * (d - bandit.delta_ref()) - bandit.delta_reward() - gamma * weight * (np.exp(-lw) + np.exp(-ll))
-    )
+    foc = beta * (d - bandit.delta_ref()) - bandit.delta_reward() - gamma * weight * (np.exp(-lw) + np.exp(-ll))
     return CPOObjectiveStationary(log_pi, exists, foc, weight)
 
 
