@@ -70,9 +70,19 @@ def require_positive_beta(beta: Any) -> None:
 
 
 def require_finite(name: str, x: Array) -> None:
-    """Raise ValueError naming the field and first offending position when x has NaN or ±inf."""
+    """Raise ValueError naming the field and first offending position when x has NaN or ±inf.
+
+    The check runs in x's own array library (no copy off a GPU unless something is wrong).
+    """
+    if is_torch_array(x):
+        import torch
+
+        ok = bool(torch.isfinite(x).all())
+    else:
+        ok = bool(np.isfinite(x).all())
+    if ok:
+        return
     a = np.asarray(to_numpy(x), dtype=np.float64)
     bad = ~np.isfinite(a)
-    if np.any(bad):
-        pos = tuple(int(i) for i in np.argwhere(bad)[0]) if a.ndim else ()
-        raise ValueError(f"{name} must be finite; found {a[bad].flat[0]!r} at position {pos}")
+    pos = tuple(int(i) for i in np.argwhere(bad)[0]) if a.ndim else ()
+    raise ValueError(f"{name} must be finite; found {float(a[bad].flat[0])!r} at position {pos}")

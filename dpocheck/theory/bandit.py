@@ -25,7 +25,10 @@ def rlhf_optimal_log_policy(log_pi_ref: Any, reward: Any, beta: float) -> np.nda
     Computed entirely in log space: nothing is exponentiated before normalising.
     """
     _pairs.require_positive_beta(beta)
-    logits = np.asarray(log_pi_ref, dtype=np.float64) + np.asarray(reward, dtype=np.float64) / beta
+    r = np.asarray(reward, dtype=np.float64)
+    # Shift-invariance of π* in r(x, ·): subtracting each context's best reward keeps the logits O(log π_ref) for
+    # the best responses, so small β (r/β ~ 1e4) does not cost absolute precision in the normaliser.
+    logits = np.asarray(log_pi_ref, dtype=np.float64) + (r - r.max(axis=-1, keepdims=True)) / beta
     return logits - logsumexp(logits, axis=-1, keepdims=True)
 
 
@@ -84,11 +87,11 @@ class TabularBandit:
         if not np.all(np.isfinite(lp)):
             x, y = np.argwhere(~np.isfinite(lp))[0]
             raise ValueError(
-                f"log_pi_ref: entry [{x}][{y}] is {lp[x, y]!r}; the reference needs full support (finite log-probs)"
+                f"log_pi_ref: entry [{x}][{y}] is {float(lp[x, y])!r}; the reference needs full support (finite log-probs)"
             )
         if not np.all(np.isfinite(r)):
             x, y = np.argwhere(~np.isfinite(r))[0]
-            raise ValueError(f"reward: entry [{x}][{y}] is {r[x, y]!r}; rewards must be finite")
+            raise ValueError(f"reward: entry [{x}][{y}] is {float(r[x, y])!r}; rewards must be finite")
         row_err = np.abs(np.expm1(logsumexp(lp, axis=1)))
         if np.any(row_err > ROW_TOLERANCE):
             x = int(np.argmax(row_err))
@@ -184,14 +187,14 @@ class TabularBandit:
         if ref_key == "pi_ref":
             if np.any(ref < 0):
                 x, y = np.argwhere(ref < 0)[0]
-                raise ValueError(f"pi_ref: entry [{x}][{y}] is negative ({ref[x, y]!r})")
+                raise ValueError(f"pi_ref: entry [{x}][{y}] is negative ({float(ref[x, y])!r})")
             if np.any(ref == 0):
                 x, y = np.argwhere(ref == 0)[0]
                 raise ValueError(f"pi_ref: entry [{x}][{y}] is 0; the reference needs full support")
             sums = ref.sum(axis=1)
             if np.any(np.abs(sums - 1) > ROW_TOLERANCE):
                 x = int(np.argmax(np.abs(sums - 1)))
-                raise ValueError(f"pi_ref: row {x} sums to {sums[x]!r}, not 1 (tolerance {ROW_TOLERANCE})")
+                raise ValueError(f"pi_ref: row {x} sums to {float(sums[x])!r}, not 1 (tolerance {ROW_TOLERANCE})")
             log_ref = np.log(ref)
         else:
             log_ref = ref

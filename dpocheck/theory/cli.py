@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"dpocheck tabular: error: {err}", file=sys.stderr)
         return 2
+    except (ArithmeticError, OverflowError) as err:
+        print(f"dpocheck tabular: numerical failure on this bandit: {err}", file=sys.stderr)
+        return 3
     print(format_tabular_table(report))
     if args.out:
         write_json_atomic(args.out, report)

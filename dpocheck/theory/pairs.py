@@ -20,6 +20,8 @@ def delta_opt(delta_ref: Any, delta_reward: Any, beta: float) -> Array:
     """δ of the RLHF optimum π* (key identity, C1): δ_{π*} = δ_ref + Δr*/β."""
     require_positive_beta(beta)
     _, (dref, dr) = as_arrays(delta_ref, delta_reward)
+    require_finite("delta_ref", dref)
+    require_finite("delta_reward", dr)
     return dref + dr / beta
 
 
@@ -27,6 +29,8 @@ def violation_margin(delta_ref: Any, delta_reward: Any, beta: float) -> Array:
     """β·δ_ref + Δr* = β·δ_{π*}; the assumption of C1 fails on a pair iff this is ≤ 0 (C2, Eq. 11)."""
     require_positive_beta(beta)
     _, (dref, dr) = as_arrays(delta_ref, delta_reward)
+    require_finite("delta_ref", dref)
+    require_finite("delta_reward", dr)
     return beta * dref + dr
 
 
@@ -46,12 +50,15 @@ def in_undesirable_space(delta_policy: Any, delta_ref: Any) -> Array:
     `frac_in_U` criterion.
     """
     _, (d, dref) = as_arrays(delta_policy, delta_ref)
+    require_finite("delta_policy", d)
+    require_finite("delta_ref", dref)
     return (d > dref) & (d < 0)
 
 
 def undesirable_space_nonempty(delta_ref: Any) -> Array:
     """U is non-empty for a pair iff δ_ref < 0 (C3)."""
     _, (dref,) = as_arrays(delta_ref)
+    require_finite("delta_ref", dref)
     return dref < 0
 
 
@@ -173,4 +180,4 @@ def gamma_star(delta_ref: Any, delta_reward: Any, beta: float, log_pi_ref_w: Any
     """γ* of Eq. 27 over a dataset: max over pairs of the per-pair value (Thm 4.9: γ > γ* avoids U)."""
     g = gamma_star_pair(delta_ref, delta_reward, beta, log_pi_ref_w, log_pi_ref_l)
     xp, (g,) = as_arrays(g)
-    return float(xp.max(g)) if g.size else 0.0
+    return float(xp.max(g)) if math.prod(g.shape) else 0.0

@@ -76,7 +76,8 @@ def tabular_report(bandit: TabularBandit, gamma: float | None = None, epsilon: f
         "ecpoc": {
             "epsilon": eps,
             "log_pi": sol.log_pi.tolist(),
-            "multipliers": sol.multipliers.tolist(),
+            "multipliers": [_finite_or_none(float(v)) for v in sol.multipliers],
+            "cyclic_contexts": list(sol.cyclic_contexts),
             "delta": sol.delta.tolist(),
             "all_constraints_hold": bool(sol.feasible),
             "primal_residual": sol.primal_residual,
@@ -92,7 +93,7 @@ def tabular_report(bandit: TabularBandit, gamma: float | None = None, epsilon: f
             "gamma_over_gamma_star": float(gamma) / out["gamma_star"] if out["gamma_star"] > 0 else None,
             "interior_stationary_point_exists": [bool(v) for v in err["exists"]],
             "delta_exact": [_finite_or_none(float(v)) for v in err["delta_exact"]],
-            "delta_approx": [float(v) for v in err["delta_approx"]],
+            "delta_approx": [_finite_or_none(float(v)) for v in err["delta_approx"]],
             "approximation_error": [_finite_or_none(float(v)) for v in err["error"]],
             "aligned_exact": [bool(v > 0) for v in np.nan_to_num(err["delta_exact"], nan=-np.inf)],
         }
@@ -125,6 +126,11 @@ def format_tabular_table(report: dict[str, Any]) -> str:
         f"(primal residual {e['primal_residual']:.2e}, complementarity {e['complementarity']:.2e}, "
         f"stationarity {e['stationarity']:.2e})",
     ]
+    if e["cyclic_contexts"]:
+        lines.append(
+            f"  contexts {e['cyclic_contexts']} contain a preference cycle: no full-support policy has δ ≥ ε > 0 "
+            "on all their pairs"
+        )
     if "cpo" in report:
         c = report["cpo"]
         errs = [abs(v) for v in c["approximation_error"] if v is not None]

@@ -119,37 +119,41 @@ class CPOObjectiveStationary:
     pair_weight: np.ndarray
 
 
+def _exp_neg(s: float) -> float:
+    """e^{−s}, +inf instead of OverflowError for very negative s."""
+    return math.exp(-s) if s > -709.0 else math.inf
+
+
 def _solve_coordinate(t: float, c: float, beta: float) -> float:
     """Solve β·s − c·e^{−s} = t for s on the branch where the left side increases (local maximum branch)."""
     if c == 0:
         return t / beta
+
+    def f(s: float) -> float:
+        return beta * s - c * _exp_neg(s) - t
+
     if c > 0:
-
-        def f(s: float) -> float:
-            return beta * s - c * math.exp(-s) - t
-
+        # The root lies in (t/β, (t + c·e^{−t/β})/β]; at lo = t/β, f is −c·e^{−lo} < 0 up to rounding of β·(t/β) − t.
         lo = t / beta
+        if f(lo) >= 0:
+            return lo  # c·e^{−lo} is below the rounding of t: the root is lo to working precision
         hi = lo + 1.0
         while f(hi) < 0:
             hi = lo + 2 * (hi - lo)
         return brentq(f, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
     s0 = math.log(-c / beta)
-
-    def g(s: float) -> float:
-        return beta * s - c * math.exp(-s) - t
-
-    g0 = g(s0)
+    g0 = f(s0)
     if g0 > 0:
         # At ν = ν_max the branch minimum sits exactly on the target; allow for rounding there.
         if g0 <= 64 * np.finfo(float).eps * max(abs(t), beta * abs(s0), beta, 1.0):
             return s0
         raise ArithmeticError("no root on the increasing branch")
-    hi = max(t / beta, s0) + 1e-12
-    while g(hi) < 0:
-        hi = s0 + 2 * (hi - s0) + 1.0
-    if g(s0) == 0:
+    if g0 == 0:
         return s0
-    return brentq(g, s0, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
+    hi = max(t / beta, s0) + 1e-12
+    while f(hi) < 0:
+        hi = s0 + 2 * (hi - s0) + 1.0
+    return brentq(f, s0, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
 
 
 def cpo_objective_stationary_policy(
@@ -214,7 +218,8 @@ def cpo_objective_stationary_policy(
     lw = log_pi[p[:, 0], p[:, 1]]
     ll = log_pi[p[:, 0], p[:, 2]]
     d = lw - ll
-    foc = beta * (d - bandit.delta_ref()) - bandit.delta_reward() - gamma * weight * (np.exp(-lw) + np.exp(-ll))
+    with np.errstate(over="ignore", invalid="ignore"):
+        foc = beta * (d - bandit.delta_ref()) - bandit.delta_reward() - gamma * weight * (np.exp(-lw) + np.exp(-ll))
     return CPOObjectiveStationary(log_pi, exists, foc, weight)
 
 
@@ -229,16 +234,19 @@ def cpo_approximation_error(bandit: TabularBandit, gamma: float) -> dict[str, np
     p = bandit.pairs
     lw_ref, ll_ref = bandit.log_pi_ref_pairs()
     g = gamma * sol.pair_weight
-    m_approx = g * (np.exp(-lw_ref) + np.exp(-ll_ref))
-    delta_approx = bandit.delta_ref() + (bandit.delta_reward() + m_approx) / bandit.beta
-    lw = sol.log_pi[p[:, 0], p[:, 1]]
-    ll = sol.log_pi[p[:, 0], p[:, 2]]
-    delta_exact = lw - ll
+    with np.errstate(divide="ignore", over="ignore"):
+        # m = γ_i(1/π_ref(y_w) + 1/π_ref(y_l)) through log space; +inf (not NaN) where it exceeds float64, 0 at γ = 0.
+        m_approx = np.exp(np.log(g) + np.logaddexp(-lw_ref, -ll_ref))
+        delta_approx = bandit.delta_ref() + (bandit.delta_reward() + m_approx) / bandit.beta
+        lw = sol.log_pi[p[:, 0], p[:, 1]]
+        ll = sol.log_pi[p[:, 0], p[:, 2]]
+        delta_exact = lw - ll
+        margin_exact = np.exp(np.log(g) + np.logaddexp(-lw, -ll))
     return {
         "delta_exact": delta_exact,
         "delta_approx": delta_approx,
         "error": delta_approx - delta_exact,
-        "margin_exact": g * (np.exp(-lw) + np.exp(-ll)),
+        "margin_exact": margin_exact,
         "margin_approx": m_approx,
         "exists": sol.exists[p[:, 0]],
     }
