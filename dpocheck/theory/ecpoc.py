@@ -47,7 +47,9 @@ def _policy(lpref: np.ndarray, r: np.ndarray, A: np.ndarray, lam: np.ndarray, be
     return z - logsumexp(z)
 
 
-def _active_set_solve(M: np.ndarray, d_star: np.ndarray, beta: float, epsilon: float, violation: Any) -> np.ndarray | None:
+def _active_set_solve(
+    M: np.ndarray, d_star: np.ndarray, beta: float, epsilon: float, violation: Any
+) -> np.ndarray | None:
     """Dual active-set method on the log-form KKT system (exact linear solves, scale-free).
 
     Start from S = ∅ (π*, λ = 0); while some constraint is violated, add the most violated one, k, to the working

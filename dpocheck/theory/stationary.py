@@ -119,18 +119,20 @@ class CPOObjectiveStationary:
     pair_weight: np.ndarray
 
 
-def _exp_neg(s: float) -> float:
-    """e^{−s}, +inf instead of OverflowError for very negative s."""
-    return math.exp(-s) if s > -709.0 else math.inf
+def _exp_capped(v: float) -> float:
+    """e^v, +inf instead of OverflowError for large v."""
+    return math.exp(v) if v < 709.0 else math.inf
 
 
 def _solve_coordinate(t: float, c: float, beta: float) -> float:
     """Solve β·s − c·e^{−s} = t for s on the branch where the left side increases (local maximum branch)."""
     if c == 0:
         return t / beta
+    log_abs_c = math.log(abs(c))
+    sign = 1.0 if c > 0 else -1.0
 
-    def f(s: float) -> float:
-        return beta * s - c * _exp_neg(s) - t
+    def f(s: float) -> float:  # c·e^{−s} as sign·e^{log|c| − s}: no overflow for subnormal γ
+        return beta * s - sign * _exp_capped(log_abs_c - s) - t
 
     if c > 0:
         # The root lies in (t/β, (t + c·e^{−t/β})/β]; at lo = t/β, f is −c·e^{−lo} < 0 up to rounding of β·(t/β) − t.
@@ -141,8 +143,8 @@ def _solve_coordinate(t: float, c: float, beta: float) -> float:
         while f(hi) < 0:
             hi = lo + 2 * (hi - lo)
         return brentq(f, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
-    s0 = math.log(-c / beta)
-    g0 = f(s0)
+    s0 = log_abs_c - math.log(beta)
+    g0 = beta * (s0 + 1.0) - t  # |c|·e^{−s0} = β exactly at the branch minimum
     if g0 > 0:
         # At ν = ν_max the branch minimum sits exactly on the target; allow for rounding there.
         if g0 <= 64 * np.finfo(float).eps * max(abs(t), beta * abs(s0), beta, 1.0):
