@@ -37,6 +37,7 @@ lint: $(STAMP)-test
 
 bench: $(STAMP)-test
 	$(PY) benchmarks/bench_pairs.py
+	$(PY) benchmarks/bench_sims.py
 
 clean:
 	rm -rf $(VENV) $(OUT)

@@ -87,7 +87,8 @@ class TabularBandit:
         if not np.all(np.isfinite(lp)):
             x, y = np.argwhere(~np.isfinite(lp))[0]
             raise ValueError(
-                f"log_pi_ref: entry [{x}][{y}] is {float(lp[x, y])!r}; the reference needs full support (finite log-probs)"
+                f"log_pi_ref: entry [{x}][{y}] is {float(lp[x, y])!r}; "
+                "the reference needs full support (finite log-probs)"
             )
         if not np.all(np.isfinite(r)):
             x, y = np.argwhere(~np.isfinite(r))[0]
