@@ -1,0 +1,430 @@
+"""Vectorised training of tabular softmax policies on preference pairs (issue 4; C3, C4, C5, C8, C10).
+
+Every instance of a :class:`~dpocheck.sims.batch.BanditBatch` has its own logits z (X × Y), initialised
+at log π_ref. For a tabular softmax policy δ_θ = z[x, w] − z[x, l] (the normaliser cancels), so the
+gradient of the training loss in the logits is Σ_i ∂ℓ_i/∂δ_i·(e_w − e_l) / N. The per-pair losses and
+their exact derivatives ∂ℓ/∂δ_θ come from :mod:`dpocheck.theory.losses` — nothing here re-implements a
+loss. The logistic family (dpo, simpo, cpo_margin, released_easy, released_clip, released_adaptive) is ℓ
+= softplus(c − β·δ_θ) with a per-pair offset c that is computed once, by the theory layer's offset
+functions, before training.
+
+**The training loss is the mean over pairs** of each instance: L_b(z) = (1/N)·Σ_i ℓ_i, so learning rates
+do not depend on the number of pairs. One step updates every instance with one array operation. With
+soft labels (label_prob q < 1) a pair contributes q·ℓ(δ; y_w ≻ y_l) + (1 − q)·ℓ(−δ; y_l ≻ y_w), the
+expected loss over its Bradley–Terry labels (C5a's population reading); the swapped pair has δ_ref →
+−δ_ref and y_w, y_l exchanged.
+
+Runs are deterministic: no randomness is used after the batch is built, and every reduction has a fixed
+order, so equal inputs give bit-for-bit equal trajectories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dpocheck.theory import dpo_gradient_weight, in_undesirable_space, log_cpo_margin
+from dpocheck.theory import losses as L
+
+from .batch import BanditBatch, batched_log_softmax, gather_pairs
+
+SIM_LOSSES = (
+    "dpo",
+    "ipo",
+    "simpo",
+    "hinge",
+    "cpo_margin",
+    "released_easy",
+    "released_clip",
+    "released_adaptive",
+)
+LOGISTIC_LOSSES = ("dpo", "simpo", "cpo_margin", "released_easy", "released_clip", "released_adaptive")
+REFERENCE_POINTS = ("rlhf_optimum", "ecpoc")
+OPTIMIZERS = ("sgd", "adam")
+
+# Per-instance metrics recorded along a trajectory (each a mean over the instance's pairs or contexts).
+METRIC_COLUMNS = (
+    "frac_in_U",  # share of pairs with δ_ref < δ_θ < 0 (C3, the released code's frac_in_U)
+    "pref_acc",  # share of pairs with δ_θ > 0 (labelled winner preferred)
+    "reward_acc",  # share with δ_θ > δ_ref: implicit-reward accuracy, what TRL logs as rewards/accuracies
+    "true_pref_acc",  # share with sign(δ_θ) = sign(Δr*): the policy orders the pair like the true reward
+    "dpo_grad_weight",  # mean |∂ℓ_DPO/∂δ_θ| = β·σ(β(δ_ref − δ_θ)) (C4)
+    "kl",  # KL(π‖π_ref), mean over contexts
+    "expected_reward",  # E_{y~π}[r*], mean over contexts
+    "p_w",  # mean π(y_w|x) over pairs (likelihood displacement when it falls)
+    "logp_w_shift",  # mean log π(y_w|x) − log π_ref(y_w|x) over pairs
+    "loss",  # the training loss: mean over pairs of ℓ_i (NaN for the exact reference points)
+)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """A training loss by name (one of SIM_LOSSES) with its hyper-parameters.
+
+    gamma: the margin scale — cpo_margin (C8: m = γ(1/π_ref(y_w) + 1/π_ref(y_l)); may be a (B,) array,
+    one γ per instance), released_easy and released_adaptive (C10), simpo. None takes the default: 0.05
+    for cpo_margin (the released demo config), 0.5 for the others (the released code's and SimPO's
+    default). tau, alpha: released adaptive softplus (C10). "cpo_margin" is the paper's constrained
+    preference optimization, not TRL's CPOTrainer.
+    """
+
+    name: str
+    gamma: Any = None
+    tau: float = L.RELEASED_DEFAULTS["tau"]
+    alpha: float = L.RELEASED_DEFAULTS["alpha"]
+
+    def __post_init__(self) -> None:
+        if self.name not in SIM_LOSSES:
+            raise ValueError(f"unknown loss {self.name!r}; choose one of {', '.join(SIM_LOSSES)}")
+        if self.gamma is not None:
+            g = np.asarray(self.gamma, dtype=np.float64)
+            if not np.all(np.isfinite(g)) or np.any(g < 0):
+                raise ValueError(f"gamma must be finite and >= 0, got {self.gamma!r}")
+
+    @property
+    def gamma_value(self) -> Any:
+        if self.gamma is not None:
+            return self.gamma
+        return 0.05 if self.name == "cpo_margin" else 0.5
+
+    def describe(self) -> str:
+        """Short label, e.g. 'cpo_margin(γ=0.05)'."""
+        if self.name in ("cpo_margin", "released_easy", "simpo"):
+            g = self.gamma_value
+            return f"{self.name}(γ={g:g})" if np.ndim(g) == 0 else f"{self.name}(γ per instance)"
+        if self.name == "released_adaptive":
+            g = self.gamma_value
+            gs = f"{g:g}" if np.ndim(g) == 0 else "per instance"
+            return f"{self.name}(γ={gs},τ={self.tau:g},α={self.alpha:g})"
+        return self.name
+
+
+def _col(v: Any, B: int) -> np.ndarray:
+    """A per-instance value as a (B, 1) column for broadcasting over pairs."""
+    return np.broadcast_to(np.asarray(v, dtype=np.float64), (B,)).reshape(B, 1)
+
+
+def logistic_offsets(loss: LossConfig, batch: BanditBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (c_fwd, c_rev), each (B, N), of a logistic-family loss ℓ = softplus(c − β·δ_θ).
+
+    c_fwd is the pair as labelled; c_rev the swapped pair (y_l labelled the winner, δ_ref → −δ_ref), used
+    for soft labels. Computed by the theory layer's offset functions (dpocheck.theory.losses).
+    """
+    B = batch.n_instances
+    beta = _col(batch.beta, B)
+    dref = batch.delta_ref()
+    lw, ll = batch.log_pi_ref_pairs()
+    name = loss.name
+    if name == "dpo":
+        return L.dpo_offset(dref, beta), L.dpo_offset(-dref, beta)
+    if name == "simpo":
+        g = _col(loss.gamma_value, B) + 0.0 * dref
+        return g, g.copy()
+    if name == "cpo_margin":
+        with np.errstate(divide="ignore"):
+            log_gamma = np.log(_col(loss.gamma_value, B))
+        log_m = log_cpo_margin(lw, ll, 1.0) + log_gamma  # symmetric in (y_w, y_l)
+        return (
+            L.cpo_margin_offset(dref, beta, log_margin=log_m),
+            L.cpo_margin_offset(-dref, beta, log_margin=log_m),
+        )
+    if name == "released_easy":
+        g = _col(loss.gamma_value, B)
+        return (
+            beta * dref + L.released_easy_margin(lw, ll, g),
+            beta * -dref + L.released_easy_margin(ll, lw, g),
+        )
+    if name == "released_clip":
+        return L.released_clip_offset(dref, beta), L.released_clip_offset(-dref, beta)
+    if name == "released_adaptive":
+        g = _col(loss.gamma_value, B)
+        return (
+            L.released_adaptive_offset(dref, beta, g, loss.tau, loss.alpha),
+            L.released_adaptive_offset(-dref, beta, g, loss.tau, loss.alpha),
+        )
+    raise ValueError(f"{name!r} is not a logistic-family loss")
+
+
+class PairLoss:
+    """Per-pair loss and ∂ℓ/∂δ_θ of one LossConfig on one batch, with everything pair-constant precomputed."""
+
+    def __init__(self, loss: LossConfig, batch: BanditBatch) -> None:
+        self.loss = loss
+        self.beta = _col(batch.beta, batch.n_instances)
+        self.dref = batch.delta_ref()
+        self.q = batch.label_prob
+        self.hard = batch.hard_labels
+        self.logistic = loss.name in LOGISTIC_LOSSES
+        if self.logistic:
+            self.c_fwd, self.c_rev = logistic_offsets(loss, batch)
+
+    def __call__(self, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(loss, ∂loss/∂δ_θ), each (B, N), at policy margins δ_θ = delta."""
+        if self.logistic:
+            fwd = L.logistic_loss(delta, self.beta, self.c_fwd)
+        else:
+            fwd = L.loss_and_grad(self.loss.name, delta, self.dref, self.beta)
+        if self.hard:
+            return fwd.loss, fwd.grad
+        if self.logistic:
+            rev = L.logistic_loss(-delta, self.beta, self.c_rev)
+        else:
+            rev = L.loss_and_grad(self.loss.name, -delta, -self.dref, self.beta)
+        q = self.q
+        return q * fwd.loss + (1 - q) * rev.loss, q * fwd.grad - (1 - q) * rev.grad
+
+
+def policy_metrics(
+    batch: BanditBatch,
+    log_pi: np.ndarray,
+    pair_loss: np.ndarray | None = None,
+    delta: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The METRIC_COLUMNS of each instance for policies log_pi (B, X, Y); pair_loss (B, N) or None (→ NaN).
+
+    delta: the policy margins δ_θ (B, N) when known exactly from the logits (z_w − z_l, so that at π_ref
+    it equals δ_ref bit for bit); by default they are taken from log_pi.
+    """
+    beta = _col(batch.beta, batch.n_instances)
+    lw, ll = gather_pairs(log_pi, batch.pairs)
+    d = lw - ll if delta is None else delta
+    dref = batch.delta_ref()
+    dr = batch.delta_reward()
+    ref_w, _ = batch.log_pi_ref_pairs()
+    pi = np.exp(log_pi)
+    kl = np.sum(pi * (log_pi - batch.log_pi_ref), axis=-1).mean(axis=-1)
+    true_order = ((dr > 0) & (d > 0)) | ((dr < 0) & (d < 0))
+    return {
+        "frac_in_U": in_undesirable_space(d, dref).mean(axis=1),
+        "pref_acc": (d > 0).mean(axis=1),
+        "reward_acc": (d > dref).mean(axis=1),
+        "true_pref_acc": true_order.mean(axis=1),
+        "dpo_grad_weight": dpo_gradient_weight(d, dref, beta).mean(axis=1),
+        "kl": np.maximum(kl, 0.0),
+        "expected_reward": np.sum(pi * batch.reward, axis=-1).mean(axis=-1),
+        "p_w": np.exp(lw).mean(axis=1),
+        "logp_w_shift": (lw - ref_w).mean(axis=1),
+        "loss": pair_loss.mean(axis=1) if pair_loss is not None else np.full(batch.n_instances, np.nan),
+    }
+
+
+@dataclass
+class Trajectory:
+    """A training run on a batch.
+
+    steps: (R,) recorded step numbers (0 = π_ref); metrics: name → (R, B); log_pi: (B, X, Y) final
+    policy; deltas: (R, B, N) δ_θ at the recorded steps when requested, else None; escape_step: (B, N)
+    the (linearly interpolated) step at which δ_θ first reached 0 for pairs that started in the closure
+    of U (δ_ref < 0), NaN where it never did or U is empty; lr: (B,) learning rates (gradient-flow time
+    = step·lr for one pair); config: the run's settings as plain data.
+    """
+
+    steps: np.ndarray
+    metrics: dict[str, np.ndarray]
+    log_pi: np.ndarray
+    escape_step: np.ndarray
+    lr: np.ndarray
+    deltas: np.ndarray | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def final(self, name: str) -> np.ndarray:
+        """The last recorded value of metric `name`, (B,)."""
+        return self.metrics[name][-1]
+
+    def final_delta(self, batch: BanditBatch) -> np.ndarray:
+        """δ_θ of the final policy, (B, N)."""
+        lw, ll = gather_pairs(self.log_pi, batch.pairs)
+        return lw - ll
+
+
+def train(
+    batch: BanditBatch,
+    loss: LossConfig | str,
+    steps: int,
+    *,
+    optimizer: str = "sgd",
+    lr: Any = 0.1,
+    record_every: int | None = None,
+    record_deltas: bool = False,
+    adam_betas: tuple[float, float] = (0.9, 0.999),
+    adam_eps: float = 1e-8,
+    init_logits: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Trajectory:
+    """Train every instance's tabular softmax policy from π_ref by `optimizer` on the mean loss over its
+    pairs.
+
+    loss: a LossConfig or a name in SIM_LOSSES; optimizer "sgd" (plain gradient descent, z ← z − lr·∇)
+    or "adam" (Kingma & Ba, bias-corrected, per logit); lr: scalar or (B,); record_every: record metrics
+    at step 0, every k steps and at the last step (default: about 100 records). init_logits: start
+    elsewhere than log π_ref (e.g. uniform, to fit a reference). progress(step, steps) is called after
+    each step when given.
+    """
+    if isinstance(loss, str):
+        loss = LossConfig(loss)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    B, X, Y = batch.log_pi_ref.shape
+    N = batch.n_pairs
+    if N == 0:
+        raise ValueError("the batch has no preference pairs to train on")
+    lr_b = np.broadcast_to(np.asarray(lr, dtype=np.float64), (B,)).copy()
+    if not np.all(np.isfinite(lr_b) & (lr_b > 0)):
+        raise ValueError(f"lr must be finite and > 0, got {lr!r}")
+    record_every = max(1, steps // 100) if record_every is None else int(record_every)
+    if record_every < 1:
+        raise ValueError("record_every must be >= 1")
+
+    pair_loss = PairLoss(loss, batch)
+    z = np.array(batch.log_pi_ref if init_logits is None else init_logits, dtype=np.float64)
+    if z.shape != (B, X, Y):
+        raise ValueError(f"init_logits: shape {z.shape} differs from the batch's {(B, X, Y)}")
+    p = batch.pairs
+    base = (np.arange(B)[:, None] * X + p[..., 0]) * Y
+    idx_w = (base + p[..., 1]).ravel()
+    idx_l = (base + p[..., 2]).ravel()
+    idx_all = np.concatenate([idx_w, idx_l])
+    size = B * X * Y
+    lr_col = lr_b[:, None, None]
+    if optimizer == "adam":
+        m = np.zeros_like(z)
+        v = np.zeros_like(z)
+        b1, b2 = adam_betas
+
+    dref = batch.delta_ref()
+    escape = np.full((B, N), np.nan)
+    watching = dref < 0
+    rec_steps: list[int] = []
+    rec_metrics: dict[str, list[np.ndarray]] = {k: [] for k in METRIC_COLUMNS}
+    rec_deltas: list[np.ndarray] = []
+
+    def delta_of(zz: np.ndarray) -> np.ndarray:
+        flat = zz.reshape(-1)
+        return (flat[idx_w] - flat[idx_l]).reshape(B, N)
+
+    def record(step: int, zz: np.ndarray, d: np.ndarray, per_pair_loss: np.ndarray) -> None:
+        rec_steps.append(step)
+        for k, val in policy_metrics(batch, batched_log_softmax(zz), per_pair_loss, d).items():
+            rec_metrics[k].append(val)
+        if record_deltas:
+            rec_deltas.append(d.copy())
+
+    d = delta_of(z)
+    for t in range(1, steps + 1):
+        ell, g = pair_loss(d)
+        if (t - 1) % record_every == 0:
+            record(t - 1, z, d, ell)
+        grad = np.bincount(idx_all, weights=np.concatenate([g.ravel(), -g.ravel()]), minlength=size)
+        grad = grad.reshape(B, X, Y) / N
+        if optimizer == "sgd":
+            z -= lr_col * grad
+        else:
+            m = b1 * m + (1 - b1) * grad
+            v = b2 * v + (1 - b2) * grad * grad
+            mhat = m / (1 - b1**t)
+            vhat = v / (1 - b2**t)
+            z -= lr_col * mhat / (np.sqrt(vhat) + adam_eps)
+        d_new = delta_of(z)
+        crossed = watching & (d_new >= 0)
+        if crossed.any():
+            frac = -d[crossed] / (d_new[crossed] - d[crossed])
+            escape[crossed] = (t - 1) + frac
+            watching = watching & ~crossed
+        d = d_new
+        if progress is not None:
+            progress(t, steps)
+    ell, _ = pair_loss(d)
+    if not rec_steps or rec_steps[-1] != steps:
+        record(steps, z, d, ell)
+    if not np.all(np.isfinite(z)):
+        b = int(np.argwhere(~np.isfinite(z))[0][0])
+        raise FloatingPointError(f"instance {b}: logits became non-finite; lower the learning rate")
+    return Trajectory(
+        steps=np.array(rec_steps),
+        metrics={k: np.stack(vs) for k, vs in rec_metrics.items()},
+        log_pi=batched_log_softmax(z),
+        escape_step=escape,
+        lr=lr_b,
+        deltas=np.stack(rec_deltas) if record_deltas else None,
+        config={
+            "loss": loss.describe(),
+            "steps": steps,
+            "optimizer": optimizer,
+            "record_every": record_every,
+            "loss_reduction": "mean over pairs",
+        },
+    )
+
+
+# ------------------------------------------------------------------------------------- exact reference points
+
+
+def rlhf_optimum_log_policy(batch: BanditBatch) -> np.ndarray:
+    """log π* of every instance (C1), via dpocheck.theory.rlhf_optimal_log_policy."""
+    from dpocheck.theory import rlhf_optimal_log_policy
+
+    return np.stack(
+        [
+            rlhf_optimal_log_policy(batch.log_pi_ref[i], batch.reward[i], float(batch.beta[i]))
+            for i in range(batch.n_instances)
+        ]
+    )
+
+
+def ecpoc_log_policy(batch: BanditBatch, epsilon: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Exact E-CPOC policy of every instance (C9, dpocheck.theory.ecpoc_solve) and its `feasible` flags
+    (B,)."""
+    from dpocheck.theory import ecpoc_solve
+
+    sols = [ecpoc_solve(batch.instance(i), epsilon) for i in range(batch.n_instances)]
+    return np.stack([s.log_pi for s in sols]), np.array([s.feasible for s in sols])
+
+
+def reference_point_metrics(batch: BanditBatch, name: str, epsilon: float = 0.0) -> dict[str, np.ndarray]:
+    """METRIC_COLUMNS of an exact reference point: "rlhf_optimum" (C1) or "ecpoc" (C9, constraint δ ≥ ε)."""
+    if name == "rlhf_optimum":
+        return policy_metrics(batch, rlhf_optimum_log_policy(batch))
+    if name == "ecpoc":
+        return policy_metrics(batch, ecpoc_log_policy(batch, epsilon)[0])
+    raise ValueError(f"unknown reference point {name!r}; choose one of {REFERENCE_POINTS}")
+
+
+def kl_divergence(log_pi: np.ndarray, log_pi_ref: np.ndarray) -> np.ndarray:
+    """KL(π‖π_ref) per instance, mean over contexts; (B, X, Y) → (B,)."""
+    return np.maximum(np.sum(np.exp(log_pi) * (log_pi - log_pi_ref), axis=-1).mean(axis=-1), 0.0)
+
+
+def gradient_flow_time(traj: Trajectory, n_pairs: int) -> np.ndarray:
+    """Escape times (B, N) in the time of gradient flow on the single pair's loss ℓ_i, as in escape_time
+    (C4).
+
+    The trainer descends the mean over N pairs, so one step of size lr moves a pair whose logits no
+    other pair touches by lr/N of flow time on ℓ_i: t = escape_step·lr/N (= step·lr for one pair per
+    instance).
+    """
+    return traj.escape_step * traj.lr[:, None] / n_pairs
+
+
+__all__ = [
+    "LOGISTIC_LOSSES",
+    "METRIC_COLUMNS",
+    "OPTIMIZERS",
+    "REFERENCE_POINTS",
+    "SIM_LOSSES",
+    "LossConfig",
+    "PairLoss",
+    "Trajectory",
+    "ecpoc_log_policy",
+    "gradient_flow_time",
+    "kl_divergence",
+    "logistic_offsets",
+    "policy_metrics",
+    "reference_point_metrics",
+    "rlhf_optimum_log_policy",
+    "train",
+]

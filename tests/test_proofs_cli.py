@@ -1,0 +1,101 @@
+"""`dpocheck proofs` end to end: --only, the reports, the exit status on a regression and on bad arguments."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from dpocheck.proofs_check import FAILS, get_claim, registry
+from dpocheck.proofs_check.cli import register
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _main(argv):
+    parser = argparse.ArgumentParser(prog="dpocheck")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_only_one_claim_end_to_end(tmp_path):
+    """Through the real entry point (python -m dpocheck.cli), writing both reports."""
+    js, md = tmp_path / "proofs.json", tmp_path / "out" / "proofs.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dpocheck.cli",
+            "proofs",
+            "--only",
+            "C7.hinge-limit",
+            "--json",
+            str(js),
+            "--markdown",
+            str(md),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "C7.hinge-limit" in proc.stdout and "proved" in proc.stdout
+    assert "[1/1] C7.hinge-limit: proved" in proc.stderr
+    doc = json.loads(js.read_text())
+    assert [c["id"] for c in doc["claims"]] == ["C7.hinge-limit"]
+    assert doc["claims"][0]["verdict"] == "proved" and doc["summary"]["regressions"] == []
+    assert "## C7.hinge-limit — Prop. 5.1" in md.read_text()
+
+
+def test_cli_exit_status_on_regression(monkeypatch, capsys):
+    """A claim whose registered expected verdict differs from what the check finds makes the command fail."""
+    wrong = dataclasses.replace(get_claim("C3.nonempty"), expected=FAILS)
+    monkeypatch.setattr(registry, "CLAIMS", (wrong,))
+    status = _main(["proofs", "--only", "C3.nonempty", "--quiet"])
+    assert status == 1
+    assert "REGRESSION" in capsys.readouterr().out
+
+
+def test_cli_ok_status_prefix_selection_and_list(capsys):
+    assert _main(["proofs", "--only", "C3", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "C3.nonempty" in out and "C3.loss-below-log2" in out and "no regressions" in out
+    assert _main(["proofs", "--list"]) == 0
+    assert "C10.easy-margin-sign" in capsys.readouterr().out
+
+
+def test_cli_unknown_claim_is_an_argument_error(capsys):
+    assert _main(["proofs", "--only", "C42.nothing"]) == 2
+    assert "matches no claim" in capsys.readouterr().err
+
+
+def test_cli_resume_reuses_saved_claims(tmp_path, capsys):
+    """The JSON report is rewritten after every claim; --resume takes the saved ones and checks only the rest."""
+    js = tmp_path / "p.json"
+    assert _main(["proofs", "--only", "C3.nonempty", "--json", str(js), "--quiet"]) == 0
+    first = json.loads(js.read_text())
+    assert first["complete"] is True and first["fingerprint"]
+    saved_seconds = first["claims"][0]["seconds"]
+    capsys.readouterr()
+    assert _main(["proofs", "--only", "C3", "--json", str(js), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "resuming: 1 claim(s)" in err and "[1/1] C3.loss-below-log2" in err
+    doc = json.loads(js.read_text())
+    assert [c["id"] for c in doc["claims"]] == ["C3.nonempty", "C3.loss-below-log2"]
+    assert doc["claims"][0]["seconds"] == saved_seconds  # reused, not recomputed
+    # another profile's report is not reused
+    assert (
+        _main(["proofs", "--only", "C3.nonempty", "--json", str(js), "--resume", "--profile", "thorough", "--quiet"])
+        == 0
+    )
+    assert "another profile" in capsys.readouterr().err
+
+
+def test_cli_resume_needs_json(capsys):
+    assert _main(["proofs", "--resume"]) == 2
+    assert "--resume needs --json" in capsys.readouterr().err
