@@ -1,0 +1,204 @@
+"""Sub-commands on the data side of ``dpocheck.llm``: ``violations`` (C2, C3, C4, C8 on scored pairs) and
+``reward`` (Δr* from a local reward model).
+
+Import cost is kept low: numpy, torch, transformers and matplotlib are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _normalizations(text: str) -> list[str]:
+    if text == "both":
+        return ["sum", "mean"]
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in ("sum", "mean")]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(f"expected sum, mean, both or sum,mean; got {text!r}")
+    return values
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``violations`` and ``reward`` sub-commands."""
+    v = subparsers.add_parser(
+        "violations",
+        help="how often DPO's implicit assumption fails on scored pairs (C2); a policy's place (C3, C4, C8)",
+        description="Per β: violation rate of β·δ_ref + Δr* ≤ 0 (C2) with a bootstrap 95 % interval, "
+        "idealized ranking accuracy, reference preference rate, per-subset breakdown, γ* and CPO margins in "
+        "log space (C8); with --policy-scores: share in U (C3), preference and implicit-reward accuracy, DPO "
+        "gradient weights (C4). Writes JSON, Markdown and the toy Fig. 1 per normalisation.",
+    )
+    v.add_argument("--scores", required=True, help="scores directory written by `dpocheck score` (π_ref)")
+    v.add_argument("--policy-scores", default=None, help="scores directory of a trained policy (same pairs)")
+    v.add_argument(
+        "--beta", type=_float_list, default=[0.01, 0.1, 1.0, 5.0, 10.0], help="β grid, e.g. 0.01,0.1,1,5,10"
+    )
+    v.add_argument(
+        "--normalize",
+        type=_normalizations,
+        default=["sum"],
+        help="log-prob convention: sum (PAPER §1), mean (per-token, released code) or both",
+    )
+    src = v.add_mutually_exclusive_group()
+    src.add_argument(
+        "--delta-reward", default=None, help="JSONL with index and delta_reward (e.g. from `dpocheck reward`)"
+    )
+    src.add_argument(
+        "--assume-delta-reward",
+        type=float,
+        default=None,
+        help="use this constant Δr* for every pair (user-chosen, labelled ASSUMED in every output)",
+    )
+    src.add_argument(
+        "--ignore-row-delta-reward",
+        action="store_true",
+        help="do not use the delta_reward the scorer copied from the data (report only Δr*-free numbers)",
+    )
+    v.add_argument(
+        "--gamma",
+        type=_float_list,
+        default=[0.05, 0.5],
+        help="γ values for the C8 'still violated with margin' column (default: released code's 0.05, 0.5)",
+    )
+    v.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for 95 %% intervals")
+    v.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    v.add_argument("--out", default=None, help="output directory (default: SCORES/violations)")
+    v.add_argument("--no-plot", action="store_true", help="skip the toy Fig. 1 plot")
+    v.add_argument("--quiet", action="store_true", help="do not print the Markdown report")
+    v.set_defaults(func=_violations)
+
+    r = subparsers.add_parser(
+        "reward",
+        help="Δr* = r(y_w) − r(y_l) from a local sequence-classification reward model (input to violations)",
+        description="Score the chosen and rejected responses of every pair with a Hugging Face "
+        "AutoModelForSequenceClassification (num_labels=1) from a local folder; write JSONL rows (index, "
+        "reward_chosen, reward_rejected, delta_reward) atomically; --resume continues after a kill.",
+    )
+    r.add_argument("--reward-model", required=True, help="local Hugging Face folder of a reward model")
+    r.add_argument(
+        "--data", required=True, help="preference data file (JSONL/JSON, optionally .gz, or Parquet)"
+    )
+    r.add_argument("--out", required=True, help="output JSONL file")
+    r.add_argument(
+        "--format", default="auto", choices=("auto", "trl", "hh", "alpacaeval"), help="record format"
+    )
+    r.add_argument(
+        "--prompt-style",
+        default="text",
+        choices=("text", "chat"),
+        help="keep text prompts or make chat messages",
+    )
+    r.add_argument("--batch-size", type=int, default=8, help="pairs per forward batch (2 sequences each)")
+    r.add_argument(
+        "--max-length", type=int, default=2048, help="tokens per sequence, cut from the left (0: none)"
+    )
+    r.add_argument("--chat-template", choices=("auto", "model", "none"), default="auto")
+    r.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    r.add_argument("--device", default=None, help="torch device (default: CUDA if available, else CPU)")
+    r.add_argument("--limit", type=int, default=None, help="only the first N records of the data")
+    r.add_argument(
+        "--on-error", choices=("skip", "raise"), default="skip", help="bad records: skip+count or stop"
+    )
+    r.add_argument(
+        "--resume", action="store_true", help="continue a killed run into --out (same inputs only)"
+    )
+    r.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    r.add_argument(
+        "--trust-remote-code", action="store_true", help="allow the model folder's own code to run"
+    )
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=_reward)
+
+
+def _violations(args: argparse.Namespace) -> int:
+    from . import analysis as A
+
+    try:
+        ref = A.read_scores(args.scores)
+        policy = A.read_scores(args.policy_scores) if args.policy_scores else None
+        dr = A.resolve_delta_reward(
+            ref,
+            delta_reward_file=args.delta_reward,
+            assume=args.assume_delta_reward,
+            use_rows=not args.ignore_row_delta_reward,
+        )
+        out = Path(args.out) if args.out else Path(args.scores) / "violations"
+        written = []
+        for norm in args.normalize:
+            report = A.analyze(
+                ref,
+                betas=args.beta,
+                normalization=norm,
+                delta_reward=dr,
+                policy=policy,
+                gammas=args.gamma,
+                n_bootstrap=args.bootstrap,
+                seed=args.seed,
+            )
+            md = A.render_markdown(report)
+            written.append(A.write_text_atomic(out / f"violations-{norm}.json", A.report_to_json(report)))
+            written.append(A.write_text_atomic(out / f"violations-{norm}.md", md))
+            if not args.no_plot:
+                written.append(A.plot_fig1(ref, dr, args.beta, norm, out / f"fig1-{norm}.png"))
+            if not args.quiet:
+                print(md)
+    except (A.ScoresError, ValueError, FileNotFoundError) as err:
+        print(f"dpocheck violations: error: {err}", file=sys.stderr)
+        return 2
+    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return 0
+
+
+def _reward(args: argparse.Namespace) -> int:
+    from .reward import RewardSettings, reward_file
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        settings = RewardSettings(
+            batch_size=args.batch_size,
+            max_length=args.max_length or None,
+            chat_template=args.chat_template,
+            dtype=args.dtype,
+            format=args.format,
+            prompt_style=args.prompt_style,
+            limit=args.limit,
+        )
+        run = reward_file(
+            args.reward_model,
+            args.data,
+            args.out,
+            settings,
+            device=args.device,
+            trust_remote_code=args.trust_remote_code,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            on_error=args.on_error,
+            show_progress=not args.no_progress,
+        )
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"dpocheck reward: error: {err}", file=sys.stderr)
+        return 2
+    print(run.load_summary, file=sys.stderr)
+    print(
+        f"rewarded {run.n_scored_now} pairs now ({run.n_done_before} from an earlier run) in "
+        f"{run.seconds:.1f} s -> {run.out}",
+        file=sys.stderr,
+    )
+    return 0

