@@ -100,9 +100,7 @@ def test_real_alpacaeval_loads_completely_and_is_oriented():
         q = r["preference"] - 1.0
         second = q > 0.5
         n_second += second
-        assert (p.chosen, p.rejected) == (
-            (r["output_2"], r["output_1"]) if second else (r["output_1"], r["output_2"])
-        )
+        assert (p.chosen, p.rejected) == ((r["output_2"], r["output_1"]) if second else (r["output_1"], r["output_2"]))
         assert p.meta["generator_chosen"] == (r["generator_2"] if second else r["generator_1"])
         assert p.preference_prob == pytest.approx(max(q, 1 - q), abs=1e-15)
         assert 0.0 < p.delta_reward <= math.log(999.0) + 1e-12
@@ -220,11 +218,7 @@ def test_trl_strings_and_reward_columns(tmp_path):
         "delta_reward_field",
         None,
     ]
-    assert (
-        res.pairs[1].subset == "s1"
-        and res.pairs[1].meta == {"id": "x7"}
-        and res.pairs[1].preference_prob == 0.8
-    )
+    assert res.pairs[1].subset == "s1" and res.pairs[1].meta == {"id": "x7"} and res.pairs[1].preference_prob == 0.8
     assert res.delta_reward_sources == {
         "score_columns": 1,
         "probability_logit": 1,
@@ -357,9 +351,7 @@ def test_chat_message_records(tmp_path):
     assert res.format == "trl"
     assert [(p.prompt, p.chosen, p.rejected) for p in res.pairs] == [([user], "A1", "A2")] * 3
     assert res.skipped == {"prefix_mismatch": 1, "wrong_role": 1, "wrong_type": 1}
-    assert res.examples["wrong_type"] == [
-        "record 5 (line 6): field 'prompt[0].content' must be a string, got missing"
-    ]
+    assert res.examples["wrong_type"] == ["record 5 (line 6): field 'prompt[0].content' must be a string, got missing"]
 
 
 def test_alpacaeval_synthetic_orientation_ties_and_range(tmp_path):

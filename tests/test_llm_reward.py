@@ -29,9 +29,7 @@ def _tokenizer(chat_template: str | None = None):
     vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[EOS]", *WORDS])}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]"
-    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]")
     if chat_template:
         fast.chat_template = chat_template
     return fast, len(vocab)
@@ -144,10 +142,7 @@ def test_chat_template_text(tmp_path):
     tpl = "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }}\n{% endfor %}"
     tok, _ = _tokenizer(tpl)
     hh = "\n\nHuman: hi\n\nAssistant: yo\n\nHuman: ok ?\n\nAssistant:"
-    assert (
-        conversation_text(tok, hh, " sure", True)
-        == "<user> hi\n<assistant> yo\n<user> ok ?\n<assistant> sure\n"
-    )
+    assert conversation_text(tok, hh, " sure", True) == "<user> hi\n<assistant> yo\n<user> ok ?\n<assistant> sure\n"
     assert conversation_text(tok, "hi", " sure", True) == "<user> hi\n<assistant>  sure\n"
     assert conversation_text(tok, hh, " sure", False) == hh + " sure"
     msgs = [{"role": "user", "content": "hi"}]

@@ -73,11 +73,9 @@ CLAIMS = {
     "dpo_loss": "PAPER §1: mean ℓ_DPO = softplus(−β(δ_θ − δ_ref)); log 2 at π_θ = π_ref",
     "dpo_gradient_weight": "C4 (Prop. 3.4): |∂ℓ_DPO/∂δ_θ| = β·σ(β(δ_ref − δ_θ)); β/2 at π_θ = π_ref",
     "exit_gradient_weight": "C4: weight at the exit of U (δ_θ = 0), β·σ(β·δ_ref), on pairs in U",
-    "gamma_star": "C8 (Eq. 27, Thm 4.9): γ* = max over pairs of [−β·δ_ref − Δr*]_+ / (1/π_ref(y_w) + "
-    "1/π_ref(y_l))",
+    "gamma_star": "C8 (Eq. 27, Thm 4.9): γ* = max over pairs of [−β·δ_ref − Δr*]_+ / (1/π_ref(y_w) + 1/π_ref(y_l))",
     "log_cpo_margin": "C8: log m = log γ + logaddexp(−log π_ref(y_w), −log π_ref(y_l))",
-    "violation_rate_with_cpo_margin": "C8: share still violated with margin m "
-    "(β·δ_ref + Δr* + m ≤ 0 ⇔ γ ≤ γ*_pair)",
+    "violation_rate_with_cpo_margin": "C8: share still violated with margin m (β·δ_ref + Δr* + m ≤ 0 ⇔ γ ≤ γ*_pair)",
 }
 
 
@@ -147,18 +145,14 @@ def _validate_row(row: Any, where: str) -> dict[str, Any]:
     for name in LOGP_FIELDS:
         v = row[name]
         if not _is_number(v) or not math.isfinite(float(v)):
-            raise ScoresError(
-                f"{where}: field '{name}' must be a finite number (a log-probability), got {v!r}"
-            )
+            raise ScoresError(f"{where}: field '{name}' must be a finite number (a log-probability), got {v!r}")
         if float(v) > 1e-6:
             raise ScoresError(f"{where}: field '{name}' is a log-probability and must be <= 0, got {v!r}")
         out[name] = float(v)
     for name in ("chosen_tokens", "rejected_tokens"):
         v = row.get(name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise ScoresError(
-                f"{where}: field '{name}' must be a positive integer (empty response?), got {v!r}"
-            )
+            raise ScoresError(f"{where}: field '{name}' must be a positive integer (empty response?), got {v!r}")
         out[name] = -1 if v is None else v
     for name in ("chosen_truncated", "rejected_truncated"):
         v = row.get(name, False)
@@ -209,9 +203,7 @@ def read_scores(directory: str | os.PathLike[str]) -> ScoreTable:
                     if _same_row(prev[0], row):
                         n_dup += 1
                         continue
-                    raise ScoresError(
-                        f"{where}: index {row['index']} already seen at {prev[1]} with different values"
-                    )
+                    raise ScoresError(f"{where}: index {row['index']} already seen at {prev[1]} with different values")
                 rows[row["index"]] = (row, where)
     if not rows:
         raise ScoresError(f"the score shards in {d} contain no rows")
@@ -268,9 +260,7 @@ def _select_shards(d: Path, manifest: dict[str, Any] | None, warnings: list[str]
     """The ``*.jsonl`` files to read: the merged ``scores.jsonl`` of a complete run, else the shards."""
     files = sorted(f for f in d.glob("*.jsonl") if not f.name.startswith("."))
     if not files:
-        raise ScoresError(
-            f"no *.jsonl score shards in {d} (expected the output directory of `dpocheck score`)"
-        )
+        raise ScoresError(f"no *.jsonl score shards in {d} (expected the output directory of `dpocheck score`)")
     merged = d / MERGED
     others = [f for f in files if f != merged]
     if merged in files and others:
@@ -386,9 +376,7 @@ def resolve_delta_reward(
     if use_rows and n and not np.all(np.isnan(table.delta_reward)):
         vals = table.delta_reward.copy()
         srcs = sorted({str(s) for s in table.reward_source[~np.isnan(vals)]})
-        return DeltaReward(
-            vals, "score rows' delta_reward (" + ", ".join(srcs) + ")", False, int(np.isnan(vals).sum())
-        )
+        return DeltaReward(vals, "score rows' delta_reward (" + ", ".join(srcs) + ")", False, int(np.isnan(vals).sum()))
     return DeltaReward(
         None,
         "none: the data carries no reward gap; the violation rate (C2) and γ* (C8) need Δr* "
@@ -606,19 +594,13 @@ def analyze(
                 pos_h = np.flatnonzero(have)
                 for j, (name, positions) in enumerate(subsets.items()):
                     sel = np.isin(pos_h, positions)
-                    by[name] = _share(
-                        viol[sel], CLAIMS["violation_rate"], beta, norm, n_bootstrap, [seed, 20, k, j]
-                    )
+                    by[name] = _share(viol[sel], CLAIMS["violation_rate"], beta, norm, n_bootstrap, [seed, 20, k, j])
                 entry["violation_rate_by_subset"] = by
-            entry["gamma_star"] = _gamma_star_entry(
-                dref_h, dr_h, beta, lw[have], ll[have], ref.index[have], norm
-            )
+            entry["gamma_star"] = _gamma_star_entry(dref_h, dr_h, beta, lw[have], ll[have], ref.index[have], norm)
             lgs = np.asarray(log_gamma_star_pair(dref_h, dr_h, beta, lw[have], ll[have]))
             entry["violation_rate_with_cpo_margin"] = [
                 {
-                    **_share(
-                        lgs >= math.log(g), CLAIMS["violation_rate_with_cpo_margin"], beta, norm, 0, None
-                    ),
+                    **_share(lgs >= math.log(g), CLAIMS["violation_rate_with_cpo_margin"], beta, norm, 0, None),
                     "gamma": g,
                 }
                 for g in gammas
@@ -681,9 +663,7 @@ def _gamma_star_entry(
     if gs == 0.0:
         entry["note"] = "γ* underflows float64; use log_gamma_star"
     if norm == "sum":
-        entry.setdefault(
-            "note", "whole-sequence 1/π_ref is astronomically large, so γ* is tiny; compare in log space"
-        )
+        entry.setdefault("note", "whole-sequence 1/π_ref is astronomically large, so γ* is tiny; compare in log space")
     return entry
 
 
@@ -807,9 +787,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"### Violation rate (C2) by subset, {norm} log-probs",
                 "",
                 "| β | "
-                + " | ".join(
-                    f"{n} (n={report['per_beta'][0]['violation_rate_by_subset'][n]['n']})" for n in names
-                )
+                + " | ".join(f"{n} (n={report['per_beta'][0]['violation_rate_by_subset'][n]['n']})" for n in names)
                 + " |",
                 "|---|" + "---|" * len(names),
             ]
@@ -876,9 +854,7 @@ def plot_fig1(
         panels = []
         for beta in betas:
             d_opt = np.asarray(delta_opt(d_ref[have], delta_reward.values[have], beta))
-            panels.append(
-                (beta, d_opt, np.asarray(violation_mask(d_ref[have], delta_reward.values[have], beta)))
-            )
+            panels.append((beta, d_opt, np.asarray(violation_mask(d_ref[have], delta_reward.values[have], beta))))
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
@@ -903,9 +879,7 @@ def plot_fig1(
         ax.set_ylabel("pairs")
         ax.legend(fontsize=7)
     suffix = " — ASSUMED constant Δr*" if delta_reward.assumed else ""
-    fig.suptitle(
-        f"Toy Fig. 1: implicit assumption of DPO (C1/C2){suffix}; tails clipped into edge bins", fontsize=9
-    )
+    fig.suptitle(f"Toy Fig. 1: implicit assumption of DPO (C1/C2){suffix}; tails clipped into edge bins", fontsize=9)
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -43,9 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     v.add_argument("--scores", required=True, help="scores directory written by `dpocheck score` (π_ref)")
     v.add_argument("--policy-scores", default=None, help="scores directory of a trained policy (same pairs)")
-    v.add_argument(
-        "--beta", type=_float_list, default=[0.01, 0.1, 1.0, 5.0, 10.0], help="β grid, e.g. 0.01,0.1,1,5,10"
-    )
+    v.add_argument("--beta", type=_float_list, default=[0.01, 0.1, 1.0, 5.0, 10.0], help="β grid, e.g. 0.01,0.1,1,5,10")
     v.add_argument(
         "--normalize",
         type=_normalizations,
@@ -88,13 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "reward_chosen, reward_rejected, delta_reward) atomically; --resume continues after a kill.",
     )
     r.add_argument("--reward-model", required=True, help="local Hugging Face folder of a reward model")
-    r.add_argument(
-        "--data", required=True, help="preference data file (JSONL/JSON, optionally .gz, or Parquet)"
-    )
+    r.add_argument("--data", required=True, help="preference data file (JSONL/JSON, optionally .gz, or Parquet)")
     r.add_argument("--out", required=True, help="output JSONL file")
-    r.add_argument(
-        "--format", default="auto", choices=("auto", "trl", "hh", "alpacaeval"), help="record format"
-    )
+    r.add_argument("--format", default="auto", choices=("auto", "trl", "hh", "alpacaeval"), help="record format")
     r.add_argument(
         "--prompt-style",
         default="text",
@@ -102,23 +96,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep text prompts or make chat messages",
     )
     r.add_argument("--batch-size", type=int, default=8, help="pairs per forward batch (2 sequences each)")
-    r.add_argument(
-        "--max-length", type=int, default=2048, help="tokens per sequence, cut from the left (0: none)"
-    )
+    r.add_argument("--max-length", type=int, default=2048, help="tokens per sequence, cut from the left (0: none)")
     r.add_argument("--chat-template", choices=("auto", "model", "none"), default="auto")
     r.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     r.add_argument("--device", default=None, help="torch device (default: CUDA if available, else CPU)")
     r.add_argument("--limit", type=int, default=None, help="only the first N records of the data")
-    r.add_argument(
-        "--on-error", choices=("skip", "raise"), default="skip", help="bad records: skip+count or stop"
-    )
-    r.add_argument(
-        "--resume", action="store_true", help="continue a killed run into --out (same inputs only)"
-    )
+    r.add_argument("--on-error", choices=("skip", "raise"), default="skip", help="bad records: skip+count or stop")
+    r.add_argument("--resume", action="store_true", help="continue a killed run into --out (same inputs only)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    r.add_argument(
-        "--trust-remote-code", action="store_true", help="allow the model folder's own code to run"
-    )
+    r.add_argument("--trust-remote-code", action="store_true", help="allow the model folder's own code to run")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=_reward)

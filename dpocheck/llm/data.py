@@ -81,9 +81,7 @@ def default_data_dir() -> Path:
 class RecordError(ValueError):
     """A record that cannot become a preference pair; the message names the record number and the field."""
 
-    def __init__(
-        self, record: int, field_name: str | None, message: str, reason: str, line: int | None = None
-    ):
+    def __init__(self, record: int, field_name: str | None, message: str, reason: str, line: int | None = None):
         self.record = record
         self.field = field_name
         self.reason = reason
@@ -175,9 +173,7 @@ def _container_of(path: Path) -> str:
     return "jsonl"
 
 
-RawRecord = tuple[
-    int, "int | None", Any
-]  # (record number, line number or None, parsed object or RecordError)
+RawRecord = tuple[int, "int | None", Any]  # (record number, line number or None, parsed object or RecordError)
 
 
 def _iter_jsonl(path: Path) -> Iterator[RawRecord]:
@@ -273,15 +269,11 @@ def _finite_number(rec: dict[str, Any], name: str, rn: int) -> float:
 
 def _messages(value: Any, name: str, rn: int) -> ChatMessages:
     if not isinstance(value, list):
-        raise RecordError(
-            rn, name, f"must be a list of chat messages, got {type(value).__name__}", "wrong_type"
-        )
+        raise RecordError(rn, name, f"must be a list of chat messages, got {type(value).__name__}", "wrong_type")
     out: ChatMessages = []
     for k, m in enumerate(value):
         if not isinstance(m, dict):
-            raise RecordError(
-                rn, f"{name}[{k}]", f"must be a message object, got {type(m).__name__}", "wrong_type"
-            )
+            raise RecordError(rn, f"{name}[{k}]", f"must be a message object, got {type(m).__name__}", "wrong_type")
         for key in ("role", "content"):
             if not isinstance(m.get(key), str):
                 got = "missing" if m.get(key) is None else type(m.get(key)).__name__
@@ -305,9 +297,7 @@ class _Options:
     prompt_style: str
 
 
-def _delta_reward(
-    rec: dict[str, Any], rn: int, opts: _Options
-) -> tuple[float | None, str | None, float | None]:
+def _delta_reward(rec: dict[str, Any], rn: int, opts: _Options) -> tuple[float | None, str | None, float | None]:
     """(Δr*, reward_source, preference probability) from a TRL/HH record's optional reward fields."""
     src = opts.delta_reward_source
     if src == "none":
@@ -380,9 +370,7 @@ def hh_split(chosen: str, rejected: str, rn: int = 0) -> tuple[str, str, str]:
     for name, text in (("chosen", chosen), ("rejected", rejected)):
         i = text.rfind(HH_ASSISTANT)
         if i < 0:
-            raise RecordError(
-                rn, name, "has no '\\n\\nAssistant:' turn (not an HH-RLHF transcript)", "hh_no_assistant"
-            )
+            raise RecordError(rn, name, "has no '\\n\\nAssistant:' turn (not an HH-RLHF transcript)", "hh_no_assistant")
         cut.append(i + len(HH_ASSISTANT))
     prompt_c, prompt_r = chosen[: cut[0]], rejected[: cut[1]]
     if prompt_c != prompt_r:
@@ -408,9 +396,7 @@ def hh_prompt_to_messages(prompt: str, rn: int = 0) -> ChatMessages:
     for role, content in zip(parts[1::2], parts[2::2], strict=True):
         msgs.append({"role": roles[role], "content": content.removeprefix(" ")})
     if not msgs or msgs[-1]["role"] != "assistant" or msgs[-1]["content"]:
-        raise RecordError(
-            rn, "chosen", "dialogue prefix does not end with an open Assistant turn", "hh_unparsable"
-        )
+        raise RecordError(rn, "chosen", "dialogue prefix does not end with an open Assistant turn", "hh_unparsable")
     return msgs[:-1]
 
 
@@ -440,9 +426,7 @@ def _parse_trl(rec: dict[str, Any], rn: int, opts: _Options) -> PreferencePair:
         if prompt_v is None:
             if isinstance(chosen_v, str) and HH_ASSISTANT in chosen_v:
                 return _parse_hh(rec, rn, opts)
-            raise RecordError(
-                rn, "prompt", "is missing (and 'chosen' is not an HH-RLHF transcript)", "missing_field"
-            )
+            raise RecordError(rn, "prompt", "is missing (and 'chosen' is not an HH-RLHF transcript)", "missing_field")
         prompt = _text(rec, "prompt", rn, response=False)
         chosen = _text(rec, "chosen", rn)
         rejected = _text(rec, "rejected", rn)
@@ -485,9 +469,7 @@ def _parse_trl(rec: dict[str, Any], rn: int, opts: _Options) -> PreferencePair:
             )
         prompt_out = full["chosen"][:-1]
         if not prompt_out:
-            raise RecordError(
-                rn, "prompt", "is empty (no shared messages before the responses)", "empty_prompt"
-            )
+            raise RecordError(rn, "prompt", "is empty (no shared messages before the responses)", "empty_prompt")
         chosen, rejected = full["chosen"][-1]["content"], full["rejected"][-1]["content"]
         _check_distinct(chosen, rejected, rn, ("chosen", "rejected"))
     dr, src, prob = _delta_reward(rec, rn, opts)
@@ -574,9 +556,7 @@ def load_pairs(
     if format not in ("auto", *RECORD_FORMATS):
         raise ValueError(f"unknown format {format!r}; expected 'auto' or one of {RECORD_FORMATS}")
     if delta_reward_source not in DELTA_REWARD_SOURCES:
-        raise ValueError(
-            f"unknown delta_reward_source {delta_reward_source!r}; expected one of {DELTA_REWARD_SOURCES}"
-        )
+        raise ValueError(f"unknown delta_reward_source {delta_reward_source!r}; expected one of {DELTA_REWARD_SOURCES}")
     if not (isinstance(q_clip, float | int) and 0.0 < q_clip < 0.5):
         raise ValueError(f"q_clip must be in (0, 0.5), got {q_clip!r}")
     if on_error not in ("skip", "raise"):
@@ -608,9 +588,7 @@ def load_pairs(
             if isinstance(obj, RecordError):
                 raise obj
             if not isinstance(obj, dict):
-                raise RecordError(
-                    rn, None, f"must be a JSON object, got {type(obj).__name__}", "not_an_object"
-                )
+                raise RecordError(rn, None, f"must be a JSON object, got {type(obj).__name__}", "not_an_object")
             if fmt is None:
                 fmt = detect_format(obj)
                 _check_source_for_format(fmt, delta_reward_source)
@@ -651,6 +629,4 @@ def _check_source_for_format(fmt: str, source: str) -> None:
             "'soft_preference' (Δr* = logit(q)) or 'none'"
         )
     if fmt != "alpacaeval" and source == "soft_preference":
-        raise ValueError(
-            f"delta_reward_source 'soft_preference' needs AlpacaEval annotations, not {fmt!r} records"
-        )
+        raise ValueError(f"delta_reward_source 'soft_preference' needs AlpacaEval annotations, not {fmt!r} records")

@@ -64,9 +64,7 @@ class RewardSettings:
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {self.max_length}")
         if self.chat_template not in CHAT_TEMPLATE_CHOICES:
-            raise ValueError(
-                f"chat_template must be one of {CHAT_TEMPLATE_CHOICES}, got {self.chat_template!r}"
-            )
+            raise ValueError(f"chat_template must be one of {CHAT_TEMPLATE_CHOICES}, got {self.chat_template!r}")
 
 
 def _plain(messages: ChatMessages) -> str:
@@ -82,17 +80,13 @@ def _prompt_messages(prompt: str | ChatMessages) -> ChatMessages:
     return [{"role": "user", "content": prompt}]
 
 
-def conversation_text(
-    tokenizer: Any, prompt: str | ChatMessages, response: str, use_chat_template: bool
-) -> str:
+def conversation_text(tokenizer: Any, prompt: str | ChatMessages, response: str, use_chat_template: bool) -> str:
     """The text the reward model reads for one (prompt, response), per the rules of the module docstring."""
     if use_chat_template:
         msgs = _prompt_messages(prompt)
         is_hh = isinstance(prompt, str) and prompt.endswith(HH_ASSISTANT)
         content = response.removeprefix(" ") if is_hh else response
-        return tokenizer.apply_chat_template(
-            [*msgs, {"role": "assistant", "content": content}], tokenize=False
-        )
+        return tokenizer.apply_chat_template([*msgs, {"role": "assistant", "content": content}], tokenize=False)
     if isinstance(prompt, str):
         return prompt + response
     sep = "" if response[:1].isspace() else " "
@@ -122,9 +116,7 @@ def load_reward_model(
         raise FileNotFoundError(f"reward model {p} is not a local Hugging Face folder with a config.json")
     config = AutoConfig.from_pretrained(str(p), local_files_only=True, trust_remote_code=trust_remote_code)
     if getattr(config, "num_labels", 1) != 1:
-        raise ValueError(
-            f"a reward model has one output (num_labels=1); {p} has num_labels={config.num_labels}"
-        )
+        raise ValueError(f"a reward model has one output (num_labels=1); {p} has num_labels={config.num_labels}")
     dev = torch.device(device) if device is not None else default_device()
     kwargs: dict[str, Any] = {
         "local_files_only": True,
@@ -162,9 +154,7 @@ def score_texts(
     )
     dev = next(model.parameters()).device
     with torch.inference_mode():
-        logits = model(
-            input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev)
-        ).logits
+        logits = model(input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev)).logits
     values = logits.float().reshape(len(texts), -1)[:, 0].cpu().tolist()
     truncated = [max_length is not None and n > max_length for n in lengths]
     return values, truncated
@@ -271,9 +261,7 @@ def reward_pairs_to_file(
             if source is not None:
                 done = {int(r["index"]): r for r in _read_partial(source)}
         else:
-            raise FileExistsError(
-                f"{out_p} (or its .partial/.manifest.json) exists; pass --resume or --overwrite"
-            )
+            raise FileExistsError(f"{out_p} (or its .partial/.manifest.json) exists; pass --resume or --overwrite")
     out_p.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(manifest_p, json.dumps({**manifest, "status": "running"}, indent=2) + "\n")
     if out_p.exists() and not partial.exists():  # a finished file being resumed: continue from its rows
@@ -288,9 +276,7 @@ def reward_pairs_to_file(
     n_before = len(pairs) - n_todo
     use_tpl = uses_chat_template(tokenizer, settings.chat_template)
     max_len = settings.max_length
-    n_pos = getattr(model.config, "max_position_embeddings", None) or getattr(
-        model.config, "n_positions", None
-    )
+    n_pos = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if isinstance(n_pos, int) and (max_len is None or max_len > n_pos):
         max_len = n_pos  # the model cannot read more positions than it has
     bar = tqdm(total=n_todo, desc="reward", unit="pair", file=sys.stderr, disable=not show_progress)
@@ -334,9 +320,7 @@ def reward_pairs_to_file(
     rows = [done[p.index] for p in sorted(pairs, key=lambda p: p.index)]
     _write_atomic(out_p, "".join(json.dumps(r) + "\n" for r in rows))
     partial.unlink()
-    _write_atomic(
-        manifest_p, json.dumps({**manifest, "status": "complete", "n_pairs": len(rows)}, indent=2) + "\n"
-    )
+    _write_atomic(manifest_p, json.dumps({**manifest, "status": "complete", "n_pairs": len(rows)}, indent=2) + "\n")
     return n_now, n_before
 
 
