@@ -124,6 +124,16 @@ def _exp_capped(v: float) -> float:
     return math.exp(v) if v < 709.0 else math.inf
 
 
+def _root(f: Any, lo: float, hi: float) -> float:
+    """Root of an increasing f on [lo, hi]; an end point is returned when rounding already puts f ≥ 0 at lo
+    (or ≤ 0 at hi), where brentq would refuse the bracket."""
+    if f(lo) >= 0:
+        return lo
+    if f(hi) <= 0:
+        return hi
+    return brentq(f, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
+
+
 def _solve_coordinate(t: float, c: float, beta: float) -> float:
     """Solve β·s − c·e^{−s} = t for s on the branch where the left side increases (local maximum branch)."""
     if c == 0:
@@ -142,7 +152,7 @@ def _solve_coordinate(t: float, c: float, beta: float) -> float:
         hi = lo + 1.0
         while f(hi) < 0:
             hi = lo + 2 * (hi - lo)
-        return brentq(f, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
+        return _root(f, lo, hi)
     s0 = log_abs_c - math.log(beta)
     g0 = beta * (s0 + 1.0) - t  # |c|·e^{−s0} = β exactly at the branch minimum
     if g0 > 0:
@@ -155,7 +165,7 @@ def _solve_coordinate(t: float, c: float, beta: float) -> float:
     hi = max(t / beta, s0) + 1e-12
     while f(hi) < 0:
         hi = s0 + 2 * (hi - s0) + 1.0
-    return brentq(f, s0, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
+    return _root(f, s0, hi)
 
 
 def cpo_objective_stationary_policy(
@@ -213,7 +223,7 @@ def cpo_objective_stationary_policy(
         while excess(lo) < 0:
             lo -= step
             step *= 2
-        nu = brentq(excess, lo, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=500)
+        nu = _root(lambda v, excess=excess: -excess(v), lo, hi)  # excess decreases in ν
         s = solve(nu)
         log_pi[x] = s - np.logaddexp.reduce(s)
         exists[x] = True
