@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from dpocheck._io import write_text_atomic
+
 
 def _float_list(text: str) -> list[float]:
     try:
@@ -136,8 +138,8 @@ def _violations(args: argparse.Namespace) -> int:
                 seed=args.seed,
             )
             md = A.render_markdown(report)
-            written.append(A.write_text_atomic(out / f"violations-{norm}.json", A.report_to_json(report)))
-            written.append(A.write_text_atomic(out / f"violations-{norm}.md", md))
+            written.append(write_text_atomic(out / f"violations-{norm}.json", A.report_to_json(report)))
+            written.append(write_text_atomic(out / f"violations-{norm}.md", md))
             if not args.no_plot:
                 written.append(A.plot_fig1(ref, dr, args.beta, norm, out / f"fig1-{norm}.png"))
             if not args.quiet:

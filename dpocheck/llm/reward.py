@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dpocheck._io import write_text_atomic
+
 from .data import HH_ASSISTANT, hh_prompt_to_messages, load_pairs
 from .types import ChatMessages, PreferencePair
 
@@ -192,15 +194,6 @@ def _read_partial(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 @dataclass
 class RewardRun:
     """What :func:`reward_file` did (pairs loaded, scored in this call, done by an earlier run)."""
@@ -263,9 +256,9 @@ def reward_pairs_to_file(
         else:
             raise FileExistsError(f"{out_p} (or its .partial/.manifest.json) exists; pass --resume or --overwrite")
     out_p.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(manifest_p, json.dumps({**manifest, "status": "running"}, indent=2) + "\n")
+    write_text_atomic(manifest_p, json.dumps({**manifest, "status": "running"}, indent=2) + "\n")
     if out_p.exists() and not partial.exists():  # a finished file being resumed: continue from its rows
-        _write_atomic(partial, "".join(json.dumps(done[k]) + "\n" for k in sorted(done)))
+        write_text_atomic(partial, "".join(json.dumps(done[k]) + "\n" for k in sorted(done)))
     # a fixed batch plan over all pairs (length-sorted: less padding), so a resumed run scores every pair in
     # the same batch as an uninterrupted run would, and its output is identical
     order = sorted(pairs, key=lambda p: (len(p.chosen) + len(p.rejected), p.index))
@@ -318,9 +311,9 @@ def reward_pairs_to_file(
     finally:
         bar.close()
     rows = [done[p.index] for p in sorted(pairs, key=lambda p: p.index)]
-    _write_atomic(out_p, "".join(json.dumps(r) + "\n" for r in rows))
+    write_text_atomic(out_p, "".join(json.dumps(r) + "\n" for r in rows))
     partial.unlink()
-    _write_atomic(manifest_p, json.dumps({**manifest, "status": "complete", "n_pairs": len(rows)}, indent=2) + "\n")
+    write_text_atomic(manifest_p, json.dumps({**manifest, "status": "complete", "n_pairs": len(rows)}, indent=2) + "\n")
     return n_now, n_before
 
 

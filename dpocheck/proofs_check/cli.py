@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from dpocheck._io import write_text_atomic
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,19 +45,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the registered claims and exit")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run_proofs)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write text to path through a temporary file and os.replace (never a half-written report)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _load_resumable(path: Path, profile: str, fingerprint: str) -> dict[str, object]:
@@ -118,7 +105,7 @@ def run_proofs(args: argparse.Namespace) -> int:
         done[result.id] = result
         if args.json:  # partial report after every claim: a killed run loses at most one claim
             doc = results_to_json(ordered(), complete=False, fingerprint=fingerprint)
-            _write_atomic(args.json, json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False))
+            write_text_atomic(args.json, json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False))
         if not args.quiet:
             flag = "  REGRESSION" if result.regression else ""
             print(f"[{i}/{total}] {result.id}: {result.verdict} ({result.seconds:.1f} s){flag}", file=sys.stderr)
@@ -130,9 +117,9 @@ def run_proofs(args: argparse.Namespace) -> int:
     print(results_table(results))
     if args.json:
         doc = results_to_json(results, complete=True, fingerprint=fingerprint)
-        _write_atomic(args.json, json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False))
+        write_text_atomic(args.json, json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False))
         print(f"JSON report: {args.json}", file=sys.stderr)
     if args.markdown:
-        _write_atomic(args.markdown, results_to_markdown(results))
+        write_text_atomic(args.markdown, results_to_markdown(results))
         print(f"Markdown report: {args.markdown}", file=sys.stderr)
     return 1 if any(r.regression for r in results) else 0

@@ -10,12 +10,13 @@ import csv
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dpocheck._io import write_text_atomic
 
 from .trainer import METRIC_COLUMNS, Trajectory
 
@@ -48,21 +49,6 @@ def table_to_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> s
             raise KeyError(f"row {i} lacks column(s) {missing}")
         writer.writerow([_cell(row[c]) for c in columns])
     return buf.getvalue()
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write text to path atomically (temporary file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_table(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Path:

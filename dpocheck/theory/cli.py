@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from dpocheck._io import write_json_atomic
 
 
 def register(subparsers: Any) -> None:
@@ -24,21 +24,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--gamma", type=float, help="CPO γ (overrides the file's gamma)")
     p.add_argument("--epsilon", type=float, help="E-CPOC ε (overrides the file's epsilon)")
     p.set_defaults(func=run)
-
-
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, then rename it over `path` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run(args: argparse.Namespace) -> int:
