@@ -12,7 +12,6 @@ from scipy.special import expit, logsumexp
 
 from dpocheck import theory as th
 
-from .. import released_reference as rr
 from ..search import SolverError, bandits
 
 # ------------------------------------------------------------------------------------------------ symbols
@@ -44,7 +43,7 @@ RELEASED_ADAPTIVE_DEFAULTS = dict(th.get_loss("released_adaptive").defaults)
 RELEASED_DEFAULT_LOSS_CONFIG = {"beta": th.RELEASED_DEFAULTS["beta"], **RELEASED_ADAPTIVE_DEFAULTS}
 RELEASED_DEMO_LOSS_CONFIG = {
     **RELEASED_DEFAULT_LOSS_CONFIG,
-    "beta": rr.RELEASED_DEMO_CONFIG["beta"],
+    "beta": th.RELEASED_DEMO["beta"],
     "gamma": th.get_loss("cpo_margin").defaults["gamma"],
 }
 
