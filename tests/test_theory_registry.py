@@ -308,3 +308,16 @@ def test_resolve_rejects_unknown_and_bad_params(name: str) -> None:
                 spec.precompute(_hand_ref(), 1.0, **{p: v})
     if "gamma" in spec.params:
         assert spec.resolve(gamma=0.0)["gamma"] == 0.0  # γ = 0 is allowed (no margin)
+
+
+def test_released_transcription_agrees_with_the_registry() -> None:
+    """The independent transcription of the released configs (proofs_check.released_reference, C10) has the
+    registry's defaults: β 0.1, γ 0.5, τ 2, α 1; the demo config β 2.5 and γ 0.05 (cpo_margin's default γ)."""
+    from dpocheck.proofs_check import released_reference as rr
+    from dpocheck.theory import CPO_MARGIN_DEMO_GAMMA, RELEASED_DEMO
+
+    cfg = rr.RELEASED_CONFIG_DEFAULTS
+    assert {k: cfg[k] for k in ("beta", "gamma", "tau", "alpha")} == RELEASED_DEFAULTS
+    assert get_loss("released_adaptive").defaults == {k: cfg[k] for k in ("gamma", "tau", "alpha")}
+    assert {k: rr.RELEASED_DEMO_CONFIG[k] for k in ("beta", "gamma")} == RELEASED_DEMO
+    assert get_loss("cpo_margin").defaults["gamma"] == CPO_MARGIN_DEMO_GAMMA == rr.RELEASED_DEMO_CONFIG["gamma"]

@@ -253,7 +253,11 @@ def cpo_approximation_error(bandit: TabularBandit, gamma: float) -> dict[str, np
         lw = sol.log_pi[p[:, 0], p[:, 1]]
         ll = sol.log_pi[p[:, 0], p[:, 2]]
         delta_exact = lw - ll
-        margin_exact = np.exp(np.log(g) + np.logaddexp(-lw, -ll))
+        # contexts without an interior stationary point have NaN rows: their margin is NaN, not computed
+        known = ~(np.isnan(lw) | np.isnan(ll))
+        margin_exact = np.full(lw.shape, np.nan)
+        g_known = np.broadcast_to(g, lw.shape)[known]
+        margin_exact[known] = np.exp(np.log(g_known) + np.logaddexp(-lw[known], -ll[known]))
     return {
         "delta_exact": delta_exact,
         "delta_approx": delta_approx,

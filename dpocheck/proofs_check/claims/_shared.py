@@ -12,7 +12,7 @@ from scipy.special import expit, logsumexp
 
 from dpocheck import theory as th
 
-from ..search import SolverError, bandits
+from ..search import SolverError
 
 # ------------------------------------------------------------------------------------------------ symbols
 BETA = sp.Symbol("beta", positive=True)
@@ -56,10 +56,6 @@ def np_log_pi_opt(log_pi_ref: np.ndarray, reward: np.ndarray, beta: float) -> np
 
 def bandit_of(ex: dict[str, Any]) -> th.TabularBandit:
     return th.TabularBandit.from_json(ex)
-
-
-def single_pair_bandits(max_responses: int = 4, beta_range: tuple[float, float] = (0.05, 10.0)) -> Any:
-    return bandits(pairs="single", max_responses=max_responses, beta_range=beta_range)
 
 
 def pop_stationary(name: str, dref: Any, dr: Any, beta: float, **params: Any) -> np.ndarray:
