@@ -29,6 +29,7 @@ from dpocheck.theory import (
     released_clip_loss,
     released_easy_loss,
     simpo_loss,
+    swap_delta_params,
 )
 
 E = math.e
@@ -267,6 +268,15 @@ def test_swapped_pairs() -> None:
     assert sw.mean_logp_w is None and np.array_equal(sw.mean_logp_l, ref.mean_logp_w)
     assert sw.swapped() == ref or np.array_equal(sw.swapped().logp_w, ref.logp_w)
     assert_allclose(ref.delta_ref(), [1.25, -3.0], rtol=0)
+    p = {"mean_logp_ref_w": 1, "mean_logp_ref_l": 2, "gamma": 3, "log_margin": 4}
+    assert swap_delta_params(p) == {"mean_logp_ref_l": 1, "mean_logp_ref_w": 2, "gamma": 3, "log_margin": 4}
+    # the swapped pair through δ_ref and per-pair params equals the swapped ReferencePairs
+    d, beta = np.array([0.4, -2.0]), 0.6
+    ref = ReferencePairs.single_token(np.array([-1.0, -3.5]), np.array([-2.25, -0.5]))
+    a = get_loss("released_easy").loss_and_grad(d, ref.swapped(), beta)
+    params = {"mean_logp_ref_w": ref.logp_w, "mean_logp_ref_l": ref.logp_l}
+    b = loss_and_grad("released_easy", d, -ref.delta_ref(), beta, **swap_delta_params(params))
+    assert np.array_equal(a.loss, b.loss) and np.array_equal(a.grad, b.grad)
 
 
 def test_cpo_margin_overflow_names_the_pair() -> None:
