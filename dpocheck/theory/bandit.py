@@ -32,6 +32,22 @@ def rlhf_optimal_log_policy(log_pi_ref: Any, reward: Any, beta: float) -> np.nda
     return logits - logsumexp(logits, axis=-1, keepdims=True)
 
 
+def rlhf_optimal_log_policy_error(log_pi_ref: Any, reward: Any, beta: float) -> np.ndarray:
+    """A bound on the absolute float64 rounding error of each entry of :func:`rlhf_optimal_log_policy` (C1).
+
+    Each entry is log π_ref + (r* − max r*)/β − logsumexp(...): a few roundings, each at most half a spacing of the
+    largest term, so 4·eps·(|log π_ref| + |r* − max r*|/β + |logsumexp|) bounds the error. With a reward of 1e17
+    in a context the bound is ~ 90 nats: such an entry holds no digit of the probability ratios it encodes, and
+    pair margins must come from the key identity δ* = δ_ref + Δr*/β instead of from differences of entries.
+    """
+    _pairs.require_positive_beta(beta)
+    lp = np.asarray(log_pi_ref, dtype=np.float64)
+    r = np.asarray(reward, dtype=np.float64)
+    t = (r - r.max(axis=-1, keepdims=True)) / beta
+    lse = logsumexp(lp + t, axis=-1, keepdims=True)
+    return 4 * np.finfo(np.float64).eps * (np.abs(lp) + np.abs(t) + np.abs(lse))
+
+
 def log_softmax(logits: Any) -> np.ndarray:
     """Row-wise log-softmax in float64."""
     z = np.asarray(logits, dtype=np.float64)
@@ -137,8 +153,12 @@ class TabularBandit:
         return policy_delta(self.reward, self.pairs)
 
     def delta_opt(self) -> np.ndarray:
-        """δ_{π*} per pair, from π* itself (equals δ_ref + Δr*/β by the key identity)."""
-        return policy_delta(self.log_pi_opt(), self.pairs)
+        """δ_{π*} per pair by the key identity δ_{π*} = δ_ref + Δr*/β (C1).
+
+        Equal to the difference of two log π* entries in exact arithmetic, but exact in float64 too: with a reward
+        of 1e17 in the context, log π* entries are ~ −1e17 (spacing 16) and their difference loses every digit.
+        """
+        return _pairs.delta_opt(self.delta_ref(), self.delta_reward(), self.beta)
 
     def violation_mask(self) -> np.ndarray:
         """C2 per pair: β·δ_ref + Δr* ≤ 0."""
@@ -183,6 +203,7 @@ class TabularBandit:
         beta = data["beta"]
         if isinstance(beta, bool) or not isinstance(beta, int | float):
             raise ValueError(f"beta: must be a number, got {beta!r}")
+        beta = _as_float(beta, "beta")
         ref_key = "pi_ref" if "pi_ref" in data else "log_pi_ref"
         ref = _table(data[ref_key], ref_key)
         if ref_key == "pi_ref":
@@ -206,7 +227,18 @@ class TabularBandit:
             for q in raw_pairs
         ):
             raise ValueError("pairs: must be a list of [x, w, l] integer triples")
-        return cls(log_ref, reward, float(beta), np.array(raw_pairs, dtype=np.int64).reshape(-1, 3))
+        for i, q in enumerate(raw_pairs):
+            if any(abs(v) > 2**62 for v in q):
+                raise ValueError(f"pairs[{i}]: index {max(q, key=abs)} out of range")
+        return cls(log_ref, reward, beta, np.array(raw_pairs, dtype=np.int64).reshape(-1, 3))
+
+
+def _as_float(v: int | float, name: str) -> float:
+    """float(v), or ValueError naming the field when an integer is beyond float64 (JSON allows 1e400 as 10**400)."""
+    try:
+        return float(v)
+    except OverflowError:
+        raise ValueError(f"{name}: {str(v)[:20]}… ({len(str(v))} digits) is beyond float64") from None
 
 
 def _table(value: Any, name: str) -> np.ndarray:
@@ -220,6 +252,7 @@ def _table(value: Any, name: str) -> np.ndarray:
         for j, v in enumerate(row):
             if isinstance(v, bool) or not isinstance(v, int | float):
                 raise ValueError(f"{name}: entry [{i}][{j}] is not a number ({v!r})")
+            _as_float(v, f"{name}: entry [{i}][{j}]")
     arr = np.array(value, dtype=np.float64)
     if not np.all(np.isfinite(arr)) and name != "log_pi_ref":
         x, y = np.argwhere(~np.isfinite(arr))[0]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from dpocheck._io import write_json_atomic
+
+MAX_ABS_EPSILON = 700.0  # e^ε of the E-CPOC constraint π(y_w) ≥ e^ε·π(y_l) must stay finite
 
 
 def register(subparsers: Any) -> None:
@@ -26,33 +29,61 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _read_bandit_json(path: str) -> Any:
+    """The parsed JSON of `path`, or ValueError naming the file and what is wrong with it."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not valid JSON (nested too deeply)") from None
+
+
+def _option(data: dict[str, Any], key: str, override: float | None) -> float | None:
+    """gamma / epsilon: the command-line value if given, else the file's; ValueError naming the key if bad."""
+    v = data.get(key)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+        raise ValueError(f"{key}: must be a number, got {v!r}")
+    v = override if override is not None else v
+    if v is None:
+        return None
+    try:
+        v = float(v)
+    except OverflowError:
+        raise ValueError(f"{key}: {v} is beyond float64") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{key}: must be finite, got {v!r}")
+    if key == "gamma" and v < 0:
+        raise ValueError(f"gamma: must be >= 0, got {v!r}")
+    if key == "epsilon" and abs(v) > MAX_ABS_EPSILON:
+        raise ValueError(f"epsilon: |ε| must be <= {MAX_ABS_EPSILON:g} (e^ε must be representable), got {v!r}")
+    return v
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the closed-form report; exit 2 with a message naming the field on bad input."""
+    """Run the closed-form report; exit 2 with a message naming the field on bad input, 3 on a numerical failure
+    (stated on stderr; nothing is printed as a verdict and no file is written)."""
     from .bandit import TabularBandit
     from .report import default_bandit, format_tabular_table, tabular_report
 
-    gamma, epsilon = args.gamma, args.epsilon
     try:
         if args.bandit == "-":
-            bandit = default_bandit()
+            bandit, data = default_bandit(), {}
         else:
-            try:
-                data = json.loads(Path(args.bandit).read_text())
-            except FileNotFoundError:
-                raise ValueError(f"{args.bandit}: no such file") from None
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{args.bandit}: not valid JSON ({err})") from None
+            data = _read_bandit_json(args.bandit)
             bandit = TabularBandit.from_json(data, extra_keys=("gamma", "epsilon"))
-            for key in ("gamma", "epsilon"):
-                v = data.get(key)
-                if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
-                    raise ValueError(f"{key}: must be a number, got {v!r}")
-            if gamma is None:
-                gamma = data.get("gamma")
-            if epsilon is None:
-                epsilon = data.get("epsilon")
-            if gamma is not None and gamma < 0:
-                raise ValueError(f"gamma: must be >= 0, got {gamma!r}")
+        gamma = _option(data, "gamma", args.gamma)
+        epsilon = _option(data, "epsilon", args.epsilon)
         report = tabular_report(bandit, gamma=gamma, epsilon=epsilon)
     except ValueError as err:
         print(f"dpocheck tabular: error: {err}", file=sys.stderr)
@@ -60,8 +91,13 @@ def run(args: argparse.Namespace) -> int:
     except (ArithmeticError, OverflowError) as err:
         print(f"dpocheck tabular: numerical failure on this bandit: {err}", file=sys.stderr)
         return 3
+    if args.out:
+        try:
+            write_json_atomic(args.out, report)
+        except OSError as err:
+            print(f"dpocheck tabular: error: --out {args.out}: cannot write ({err.strerror or err})", file=sys.stderr)
+            return 2
     print(format_tabular_table(report))
     if args.out:
-        write_json_atomic(args.out, report)
         print(f"\nwrote {args.out}")
     return 0

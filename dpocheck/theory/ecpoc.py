@@ -17,7 +17,7 @@ import numpy as np
 from scipy.optimize import nnls
 from scipy.special import logsumexp
 
-from .bandit import TabularBandit, policy_delta
+from .bandit import TabularBandit
 
 LAMBDA_CAP = 1e12  # multipliers beyond this mean the constraints force some probability to 0
 
@@ -25,10 +25,13 @@ LAMBDA_CAP = 1e12  # multipliers beyond this mean the constraints force some pro
 @dataclass(frozen=True)
 class ECPOCSolution:
     """E-CPOC optimum (C9). log_pi (X, Y); multipliers (N,) per pair; delta (N,) the solution's δ_π;
-    primal_residual max_i [ε − δ_i]_+; complementarity max_i |λ_i·(π(y_w) − e^ε·π(y_l))| / scale;
-    dual_residual max_i [−λ_i]_+; feasible: every constraint holds within tol and no multiplier hit LAMBDA_CAP;
-    objective: Σ_x (E_π[r*] − β·KL) over contexts; cyclic_contexts: contexts whose pairs contain a preference cycle,
-    which for ε > 0 no full-support policy can satisfy (left at π*, multipliers NaN, feasible = False)."""
+    primal_residual max_i [ε − δ_i]_+; complementarity max_i |λ_i·(π(y_w) − e^ε·π(y_l))| / π(y_w);
+    dual_residual max_i [−λ_i]_+; stationarity: the spread of log π − log π_ref − (r* + Aᵀλ)/β over responses,
+    relative to the size of those terms; feasible: the solver converged, every constraint holds within tol and no
+    multiplier hit LAMBDA_CAP; objective: Σ_x (E_π[r*] − β·KL) over contexts; cyclic_contexts: contexts whose
+    pairs contain a preference cycle, which for ε > 0 no full-support policy can satisfy (left at π*,
+    multipliers NaN, feasible = False); converged: every other context's KKT residual (kkt_residual, the worst,
+    relative to the size of the margins) is within tol — when False the solution is no verdict on C9."""
 
     log_pi: np.ndarray
     multipliers: np.ndarray
@@ -40,6 +43,20 @@ class ECPOCSolution:
     feasible: bool
     objective: float
     cyclic_contexts: tuple[int, ...] = ()
+    converged: bool = True
+    kkt_residual: float = 0.0
+
+
+def reward_shift(pairs: np.ndarray, multipliers: np.ndarray, epsilon: float, shape: tuple[int, int]) -> np.ndarray:
+    """(Aᵀλ)(x, y) = Σ_i λ_i(1[y = w_i] − e^ε·1[y = l_i]) over the pairs of context x (NaN multipliers count as 0).
+
+    The E-CPOC policy is the RLHF optimum (C1) for the reward r* + Aᵀλ (C9).
+    """
+    lam = np.nan_to_num(np.asarray(multipliers, dtype=np.float64))
+    shift = np.zeros(shape)
+    np.add.at(shift, (pairs[:, 0], pairs[:, 1]), lam)
+    np.add.at(shift, (pairs[:, 0], pairs[:, 2]), -math.exp(epsilon) * lam)
+    return shift
 
 
 def _policy(lpref: np.ndarray, r: np.ndarray, A: np.ndarray, lam: np.ndarray, beta: float) -> np.ndarray:
@@ -60,6 +77,7 @@ def _active_set_solve(
     """
     m = len(d_star)
     scale = max(1.0, abs(epsilon))
+    abs_m = np.abs(M)
 
     def solve(T: np.ndarray) -> tuple[np.ndarray, bool]:
         lam = np.zeros(m)
@@ -76,8 +94,9 @@ def _active_set_solve(
         if violation(lam) <= 1e-13:
             return lam
         d = d_star + M @ lam / beta
-        slack = np.where(S, np.inf, d - epsilon)
-        if not slack.min() < -1e-14 * scale:
+        mag = np.maximum(scale, np.abs(d_star) + abs_m @ lam / beta)  # rounding floor of δ, as in _kkt_violation
+        slack = np.where(S, np.inf, (d - epsilon) / mag)
+        if not slack.min() < -1e-14:
             return None
         k = int(np.argmin(slack))
         T = S.copy()
@@ -134,61 +153,73 @@ def _active_set_polish(
             if violation(cand) <= 1e-13:
                 return cand
             d = d_star + M @ cand / beta
-            S = (cand > 0) | (d < epsilon - 1e-14 * scale)
+            mag = np.maximum(scale, np.abs(d_star) + np.abs(M) @ cand / beta)
+            S = (cand > 0) | (d - epsilon < -1e-14 * mag)
     return None
 
 
+def _kkt_violation(lam: np.ndarray, M: np.ndarray, d_star: np.ndarray, beta: float, epsilon: float) -> float:
+    """Worst KKT residual of λ in δ-form, relative to the size of the numbers involved.
+
+    δ(λ) = δ* + M·λ/β; primal: [ε − δ_i]_+; complementarity: |δ_i − ε| where λ_i > 0. Each residual is divided by
+    max(1, |ε|, |δ*_i| + (|M|·λ)_i/β), the magnitude whose rounding error bounds how well δ_i can be known in
+    float64: with log π_ref ~ −1e4 or multipliers ~ 1e4 an absolute 1e-13 is below the rounding error of δ_i
+    itself, and no iterate could ever pass it.
+    """
+    d = d_star + M @ lam / beta
+    mag = np.maximum(max(1.0, abs(epsilon)), np.abs(d_star) + np.abs(M) @ lam / beta)
+    res = np.maximum(epsilon - d, np.abs(np.where(lam > 0, d - epsilon, 0.0)))
+    return float(np.max(res / mag)) if len(res) else 0.0
+
+
 def _solve_context(
-    lpref: np.ndarray,
-    r: np.ndarray,
+    d_star: np.ndarray,
     beta: float,
     w_idx: np.ndarray,
     l_idx: np.ndarray,
+    n_responses: int,
     epsilon: float,
     max_sweeps: int = 20000,
-) -> np.ndarray:
-    """Multipliers λ ≥ 0 minimising the dual for one context.
+) -> tuple[np.ndarray, float]:
+    """Multipliers λ ≥ 0 minimising the dual for one context, and their KKT residual (see :func:`_kkt_violation`).
 
-    In log form the constraints are linear in λ: δ(λ) = δ* + M·λ/β with M[i, j] = A[j, w_i] − A[j, l_i], so the
-    exact minimiser of the dual along one coordinate is closed-form: moving λ_i by t shifts δ_i by t(1 + e^ε)/β,
-    hence t = max(−λ_i, β(ε − δ_i)/(1 + e^ε)) (the single-pair solution). Cyclic exact coordinate descent
-    (Hildreth's method for the KL projection) is scale-free in log space, so it works where π* puts e^{-40} on a
-    response and gradient methods stall. Every few sweeps the active set S = {λ > 0} is solved exactly
-    (M_SS·λ_S = β(ε − δ*_S)) and kept when it satisfies every KKT condition to machine precision.
+    d_star holds δ* = δ_ref + Δr*/β per pair (the key identity, C1), never a difference of two normalised log π*
+    entries (those lose every digit when a reward in the context is ~1e17). In log form the constraints are
+    linear in λ: δ(λ) = δ* + M·λ/β with M[i, j] = A[j, w_i] − A[j, l_i], so the exact minimiser of the dual along
+    one coordinate is closed-form: moving λ_i by t shifts δ_i by t(1 + e^ε)/β, hence
+    t = max(−λ_i, β(ε − δ_i)/(1 + e^ε)) (the single-pair solution). Cyclic exact coordinate descent (Hildreth's
+    method for the KL projection) runs on δ itself, so it is scale-free and works where π* puts e^{-40} (or
+    e^{-1e4}) on a response and gradient methods stall. Every few sweeps the active set S = {λ > 0} is solved
+    exactly (M_SS·λ_S = β(ε − δ*_S)) and kept when it satisfies every KKT condition to machine precision.
     """
     m = len(w_idx)
     e = math.exp(epsilon)
-    z_star = lpref + r / beta
-    d_star = z_star[w_idx] - z_star[l_idx]
-    A = np.zeros((m, len(lpref)))
+    A = np.zeros((m, n_responses))
     A[np.arange(m), w_idx] += 1.0
     A[np.arange(m), l_idx] -= e
     M = A[:, w_idx].T - A[:, l_idx].T
 
     def violation(lam: np.ndarray) -> float:
-        d = d_star + M @ lam / beta
-        scale = max(1.0, abs(epsilon))
-        return float(np.max(np.concatenate([epsilon - d, np.abs(np.where(lam > 0, d - epsilon, 0.0))]))) / scale
+        return _kkt_violation(lam, M, d_star, beta, epsilon)
 
     exact = _active_set_solve(M, d_star, beta, epsilon, violation)
     if exact is not None:
-        return exact
+        return exact, violation(exact)
     lam = np.zeros(m)
-    z = z_star.copy()
+    d = d_star.copy()
     for sweep in range(max_sweeps):
         for i in range(m):
-            t = max(-lam[i], beta * (epsilon - (z[w_idx[i]] - z[l_idx[i]])) / (1.0 + e))
+            t = max(-lam[i], beta * (epsilon - d[i]) / (1.0 + e))
             lam[i] += t
-            z[w_idx[i]] += t / beta
-            z[l_idx[i]] -= e * t / beta
+            d += M[:, i] * (t / beta)
         if sweep % 5 == 4 or sweep == max_sweeps - 1:
             if violation(lam) <= 1e-13:
                 break
             cand = _active_set_polish(lam, d_star + M @ lam / beta, M, d_star, beta, epsilon, violation)
             if cand is not None:
-                return cand
-            z = z_star + A.T @ lam / beta  # re-synchronise the running logits
-    return lam
+                return cand, violation(cand)
+            d = d_star + M @ lam / beta  # re-synchronise the running margins
+    return lam, violation(lam)
 
 
 def has_preference_cycle(w: np.ndarray, l: np.ndarray) -> bool:
@@ -212,50 +243,69 @@ def has_preference_cycle(w: np.ndarray, l: np.ndarray) -> bool:
     return seen < len(nodes)
 
 
+class ECPOCNotConverged(ArithmeticError):
+    """The E-CPOC solver stopped with KKT residuals above its tolerance: its policy is no verdict on C9."""
+
+
 def ecpoc_solve(bandit: TabularBandit, epsilon: float = 0.0, *, tol: float = 1e-9) -> ECPOCSolution:
-    """Solve E-CPOC exactly (C9) on every context; see the module docstring for the dual."""
+    """Solve E-CPOC exactly (C9) on every context; see the module docstring for the dual.
+
+    Pair margins are computed in log form, δ = δ* + M·λ/β with δ* = δ_ref + Δr*/β (key identity, C1), so they
+    stay exact when log π_ref is ~ −1e4 or a reward is ~ 1e17 (where differencing log π entries of that size
+    would lose every digit). `converged` is False when some context's KKT residual (relative to the size of its
+    margins, see :func:`_kkt_violation`) exceeds `tol`; then `feasible` is False too and says nothing about C9.
+    """
     if not math.isfinite(epsilon):
         raise ValueError(f"epsilon must be finite, got {epsilon!r}")
     beta = bandit.beta
     X, Y = bandit.log_pi_ref.shape
     p = bandit.pairs
     log_pi = bandit.log_pi_opt().copy()
+    d_star = bandit.delta_opt()
+    delta = d_star.copy()
     lam_all = np.zeros(len(p))
     e = math.exp(epsilon)
     cyclic = []
+    worst = 0.0
     for x in np.unique(p[:, 0]) if len(p) else []:
         idx = np.flatnonzero(p[:, 0] == x)
         if epsilon > 0 and has_preference_cycle(p[idx, 1], p[idx, 2]):
             cyclic.append(int(x))
             lam_all[idx] = np.nan
             continue
+        lam, violation = _solve_context(d_star[idx], beta, p[idx, 1], p[idx, 2], Y, epsilon)
+        worst = max(worst, violation)
+        lam_all[idx] = lam
         A = np.zeros((len(idx), Y))
         A[np.arange(len(idx)), p[idx, 1]] += 1.0
         A[np.arange(len(idx)), p[idx, 2]] -= e
-        lam = _solve_context(bandit.log_pi_ref[x], bandit.reward[x], beta, p[idx, 1], p[idx, 2], epsilon)
-        lam_all[idx] = lam
-        log_pi[x] = _policy(bandit.log_pi_ref[x], bandit.reward[x], A, lam, beta)
-    delta = policy_delta(log_pi, p)
-    pi = np.exp(log_pi)
-    slack = pi[p[:, 0], p[:, 1]] - e * pi[p[:, 0], p[:, 2]]
-    scale = np.maximum(pi[p[:, 0], p[:, 1]], 1e-300)
+        delta[idx] = d_star[idx] + (A[:, p[idx, 1]].T - A[:, p[idx, 2]].T) @ lam / beta
+        r = bandit.reward[x]
+        log_pi[x] = _policy(bandit.log_pi_ref[x], r - r.max(), A, lam, beta)
     primal = float(np.max(np.maximum(epsilon - delta, 0.0))) if len(p) else 0.0
     ok = ~np.isnan(lam_all)
-    comp = float(np.max(np.abs(lam_all[ok] * slack[ok] / scale[ok]))) if ok.any() else 0.0
-    # Stationarity: log π − log π_ref − (r + Aᵀλ)/β must be constant within each context.
+    # λ_i·(π(y_w) − e^ε·π(y_l))/π(y_w) = λ_i·(1 − e^{ε−δ_i}): the same residual, without underflowing π.
+    comp = float(np.max(np.abs(lam_all[ok] * np.expm1(epsilon - delta[ok])))) if ok.any() else 0.0
+    # Stationarity: log π − log π_ref − (r + Aᵀλ)/β must be constant within each context (relative to the size
+    # of the terms, which bounds the rounding error of the check itself).
     resid = 0.0
+    shift = reward_shift(p, lam_all, epsilon, (X, Y))
     for x in range(X):
-        idx = np.flatnonzero(p[:, 0] == x) if len(p) else np.array([], dtype=int)
-        shift = np.zeros(Y)
-        np.add.at(shift, p[idx, 1], np.nan_to_num(lam_all[idx]))
-        np.add.at(shift, p[idx, 2], -e * np.nan_to_num(lam_all[idx]))
-        v = log_pi[x] - bandit.log_pi_ref[x] - (bandit.reward[x] + shift) / beta
-        resid = max(resid, float(np.ptp(v)))
+        terms = (bandit.reward[x] - bandit.reward[x].max() + shift[x]) / beta
+        v = log_pi[x] - bandit.log_pi_ref[x] - terms
+        mag = 1.0 + float(np.max(np.abs(bandit.log_pi_ref[x])) + np.max(np.abs(terms)))
+        resid = max(resid, float(np.ptp(v)) / mag)
+    pi = np.exp(log_pi)
     kl = np.sum(pi * (log_pi - bandit.log_pi_ref), axis=1)
-    objective = float(np.sum(np.sum(pi * bandit.reward, axis=1) - beta * kl))
-    feasible = primal <= tol and not cyclic and not bool(np.any(lam_all[ok] >= LAMBDA_CAP * (1 - 1e-9)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        objective = float(np.sum(np.sum(pi * bandit.reward, axis=1) - beta * kl))
+    converged = worst <= tol
+    capped = bool(np.any(lam_all[ok] >= LAMBDA_CAP * (1 - 1e-9)))
+    feasible = converged and primal <= tol and not cyclic and not capped
     dual = float(np.max(np.maximum(-lam_all[ok], 0.0))) if ok.any() else 0.0
-    return ECPOCSolution(log_pi, lam_all, delta, primal, comp, dual, resid, feasible, objective, tuple(cyclic))
+    return ECPOCSolution(
+        log_pi, lam_all, delta, primal, comp, dual, resid, feasible, objective, tuple(cyclic), converged, worst
+    )
 
 
 def ecpoc_single_pair_closed_form(
