@@ -1,0 +1,256 @@
+"""Tests of ``dpocheck train`` (dpocheck.llm.train.cli / run / corrupt) on tiny random Llamas.
+
+Invariants: every bad input exits 2 with one line naming the field, before a model is loaded; reference scores of
+another model or data are refused; the whole command writes metrics.jsonl, eval/step-N.jsonl, final/ and a
+manifest; a run killed after its step-2 checkpoint and resumed ends with the metrics of an uninterrupted run; a
+resume with changed settings is refused; the saved model scores the log-probs of the final eval; corrupting the
+reference (SFT on rejected responses of a share R) raises the share of pairs with δ_ref < 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+pytest.importorskip("datasets")
+
+from dpocheck.cli import main as cli_main  # noqa: E402
+from dpocheck.llm.models import save_toy_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = "the capital of France is Paris sure here a short poem about sea waves roll in out dog fox".split()
+
+
+def _records(n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        words = " ".join(WORDS[(i * 3 + j) % len(WORDS)] for j in range(2 + (i * 7) % 5))
+        rows.append(
+            {
+                "prompt": f"Question: {words}?",
+                "chosen": " " + " ".join(WORDS[(i + j) % len(WORDS)] for j in range(1 + i % 4)) + ".",
+                "rejected": " " + " ".join(WORDS[(2 * i + j + 5) % len(WORDS)] for j in range(1 + (i * 5) % 4)) + "!",
+                "score_chosen": 1.0 + (i % 3),
+                "score_rejected": 0.5,
+            }
+        )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return save_toy_model(tmp_path_factory.mktemp("toy") / "model", seed=3)
+
+
+@pytest.fixture(scope="module")
+def other_model_dir(tmp_path_factory) -> Path:
+    return save_toy_model(tmp_path_factory.mktemp("toy2") / "model", seed=4)
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _records(12)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def other_data_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data2") / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _records(13)))
+    return path
+
+
+def _args(model_dir: Path, data_file: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--model",
+        str(model_dir),
+        "--data",
+        str(data_file),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--batch-tokens",
+        "400",
+        "--no-progress",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def ref_scores(model_dir, data_file, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "scores"
+    status = cli_main(
+        ["score", "--model", str(model_dir), "--data", str(data_file), "--out", str(out), "--threads", "1"]
+        + ["--no-progress", "--dtype", "fp32"]
+    )
+    assert status == 0
+    return out
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("dpocheck train: error: ")
+    return err[0]
+
+
+# ---------------------------------------------------------------------------------------------- bad inputs
+BAD_INPUTS = [
+    (("--loss", "dpo", "--beta", "0"), "--beta"),
+    (("--loss", "dpo", "--beta", "-1"), "--beta"),
+    (("--loss", "dpo", "--beta", "nan"), "--beta"),
+    (("--loss", "cpo_margin", "--beta", "0.1", "--gamma", "-0.5"), "--gamma"),
+    (("--loss", "nope", "--beta", "0.1"), "--loss"),
+    (("--loss", "dpo", "--beta", "0.1", "--corrupt-reference", "1.5"), "--corrupt-reference"),
+    (("--loss", "dpo", "--beta", "0.1", "--corrupt-reference", "-0.1"), "--corrupt-reference"),
+    (("--loss", "dpo", "--beta", "0.1", "--dtype", "bf16"), "--dtype"),
+    (("--loss", "dpo", "--beta", "0.1", "--batch-size", "0"), "--batch-size"),
+    (("--loss", "dpo", "--beta", "0.1", "--resume"), "--resume"),
+]
+
+
+@pytest.mark.parametrize("extra,field", BAD_INPUTS)
+def test_bad_input_exits_2_naming_the_field(extra, field, model_dir, data_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli_main(_args(model_dir, data_file, out, *extra)) == 2
+    line = _error_line(capsys)
+    assert field in line
+    assert not out.exists()  # refused before anything was written
+
+
+def test_existing_out_without_resume_refused(model_dir, data_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "something").write_text("x")
+    assert cli_main(_args(model_dir, data_file, out, "--loss", "dpo", "--beta", "0.1")) == 2
+    assert "--out" in _error_line(capsys)
+
+
+def test_out_under_a_file_refused(model_dir, data_file, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli_main(_args(model_dir, data_file, blocker / "run", "--loss", "dpo", "--beta", "0.1")) == 2
+    assert "--out" in _error_line(capsys) and not blocker.is_dir()
+
+
+def test_unwritable_out_refused(model_dir, data_file, tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert cli_main(_args(model_dir, data_file, locked / "run", "--loss", "dpo", "--beta", "0.1")) == 2
+        assert "--out" in _error_line(capsys)
+    finally:
+        locked.chmod(0o700)
+
+
+def test_missing_data_refused(model_dir, tmp_path, capsys):
+    assert cli_main(_args(model_dir, tmp_path / "none.jsonl", tmp_path / "run", "--loss", "dpo", "--beta", "1")) == 2
+    assert "--data" in _error_line(capsys)
+
+
+def test_reference_scores_of_another_model_refused(other_model_dir, data_file, ref_scores, tmp_path, capsys):
+    args = _args(other_model_dir, data_file, tmp_path / "run", "--loss", "dpo", "--beta", "0.1")
+    assert cli_main([*args, "--reference-scores", str(ref_scores)]) == 2
+    line = _error_line(capsys)
+    assert "--reference-scores" in line and "model" in line
+
+
+def test_reference_scores_of_another_dataset_refused(model_dir, other_data_file, ref_scores, tmp_path, capsys):
+    args = _args(model_dir, other_data_file, tmp_path / "run", "--loss", "dpo", "--beta", "0.1")
+    assert cli_main([*args, "--reference-scores", str(ref_scores)]) == 2
+    line = _error_line(capsys)
+    assert "--reference-scores" in line and "data.sha256" in line
+
+
+def test_reference_scores_with_other_max_length_refused(model_dir, data_file, ref_scores, tmp_path, capsys):
+    args = _args(model_dir, data_file, tmp_path / "run", "--loss", "dpo", "--beta", "0.1", "--max-length", "64")
+    assert cli_main([*args, "--reference-scores", str(ref_scores)]) == 2
+    assert "settings.max_length" in _error_line(capsys)
+
+
+def test_reference_scores_with_corruption_refused(model_dir, data_file, ref_scores, tmp_path, capsys):
+    args = _args(model_dir, data_file, tmp_path / "run", "--loss", "dpo", "--beta", "0.1")
+    assert cli_main([*args, "--reference-scores", str(ref_scores), "--corrupt-reference", "0.5"]) == 2
+    assert "--reference-scores" in _error_line(capsys)
+
+
+def test_matching_reference_scores_pass_the_check(model_dir, data_file, ref_scores):
+    from dpocheck.llm.train.run import TrainSettings, check_reference_scores
+
+    s = TrainSettings(data=str(data_file), loss="dpo", beta=0.1, out="unused", model=str(model_dir))
+    manifest = check_reference_scores(ref_scores, model_dir.resolve(), data_file, s)
+    assert manifest["status"] == "complete"
+
+
+# ---------------------------------------------------------------------------------------------- corruption
+def test_choose_corrupted_is_seeded_and_sized():
+    from dpocheck.llm.train.corrupt import choose_corrupted
+
+    a = choose_corrupted(10, 0.4, seed=1)
+    assert a == choose_corrupted(10, 0.4, seed=1) and len(a) == 4 and len(set(a)) == 4
+    assert all(0 <= i < 10 for i in a) and a == sorted(a)
+    assert choose_corrupted(10, 0.0, seed=1) == [] and choose_corrupted(10, 1.0, seed=1) == list(range(10))
+    assert len(choose_corrupted(7, 0.5, seed=0)) == 4  # round(3.5) = 4 (banker's rounding: int(round()))
+    with pytest.raises(ValueError, match="share R"):
+        choose_corrupted(10, 1.01, seed=0)
+
+
+def test_sft_rows_mask_exactly_the_rejected_response_tokens():
+    from dpocheck.llm.scoring import EncodedPair
+    from dpocheck.llm.train.corrupt import sft_rows
+
+    e0 = EncodedPair(0, (1, 5, 6, 7), (1, 5, 9, 9, 8), 2, 2, 2, False, False)
+    e1 = EncodedPair(3, (1, 4, 7), (1, 4, 4, 2), 3, 3, 3, False, False)
+    cols = sft_rows([e0, e1], [0, 1])
+    assert cols["input_ids"] == [[1, 5, 9, 9, 8], [1, 4, 4, 2]]
+    assert cols["completion_mask"] == [[0, 0, 1, 1, 1], [0, 0, 0, 1]]
+
+
+def test_sft_on_rejected_responses_raises_the_share_with_negative_delta_ref(model_dir, data_file, tmp_path):
+    """Corruption moves δ_ref down on the chosen pairs (and the share with δ_ref < 0 up), on a toy set."""
+    from dpocheck.llm.data import load_pairs
+    from dpocheck.llm.models import load_model
+    from dpocheck.llm.scoring import ScoreSettings, encode_pairs, score_pairs
+    from dpocheck.llm.train.corrupt import choose_corrupted, run_sft, sft_rows
+    from dpocheck.llm.train.run import prepare_for_training, share_negative
+
+    loaded = load_model(model_dir, dtype="fp32", device="cpu")
+    pairs = load_pairs(data_file, prompt_style="chat").pairs
+    sset = ScoreSettings(dtype="fp32", max_length=None)
+    before, _ = score_pairs(loaded.model, loaded.tokenizer, pairs, sset)
+    enc = encode_pairs(loaded.tokenizer, pairs, sset, use_chat_template=True)
+    positions = choose_corrupted(len(pairs), 0.5, seed=0)
+    model = prepare_for_training(loaded.model)
+    losses = run_sft(
+        model,
+        loaded.tokenizer,
+        sft_rows(enc.encoded, positions),
+        steps=15,
+        lr=3e-3,
+        batch_size=2,
+        seed=0,
+        work_dir=tmp_path / "sft",
+        use_cpu=True,
+        progress=False,
+    )
+    after, _ = score_pairs(model, loaded.tokenizer, pairs, sset)
+    assert len(losses) == 15 and losses[-1] < losses[0]  # the SFT learned the rejected responses
+    d_before = {r["index"]: r["chosen_logp_sum"] - r["rejected_logp_sum"] for r in before}
+    d_after = {r["index"]: r["chosen_logp_sum"] - r["rejected_logp_sum"] for r in after}
+    corrupted = [pairs[i].index for i in positions]
+    assert all(d_after[i] < d_before[i] for i in corrupted)
+    shares = (share_negative(before, "sum"), share_negative(after, "sum"))
+    print(
+        f"share with δ_ref < 0 (sum): {shares[0]:.3f} -> {shares[1]:.3f}; SFT loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+    )
+    assert shares[1] > shares[0]
