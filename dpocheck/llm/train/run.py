@@ -563,9 +563,7 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
         write_json_atomic(out / MANIFEST, manifest)
 
     enc = encode_pairs(tokenizer, load.pairs, score_settings(settings), use_tpl)
-    trainer = build_trainer(
-        model, tokenizer, enc, ref_rows, spec, params, settings, out, heldout=heldout, use_tpl=use_tpl
-    )
+    trainer = build_trainer(model, tokenizer, enc, ref_rows, params, settings, out, heldout=heldout)
     trainer.add_callback(metrics_callback(out / METRICS))
     for cb in callbacks:
         trainer.add_callback(cb)
@@ -660,65 +658,50 @@ def _corrupt(
     return model, record
 
 
-def training_config(settings: TrainSettings, out: Path, **extra: Any) -> Any:
-    """The DPOConfig of a run: fp32 explicitly (TRL's bf16 default changes the loss), seeded, every step logged,
-    checkpoints every ``save_steps`` in ``OUT/checkpoints``, extra per-pair columns kept."""
-    from trl import DPOConfig
-
-    length = {"max_steps": settings.max_steps} if settings.max_steps else {"num_train_epochs": settings.epochs or 1.0}
-    return DPOConfig(
-        output_dir=str(out / "checkpoints"),
-        beta=settings.beta,
-        learning_rate=settings.lr,
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accum,
-        bf16=False,
-        fp16=False,
-        gradient_checkpointing=False,
-        seed=settings.seed,
-        data_seed=settings.seed,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=settings.save_steps,
-        report_to="none",
-        remove_unused_columns=False,
-        disable_tqdm=not settings.progress,
-        use_cpu=_use_cpu(settings),
-        dataloader_num_workers=0,
-        **length,
-        **extra,
-    )
-
-
 def build_trainer(
     model: Any,
     tokenizer: Any,
     enc: Any,
     ref_rows: dict[int, dict[str, Any]],
-    spec: Any,
     params: dict[str, float],
     settings: TrainSettings,
     out: Path,
     *,
-    heldout: Any,
-    use_tpl: bool,
+    heldout: Any = None,
 ) -> Any:
-    """The preference trainer (the core's DPOTrainer subclass) with its whole-set eval callback."""
-    from datasets import Dataset
+    """The preference trainer (the core's DPOTrainer subclass) on training rows of ``enc`` and ``ref_rows``.
 
-    from .callback import UEvalCallback
-    from .dataset import build_training_rows
-    from .trainer import PreferenceTrainer
+    The DPOConfig is the core's :func:`preference_config` (fp32 explicitly — TRL's bf16 default changes the loss —
+    columns kept, every step logged, no reporting) with this run's seed, schedule and checkpoints in
+    ``OUT/checkpoints``. An overflowing loss input (``cpo_margin`` on summed log-probs) is an input error.
+    """
+    from .dataset import build_training_rows, to_dataset
+    from .trainer import PreferenceTrainer, preference_config
 
-    rows = build_training_rows(enc, ref_rows, spec, settings.beta, params, settings.normalize)
-    trainer = PreferenceTrainer(
+    rows = build_training_rows(
+        enc.encoded, list(ref_rows.values()), settings.loss, settings.beta, params, settings.normalize
+    )
+    length = {"max_steps": settings.max_steps} if settings.max_steps else {"num_train_epochs": settings.epochs or 1.0}
+    config = preference_config(
+        str(out / "checkpoints"),
+        beta=settings.beta,
+        learning_rate=settings.lr,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        disable_tqdm=not settings.progress,
+        use_cpu=_use_cpu(settings),
+        dataloader_num_workers=0,
+        **length,
+    )
+    return PreferenceTrainer(
         model=model,
-        args=training_config(settings, out),
-        train_dataset=Dataset.from_list(rows),
+        args=config,
+        train_dataset=to_dataset(rows),
         processing_class=tokenizer,
-        loss=spec,
-        loss_params=params,
+        loss_name=settings.loss,
         normalize=settings.normalize,
     )
-    trainer.add_callback(UEvalCallback(out / "eval", every=settings.eval_every))
-    return trainer
