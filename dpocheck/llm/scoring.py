@@ -557,22 +557,18 @@ def score_batch_shared(model: Any, batch: Sequence[EncodedPair], pad_id: int = 0
     return _to_scores(sums, counts, finite)
 
 
-def score_batch_packed(model: Any, batch: Sequence[EncodedPair], pad_id: int = 0) -> list[SequenceScore]:
-    """Prefix-shared scores of a batch of pairs in one pass: [chosen₀, rejected₀, chosen₁, …].
+def pack_pairs(batch: Sequence[EncodedPair], pad_id: int = 0) -> tuple[Any, Any, Any, Any, Any]:
+    """The packed layout of a batch of pairs as CPU tensors ``(ids, seg, pos, keep, which)``, each [B, L].
 
-    Each pair is one row ``prompt | chosen continuation | rejected continuation`` (continuations start with the
-    last shared token, as in :func:`score_batch_shared`). The rejected continuation's positions restart where
-    the prompt ends and an explicit 4-D mask lets each continuation see the prompt and itself only, so every
-    token sees exactly the context it has in its own sequence, the prompt's keys/values are computed once, and
-    the two responses need no padding to a common length. Rows are right-padded to the batch's longest.
+    Row r is ``prompt | chosen continuation | rejected continuation`` (continuations start with the last shared
+    token), right-padded with ``pad_id`` to the longest row. ``seg`` is 0 for the prompt, 1 chosen, 2 rejected,
+    −1 padding; ``pos`` restarts the rejected continuation's positions where the prompt ends; ``keep[r, t]``
+    marks the positions whose logits score token ``ids[r, t + 1]`` and ``which`` says for which response (0
+    chosen, 1 rejected). Used by :func:`score_batch_packed` and by the trainer's policy forward (one layout).
     """
     import torch
 
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
     b = len(batch)
-    if min(e.prefix_len for e in batch) < 1:
-        raise ValueError("score_batch_packed needs prefix_len >= 1 for every pair")
     rows_len = [e.prefix_len + len(e.chosen_ids) + len(e.rejected_ids) - 2 * e.prefix_len for e in batch]
     lmax = max(rows_len)
     ids = torch.full((b, lmax), pad_id, dtype=torch.long)
@@ -597,18 +593,53 @@ def score_batch_packed(model: Any, batch: Sequence[EncodedPair], pad_id: int = 0
         off = p + len(cc) - p  # the rejected continuation sits len(cc) tokens later than in its own sequence
         keep[r, e.rejected_start - 1 + off : len(e.rejected_ids) - 1 + off] = True
         which[r, e.rejected_start - 1 + off : len(e.rejected_ids) - 1 + off] = 1
-    ids, seg, pos, keep, which = ids.to(device), seg.to(device), pos.to(device), keep.to(device), which.to(device)
-    causal = torch.ones((lmax, lmax), dtype=torch.bool, device=device).tril()
+    return ids, seg, pos, keep, which
+
+
+def packed_attention_mask(seg: Any, dtype: Any) -> Any:
+    """The 4-D additive block mask [B, 1, L, L] of the packed layout from its segment ids (see :func:`pack_pairs`).
+
+    Causal, and each continuation sees the prompt and itself only; padding queries see everything before them
+    (no fully-masked rows), padding keys are hidden from real tokens.
+    """
+    import torch
+
+    lmax = seg.shape[1]
+    causal = torch.ones((lmax, lmax), dtype=torch.bool, device=seg.device).tril()
     sq, sk = seg[:, :, None], seg[:, None, :]
     allowed = causal[None] & ((sk == 0) | (sk == sq) | (sq < 0))
     allowed &= (sk >= 0) | (sq < 0)
+    return _additive_mask(allowed, dtype)
+
+
+def score_batch_packed(model: Any, batch: Sequence[EncodedPair], pad_id: int = 0) -> list[SequenceScore]:
+    """Prefix-shared scores of a batch of pairs in one pass: [chosen₀, rejected₀, chosen₁, …].
+
+    Each pair is one row ``prompt | chosen continuation | rejected continuation`` (continuations start with the
+    last shared token, as in :func:`score_batch_shared`). The rejected continuation's positions restart where
+    the prompt ends and an explicit 4-D mask lets each continuation see the prompt and itself only, so every
+    token sees exactly the context it has in its own sequence, the prompt's keys/values are computed once, and
+    the two responses need no padding to a common length. Rows are right-padded to the batch's longest.
+    """
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    if min(e.prefix_len for e in batch) < 1:
+        raise ValueError("score_batch_packed needs prefix_len >= 1 for every pair")
+    ids, seg, pos, keep, which = (t.to(device) for t in pack_pairs(batch, pad_id))
     # the scored token at a kept position t is ids[t + 1], except at the end of the chosen continuation,
     # where the next id in the row is the rejected continuation's first token: keep never marks that position.
-    sums, finite = _run_scored_rows(model, ids, _additive_mask(allowed, dtype), pos, keep, which)
-    counts = torch.stack([(keep & (which == 0)).sum(1), (keep & (which == 1)).sum(1)], dim=1).reshape(-1).tolist()
+    sums, finite = _run_scored_rows(model, ids, packed_attention_mask(seg, dtype), pos, keep, which)
+    counts = packed_counts(keep, which)
     sums = sums.reshape(-1)
     finite = finite.reshape(-1)
     return _to_scores(sums, counts, finite)
+
+
+def packed_counts(keep: Any, which: Any) -> list[int]:
+    """Scored tokens per sequence of a packed batch, [chosen₀, rejected₀, chosen₁, …]."""
+    import torch
+
+    return torch.stack([(keep & (which == 0)).sum(1), (keep & (which == 1)).sum(1)], dim=1).reshape(-1).tolist()
 
 
 def _run_scored_rows(model: Any, ids: Any, mask4: Any, positions: Any, keep: Any, which: Any) -> tuple[Any, Any]:
