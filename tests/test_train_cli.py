@@ -185,7 +185,7 @@ def test_reference_scores_with_corruption_refused(model_dir, data_file, ref_scor
 
 
 def test_matching_reference_scores_pass_the_check(model_dir, data_file, ref_scores):
-    from dpocheck.llm.train.run import TrainSettings, check_reference_scores
+    from dpocheck.llm.train.settings import TrainSettings, check_reference_scores
 
     s = TrainSettings(data=str(data_file), loss="dpo", beta=0.1, out="unused", model=str(model_dir))
     manifest = check_reference_scores(ref_scores, model_dir.resolve(), data_file, s)
@@ -254,3 +254,166 @@ def test_sft_on_rejected_responses_raises_the_share_with_negative_delta_ref(mode
         f"share with δ_ref < 0 (sum): {shares[0]:.3f} -> {shares[1]:.3f}; SFT loss {losses[0]:.3f} -> {losses[-1]:.3f}"
     )
     assert shares[1] > shares[0]
+
+
+# ---------------------------------------------------------------------------------------------- the whole command
+TRAIN = ("--loss", "dpo", "--beta", "0.5", "--max-steps", "4", "--eval-every", "2", "--save-steps", "2")
+TRAIN += ("--lr", "1e-3", "--batch-size", "2", "--seed", "7")
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _step_rows(out: Path) -> list[dict]:
+    """metrics.jsonl without the Trainer's end-of-train summary row (its runtime and session-mean loss)."""
+    return [r for r in _rows(out / "metrics.jsonl") if "train_runtime" not in r]
+
+
+@pytest.fixture(scope="module")
+def trained(model_dir, data_file, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "run"
+    assert cli_main(_args(model_dir, data_file, out, *TRAIN)) == 0
+    return out
+
+
+def test_smoke_outputs(trained, data_file):
+    manifest = json.loads((trained / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["result"]["steps"] == 4
+    assert manifest["settings"]["beta"] == 0.5 and manifest["settings"]["loss"] == "dpo"
+    assert manifest["data"]["sha256"] and manifest["model"]["dtype"] == "torch.float32"
+    assert {"torch", "transformers", "trl"} <= set(manifest["versions"])
+    assert manifest["reference"]["reused"] is False
+    rows = _step_rows(trained)
+    loss_rows = [r for r in rows if "loss" in r]
+    assert loss_rows and all("share_in_u/sum" in r for r in loss_rows)
+    assert loss_rows[0]["step"] == 1 and abs(loss_rows[0]["loss"] - 0.6931471805599453) < 1e-6  # π_θ = π_ref: log 2
+    assert sorted(p.name for p in (trained / "eval").iterdir()) == ["step-0.jsonl", "step-2.jsonl", "step-4.jsonl"]
+    eval0 = _rows(trained / "eval" / "step-0.jsonl")
+    assert len(eval0) == 12 and {"index", "delta_theta", "delta_ref", "chosen_logp_sum", "chosen_logp_mean"} <= set(
+        eval0[0]
+    )
+    assert max(abs(r["delta_theta"] - r["delta_ref"]) for r in eval0) < 1e-4  # step 0: the policy is the reference
+    assert not any(r["in_u"] for r in eval0)
+    assert (trained / "final" / "model.safetensors").is_file() and (trained / "final" / "tokenizer.json").is_file()
+    assert (trained / "checkpoints" / "checkpoint-2").is_dir()
+
+
+def test_final_model_reloads_and_scores_the_final_eval(trained, data_file, tmp_path):
+    """AutoModelForCausalLM loads final/; `dpocheck score` on it equals the last eval; violations reads both."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(trained / "final"))
+    assert model.num_parameters() > 0
+    scores = tmp_path / "policy"
+    assert (
+        cli_main(
+            [
+                "score",
+                "--model",
+                str(trained / "final"),
+                "--data",
+                str(data_file),
+                "--out",
+                str(scores),
+                "--dtype",
+                "fp32",
+            ]
+            + ["--threads", "1", "--no-progress"]
+        )
+        == 0
+    )
+    final_eval = {r["index"]: r for r in _rows(trained / "eval" / "step-4.jsonl")}
+    rescored = {r["index"]: r for r in _rows(scores / "scores.jsonl")}
+    assert set(final_eval) == set(rescored)
+    for i, r in rescored.items():
+        for key in ("chosen_logp_sum", "rejected_logp_sum", "chosen_logp_mean", "rejected_logp_mean"):
+            assert abs(r[key] - final_eval[i][key]) < 1e-4, (i, key)
+    status = cli_main(
+        ["violations", "--scores", str(trained / "reference"), "--policy-scores", str(scores), "--beta", "0.5"]
+        + ["--out", str(tmp_path / "viol"), "--no-plot", "--quiet", "--bootstrap", "50"]
+    )
+    assert status == 0
+    report = json.loads((tmp_path / "viol" / "violations-sum.json").read_text())
+    assert "policy" in json.dumps(report)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after_logging_step(step: int):
+    from transformers import TrainerCallback
+
+    class Crash(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.global_step == step and logs and "loss" in logs:
+                raise _Crash(f"killed after logging step {step}")
+
+    return Crash()
+
+
+def test_resume_after_a_kill_ends_with_the_uninterrupted_metrics(trained, model_dir, data_file, tmp_path):
+    from dpocheck.llm.train.cli import register  # noqa: F401  (the command is registered)
+    from dpocheck.llm.train.run import train
+    from dpocheck.llm.train.settings import TrainSettings
+
+    out = tmp_path / "run"
+    s = TrainSettings(
+        data=str(data_file),
+        model=str(model_dir),
+        out=str(out),
+        loss="dpo",
+        beta=0.5,
+        max_steps=4,
+        eval_every=2,
+        save_steps=2,
+        lr=1e-3,
+        batch_size=2,
+        seed=7,
+        batch_tokens=400,
+        threads=1,
+        progress=False,
+    )
+    with pytest.raises(_Crash):
+        train(s, callbacks=[_crash_after_logging_step(3)])
+    assert (out / "checkpoints" / "checkpoint-2").is_dir() and not (out / "final").exists()
+    assert max(r["step"] for r in _rows(out / "metrics.jsonl")) == 3  # a row past the checkpoint was written
+    s.resume = True
+    result = train(s)
+    assert result.steps == 4
+    assert _step_rows(out) == _step_rows(trained)
+    assert _rows(out / "eval" / "step-4.jsonl") == _rows(trained / "eval" / "step-4.jsonl")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["result"]["resumed_from"].endswith("checkpoint-2") and len(manifest["sessions"]) == 1
+
+
+def test_resume_with_changed_settings_refused(trained, model_dir, data_file, capsys):
+    args = list(_args(model_dir, data_file, trained, *TRAIN, "--resume"))
+    args[args.index("--beta") + 1] = "0.25"
+    assert cli_main(args) == 2
+    line = _error_line(capsys)
+    assert "--resume" in line and "'beta'" in line and "0.5" in line and "0.25" in line
+
+
+def test_corrupt_reference_through_the_command(model_dir, data_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = _args(model_dir, data_file, out, "--loss", "dpo", "--beta", "0.5", "--max-steps", "1", "--eval-every", "1")
+    assert cli_main([*args, "--corrupt-reference", "0.5", "--corrupt-steps", "15", "--corrupt-lr", "3e-3"]) == 0
+    err = capsys.readouterr().err
+    assert "share with δ_ref < 0" in err
+    rec = json.loads((out / "manifest.json").read_text())["corruption"]
+    assert rec["n_corrupted"] == 6 and len(rec["corrupted_indices"]) == 6 and rec["sft_steps"] == 15
+    before, after = rec["share_delta_ref_negative_before"]["sum"], rec["share_delta_ref_negative_after"]["sum"]
+    print(f"corrupt-reference R=0.5 on 12 toy pairs: share δ_ref < 0 (sum) {before:.3f} -> {after:.3f}")
+    assert after > before
+    ref = {r["index"]: r for r in _rows(out / "reference" / "scores.jsonl")}
+    assert (out / "corrupted_reference" / "model.safetensors").is_file()
+    eval0 = _rows(out / "eval" / "step-0.jsonl")  # the policy starts from the corrupted reference
+    assert (
+        max(
+            abs(r["delta_theta"] - (ref[r["index"]]["chosen_logp_sum"] - ref[r["index"]]["rejected_logp_sum"]))
+            for r in eval0
+        )
+        < 1e-4
+    )

@@ -142,7 +142,8 @@ def settings_from_args(args: argparse.Namespace):  # -> TrainSettings (imported 
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .run import InputError, train
+    from .run import train
+    from .settings import InputError
 
     try:
         result = train(settings_from_args(args))

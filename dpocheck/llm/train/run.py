@@ -22,78 +22,22 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dpocheck._io import write_json_atomic
 
-try:  # the one CLI error type (exit 2) once dpocheck.errors exists
-    from dpocheck.errors import InputError
-except ImportError:  # pragma: no cover - older checkouts
-
-    class InputError(ValueError):  # type: ignore[no-redef]
-        """Bad user input: the CLI prints the one-line message and exits 2."""
-
-
-MANIFEST = "manifest.json"
-METRICS = "metrics.jsonl"
-RESUME_FREE = ("resume", "threads", "progress")  # settings that may differ when a run is resumed
-FORMAT_VERSION = 1
-
-
-@dataclass
-class TrainSettings:
-    """Everything ``dpocheck train`` needs; all but :data:`RESUME_FREE` must match on ``--resume``."""
-
-    data: str
-    loss: str
-    beta: float
-    out: str
-    model: str | None = None
-    format: str = "auto"
-    delta_reward_source: str = "auto"
-    max_length: int | None = 1024
-    batch_tokens: int = 4096
-    limit: int | None = None
-    on_error: str = "raise"
-    chat_template: str = "auto"
-    dtype: str = "auto"
-    device: str | None = None
-    trust_remote_code: bool = False
-    gamma: float | None = None
-    tau: float | None = None
-    alpha: float | None = None
-    normalize: str = "sum"
-    max_steps: int | None = None
-    epochs: float | None = None
-    lr: float = 1e-6
-    batch_size: int = 2
-    grad_accum: int = 1
-    eval_every: int = 10
-    save_steps: int = 50
-    heldout: str | None = None
-    seed: int = 0
-    reference_scores: str | None = None
-    corrupt_reference: float | None = None
-    corrupt_steps: int = 20
-    corrupt_lr: float = 1e-4
-    resume: bool = False
-    threads: int | None = None
-    progress: bool = True
-
-    def loss_params(self) -> dict[str, float]:
-        """The loss hyper-parameters given on the command line (γ, τ, α); the registry fills the rest."""
-        return {k: v for k, v in (("gamma", self.gamma), ("tau", self.tau), ("alpha", self.alpha)) if v is not None}
-
-    def identity(self) -> dict[str, Any]:
-        """The settings a resumed run must share with the original, with paths made absolute."""
-        d = asdict(self)
-        for k in ("data", "out", "heldout", "reference_scores"):
-            if d[k] is not None:
-                d[k] = os.path.abspath(d[k])
-        d["model"] = str(resolve_model_path(self.model))
-        return {k: v for k, v in d.items() if k not in RESUME_FREE}
+from .settings import (
+    FORMAT_VERSION,
+    MANIFEST,
+    METRICS,
+    InputError,
+    TrainSettings,
+    resolve_loss,
+    resolve_model_path,
+    validate,
+)
 
 
 @dataclass
@@ -117,166 +61,6 @@ class TrainResult:
             "final_model": str(self.out / "final"),
             "corruption": self.manifest.get("corruption"),
         }
-
-
-# ------------------------------------------------------------------------------------------------ validation
-def resolve_model_path(model: str | None) -> Path:
-    """The model path (``None``: the SmolLM2 GGUF default), absolute; FileNotFoundError → InputError."""
-    from dpocheck.llm.models import default_model_path
-
-    try:
-        p = Path(model) if model is not None else default_model_path()
-    except FileNotFoundError as err:
-        raise InputError(f"--model: {err}") from err
-    return p.resolve()
-
-
-def _nearest_existing(p: Path) -> Path:
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
-
-
-def check_out_dir(out: str, resume: bool) -> None:
-    """``--out`` must be writable, new (or empty) unless ``--resume``, and hold a run when ``--resume``."""
-    p = Path(out).absolute()
-    if p.exists() and not p.is_dir():
-        raise InputError(f"--out: {p} exists and is not a directory")
-    base = _nearest_existing(p)
-    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
-        raise InputError(f"--out: {p} is not writable (no write permission on {base})")
-    if resume:
-        if not (p / MANIFEST).is_file():
-            raise InputError(f"--resume: {p} holds no training run (no {MANIFEST}); drop --resume to start one")
-    elif p.is_dir() and any(p.iterdir()):
-        raise InputError(f"--out: {p} already exists and is not empty; pass --resume or choose a new one")
-
-
-def resolve_loss(settings: TrainSettings) -> tuple[Any, dict[str, float]]:
-    """(LossSpec, its full parameters) for ``settings.loss``; unknown loss or bad parameter → InputError."""
-    from dpocheck.theory.registry import LOSS_NAMES, get_loss
-
-    if settings.loss not in LOSS_NAMES:
-        raise InputError(f"--loss: unknown loss {settings.loss!r}; expected one of {', '.join(LOSS_NAMES)}")
-    spec = get_loss(settings.loss)
-    try:
-        params = spec.resolve(**settings.loss_params())
-    except TypeError as err:
-        raise InputError(f"--loss {settings.loss}: {err}") from err
-    except ValueError as err:
-        raise InputError(f"--loss {settings.loss}: {err}") from err
-    return spec, dict(params)
-
-
-def validate(settings: TrainSettings) -> None:
-    """Every check that needs no model: numbers, choices, paths, the resume settings, the reference manifest."""
-    s = settings
-    if not (isinstance(s.beta, int | float) and math.isfinite(s.beta) and s.beta > 0):
-        raise InputError(f"--beta: must be a finite number > 0, got {s.beta!r}")
-    if s.gamma is not None and not (math.isfinite(s.gamma) and s.gamma >= 0):
-        raise InputError(f"--gamma: must be a finite number >= 0, got {s.gamma!r}")
-    if s.normalize not in ("sum", "mean"):
-        raise InputError(f"--normalize: expected sum or mean, got {s.normalize!r}")
-    if s.dtype not in ("auto", "fp32"):
-        raise InputError(f"--dtype: training runs in fp32 (auto means fp32 here), got {s.dtype!r}")
-    for name, value, low in (
-        ("--batch-size", s.batch_size, 1),
-        ("--grad-accum", s.grad_accum, 1),
-        ("--eval-every", s.eval_every, 1),
-        ("--save-steps", s.save_steps, 1),
-        ("--batch-tokens", s.batch_tokens, 1),
-        ("--corrupt-steps", s.corrupt_steps, 1),
-        ("--max-steps", s.max_steps, 1),
-    ):
-        if value is not None and value < low:
-            raise InputError(f"{name}: must be >= {low}, got {value}")
-    if s.epochs is not None and not (math.isfinite(s.epochs) and s.epochs > 0):
-        raise InputError(f"--epochs: must be > 0, got {s.epochs!r}")
-    if s.max_steps is not None and s.epochs is not None:
-        raise InputError("--max-steps and --epochs: give one of them")
-    if not (math.isfinite(s.lr) and s.lr > 0):
-        raise InputError(f"--lr: must be > 0, got {s.lr!r}")
-    if s.max_length is not None and s.max_length < 2:
-        raise InputError(f"--max-length: must be >= 2 (or 0 for no limit), got {s.max_length}")
-    if s.corrupt_reference is not None:
-        r = s.corrupt_reference
-        if not (math.isfinite(r) and 0.0 <= r <= 1.0):
-            raise InputError(f"--corrupt-reference: the share R must lie in [0, 1], got {r!r}")
-        if s.reference_scores is not None:
-            raise InputError(
-                "--reference-scores: cannot be reused with --corrupt-reference (the corrupted model is the reference)"
-            )
-        if not (math.isfinite(s.corrupt_lr) and s.corrupt_lr > 0):
-            raise InputError(f"--corrupt-lr: must be > 0, got {s.corrupt_lr!r}")
-    if s.threads is not None and s.threads < 1:
-        raise InputError(f"--threads: must be >= 1, got {s.threads}")
-    if not Path(s.data).is_file():
-        raise InputError(f"--data: preference data file not found: {s.data}")
-    if s.heldout is not None and not Path(s.heldout).is_file():
-        raise InputError(f"--heldout: file not found: {s.heldout}")
-    model_path = resolve_model_path(s.model)
-    if not model_path.exists():
-        raise InputError(f"--model: {model_path} does not exist")
-    resolve_loss(s)
-    check_out_dir(s.out, s.resume)
-    if s.resume:
-        check_resume_settings(Path(s.out), s)
-    if s.reference_scores is not None:
-        check_reference_scores(Path(s.reference_scores), model_path, Path(s.data), s)
-
-
-def check_resume_settings(out: Path, settings: TrainSettings) -> None:
-    """A resumed run must use the settings of the run in ``out``; the first difference is named (InputError)."""
-    old = json.loads((out / MANIFEST).read_text()).get("settings", {})
-    new = settings.identity()
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            raise InputError(
-                f"--resume: setting {key!r} differs from the run in {out} ({old.get(key)!r} -> {new.get(key)!r}); "
-                "resume with the original settings or start a new --out"
-            )
-
-
-def check_reference_scores(ref: Path, model_path: Path, data: Path, settings: TrainSettings) -> dict[str, Any]:
-    """The manifest of a ``dpocheck score`` folder must name this model, data and rendering; returns it.
-
-    Checked: the model files (path, sizes, mtimes, metadata hashes), the data's sha256 and Δr* source, the token
-    budget (``max_length``), the chat-template mode and fp32 weights — what changes δ_ref. A mismatch raises
-    InputError naming the field, never a silent recomputation.
-    """
-    from dpocheck.llm.models import model_fingerprint
-    from dpocheck.llm.scoring import sha256_file
-
-    mpath = ref / MANIFEST
-    if not (ref / "scores.jsonl").is_file() or not mpath.is_file():
-        raise InputError(f"--reference-scores: {ref} is not a finished `dpocheck score` folder")
-    manifest = json.loads(mpath.read_text())
-    if manifest.get("status") != "complete":
-        raise InputError(f"--reference-scores: {ref} is an unfinished scoring run (status {manifest.get('status')!r})")
-    fp = manifest.get("fingerprint", {})
-    model_fp = model_fingerprint(model_path)
-    got_model = {k: fp.get("model", {}).get(k) for k in ("path", "files")}
-    if got_model != model_fp:
-        raise InputError(
-            f"--reference-scores: model in {mpath} ({got_model['path']}) is not --model ({model_fp['path']}) "
-            "or its files changed"
-        )
-    if fp.get("model", {}).get("dtype") != "torch.float32":
-        dtype = fp.get("model", {}).get("dtype")
-        raise InputError(f"--reference-scores: model.dtype is {dtype!r}; training needs fp32 reference scores")
-    data_fp = fp.get("data", {})
-    if data_fp.get("sha256") != sha256_file(data):
-        raise InputError(f"--reference-scores: data.sha256 in {mpath} is not that of --data {data}")
-    if data_fp.get("delta_reward_source") != settings.delta_reward_source:
-        raise InputError(
-            f"--reference-scores: data.delta_reward_source {data_fp.get('delta_reward_source')!r} != "
-            f"{settings.delta_reward_source!r}"
-        )
-    sfp = fp.get("settings", {})
-    for key, value in (("max_length", settings.max_length), ("chat_template", settings.chat_template)):
-        if sfp.get(key) != value:
-            raise InputError(f"--reference-scores: settings.{key} {sfp.get(key)!r} != {value!r} of this run")
-    return manifest
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -381,13 +165,14 @@ def _print(msg: str, main: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ reference
-def data_identity(settings: TrainSettings, load: Any, prompt_style: str) -> dict[str, Any]:
-    """The data part of a scoring fingerprint (as ``dpocheck score`` writes it)."""
+def data_identity(settings: TrainSettings, load: Any, prompt_style: str, path: str | None = None) -> dict[str, Any]:
+    """The data part of a scoring fingerprint (as ``dpocheck score`` writes it) of ``path`` (default: --data)."""
     from dpocheck.llm.scoring import sha256_file
 
+    path = path or settings.data
     return {
-        "path": os.path.abspath(settings.data),
-        "sha256": sha256_file(settings.data),
+        "path": os.path.abspath(path),
+        "sha256": sha256_file(path),
         "format": load.format,
         "delta_reward_source": settings.delta_reward_source,
         "prompt_style": prompt_style,
@@ -418,6 +203,7 @@ def reference_rows(
     model_path: Path,
     source: str,
     data_id: dict[str, Any],
+    folder: str = "reference",
 ) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
     """Reference score rows by pair index: reused from ``--reference-scores`` or scored into ``OUT/reference``.
 
@@ -426,7 +212,7 @@ def reference_rows(
     from dpocheck.llm.models import model_fingerprint
     from dpocheck.llm.scoring import read_jsonl, score_to_directory
 
-    if settings.reference_scores is not None:
+    if settings.reference_scores is not None and folder == "reference":
         ref = Path(settings.reference_scores)
         rows = {r["index"]: r for r in read_jsonl(ref / "scores.jsonl")}
         missing = [p.index for p in pairs if p.index not in rows]
@@ -436,7 +222,7 @@ def reference_rows(
                 f"({len(missing)} missing); score the same data and --limit"
             )
         return rows, {"scores": str(ref.resolve()), "reused": True}
-    ref = Path(settings.out) / "reference"
+    ref = Path(settings.out) / folder
     model_id = {**model_fingerprint(model_path), "source": source, "dtype": "torch.float32"}
     was_training = model.training
     model.eval()
@@ -489,10 +275,14 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
     from accelerate import PartialState
 
     from dpocheck.llm.models import load_model, load_tokenizer
-    from dpocheck.llm.scoring import encode_pairs, resolve_chat_template
+    from dpocheck.llm.scoring import resolve_chat_template
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    if not settings.progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     state = PartialState(cpu=_use_cpu(settings))  # joins the process group under `accelerate launch`
     main = state.is_main_process
     out = Path(settings.out).absolute()
@@ -562,9 +352,31 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
     if main:
         write_json_atomic(out / MANIFEST, manifest)
 
-    enc = encode_pairs(tokenizer, load.pairs, score_settings(settings), use_tpl)
-    trainer = build_trainer(model, tokenizer, enc, ref_rows, params, settings, out, heldout=heldout)
-    trainer.add_callback(metrics_callback(out / METRICS))
+    from .callback import UndesirableSpaceCallback
+
+    rows = training_rows(tokenizer, load.pairs, ref_rows, params, settings, use_tpl)
+    heldout_rows = None
+    if heldout is not None:
+        h_rows, _ = reference_rows(
+            model,
+            tokenizer,
+            heldout.pairs,
+            settings,
+            model_path=ref_model_path,
+            source=ref_source,
+            data_id=data_identity(settings, heldout, prompt_style, settings.heldout),
+            folder="reference_heldout",
+        )
+        heldout_rows = training_rows(tokenizer, heldout.pairs, h_rows, params, settings, use_tpl)
+    trainer = build_trainer(model, tokenizer, rows, settings, out)
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # stdout carries the one JSON summary line; metrics.jsonl has the logs
+    trainer.add_callback(metrics_callback(out / METRICS))  # before the eval callback: it logs at step 0
+    eval_cb = UndesirableSpaceCallback(
+        trainer, rows, settings.eval_every, out, heldout_rows, batch_tokens=settings.batch_tokens
+    )
+    trainer.add_callback(eval_cb)
     for cb in callbacks:
         trainer.add_callback(cb)
     resume_from = last_checkpoint(out) if settings.resume else None
@@ -572,6 +384,9 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
     t_train = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.perf_counter() - t_train
+    step = trainer.state.global_step
+    if main and step % settings.eval_every != 0:  # the final policy is always scored
+        trainer.log(eval_cb.evaluate(trainer.model, step))
 
     final = out / "final"
     trainer.save_model(str(final))  # main process only; safetensors
@@ -658,29 +473,35 @@ def _corrupt(
     return model, record
 
 
-def build_trainer(
-    model: Any,
+def training_rows(
     tokenizer: Any,
-    enc: Any,
+    pairs: list[Any],
     ref_rows: dict[int, dict[str, Any]],
     params: dict[str, float],
     settings: TrainSettings,
-    out: Path,
-    *,
-    heldout: Any = None,
-) -> Any:
-    """The preference trainer (the core's DPOTrainer subclass) on training rows of ``enc`` and ``ref_rows``.
+    use_tpl: bool,
+) -> list[dict[str, Any]]:
+    """The core's training rows of ``pairs`` (dpocheck tokenisation, reference columns, the loss's inputs)."""
+    from dpocheck.llm.scoring import encode_pairs
+
+    from .dataset import build_training_rows
+
+    enc = encode_pairs(tokenizer, pairs, score_settings(settings), use_tpl)
+    return build_training_rows(
+        enc.encoded, list(ref_rows.values()), settings.loss, settings.beta, params, settings.normalize
+    )
+
+
+def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], settings: TrainSettings, out: Path) -> Any:
+    """The preference trainer (the core's DPOTrainer subclass) on training ``rows``.
 
     The DPOConfig is the core's :func:`preference_config` (fp32 explicitly — TRL's bf16 default changes the loss —
     columns kept, every step logged, no reporting) with this run's seed, schedule and checkpoints in
-    ``OUT/checkpoints``. An overflowing loss input (``cpo_margin`` on summed log-probs) is an input error.
+    ``OUT/checkpoints``.
     """
-    from .dataset import build_training_rows, to_dataset
+    from .dataset import to_dataset
     from .trainer import PreferenceTrainer, preference_config
 
-    rows = build_training_rows(
-        enc.encoded, list(ref_rows.values()), settings.loss, settings.beta, params, settings.normalize
-    )
     length = {"max_steps": settings.max_steps} if settings.max_steps else {"num_train_epochs": settings.epochs or 1.0}
     config = preference_config(
         str(out / "checkpoints"),
