@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -417,3 +419,26 @@ def test_corrupt_reference_through_the_command(model_dir, data_file, tmp_path, c
         )
         < 1e-4
     )
+
+
+def test_two_cpu_processes_through_accelerate_launch(model_dir, data_file, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` (gloo on the CPU) trains and writes one output folder."""
+    out = tmp_path / "run"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "dpocheck.cli"]
+    args = _args(model_dir, data_file, out, *TRAIN, "--device", "cpu")
+    args[args.index("--max-steps") + 1] = "3"
+    proc = subprocess.run(launch + args, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])  # one JSON line, from the main process only
+    assert summary["steps"] == 3 and len(proc.stdout.strip().splitlines()) == 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["status"] == "complete"
+    loss_rows = [r for r in _step_rows(out) if "loss" in r]
+    assert [r["step"] for r in loss_rows] == [1, 2, 3]
+    assert abs(loss_rows[0]["loss"] - 0.6931471805599453) < 1e-6
+    assert sorted(p.name for p in (out / "eval").iterdir()) == ["step-0.jsonl", "step-2.jsonl", "step-3.jsonl"]
+    assert len(_rows(out / "eval" / "step-3.jsonl")) == 12 and (out / "final" / "model.safetensors").is_file()

@@ -91,6 +91,7 @@ def run_sft(
 ) -> list[float]:
     """Train ``model`` in place with TRL's SFTTrainer (completion-only loss, fp32); returns the logged losses."""
     from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     config = SFTConfig(
@@ -114,6 +115,7 @@ def run_sft(
         disable_tqdm=not progress,
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_dict(columns), processing_class=tokenizer)
+    trainer.remove_callback(PrinterCallback)  # stdout carries the command's one JSON line
     trainer.train()
     model.eval()
     return [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]

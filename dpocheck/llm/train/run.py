@@ -145,6 +145,26 @@ def metrics_callback(path: Path) -> Any:
     return MetricsFileCallback()
 
 
+def step_log_guard() -> Any:
+    """A TrainerCallback, added after the eval callback, that restores the step's ``should_log``.
+
+    A callback that logs from ``on_step_end`` (the whole-set eval) goes through ``CallbackHandler.on_log``, which
+    clears ``control.should_log``: the Trainer would then skip that step's training log and average its loss and
+    metrics into the next logged step. This re-applies the Trainer's own rule (DefaultFlowCallback: every
+    ``logging_steps``) so every step is logged once, with its own values.
+    """
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import IntervalStrategy
+
+    class StepLogGuard(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            every = state.logging_steps
+            if args.logging_strategy == IntervalStrategy.STEPS and every and state.global_step % every == 0:
+                control.should_log = True
+
+    return StepLogGuard()
+
+
 def last_checkpoint(out: Path) -> str | None:
     """The newest complete checkpoint folder under ``out/checkpoints`` (None if there is none)."""
     from transformers.trainer_utils import get_last_checkpoint
@@ -377,6 +397,7 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
         trainer, rows, settings.eval_every, out, heldout_rows, batch_tokens=settings.batch_tokens
     )
     trainer.add_callback(eval_cb)
+    trainer.add_callback(step_log_guard())
     for cb in callbacks:
         trainer.add_callback(cb)
     resume_from = last_checkpoint(out) if settings.resume else None
@@ -516,6 +537,7 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], settin
         disable_tqdm=not settings.progress,
         use_cpu=_use_cpu(settings),
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
         **length,
     )
     return PreferenceTrainer(

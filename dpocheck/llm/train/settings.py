@@ -117,18 +117,16 @@ def check_out_dir(out: str, resume: bool) -> None:
 
 
 def resolve_loss(settings: TrainSettings) -> tuple[Any, dict[str, float]]:
-    """(LossSpec, its full parameters) for ``settings.loss``; unknown loss or bad parameter → InputError."""
-    from dpocheck.theory.registry import LOSS_NAMES, get_loss
+    """(LossSpec, its full parameters) for ``settings.loss`` (the core's registry lookup); unknown loss or bad
+    parameter → InputError naming the command-line flag (``--loss``, ``--gamma``, …)."""
+    from .dataset import TrainingInputError
+    from .dataset import resolve_loss as core_resolve_loss
 
-    if settings.loss not in LOSS_NAMES:
-        raise InputError(f"--loss: unknown loss {settings.loss!r}; expected one of {', '.join(LOSS_NAMES)}")
-    spec = get_loss(settings.loss)
     try:
-        params = spec.resolve(**settings.loss_params())
-    except TypeError as err:
-        raise InputError(f"--loss {settings.loss}: {err}") from err
-    except ValueError as err:
-        raise InputError(f"--loss {settings.loss}: {err}") from err
+        spec, params = core_resolve_loss(settings.loss, settings.loss_params())
+    except TrainingInputError as err:
+        flag = "--" + (err.field if err.field in ("gamma", "tau", "alpha") else "loss")
+        raise InputError(f"{flag}: {err}") from None
     return spec, dict(params)
 
 
