@@ -17,6 +17,7 @@ from .ecpoc import ECPOCSolution, ecpoc_single_pair_closed_form, ecpoc_solve
 from .losses import (
     CPO_MARGIN_DEMO_GAMMA,
     RELEASED_DEFAULTS,
+    RELEASED_DEMO,
     SIMPO_DEFAULT_GAMMA,
     LossAndGrad,
     cpo_margin_loss,
@@ -65,6 +66,7 @@ __all__ = [
     "LOSSES",
     "LOSS_NAMES",
     "RELEASED_DEFAULTS",
+    "RELEASED_DEMO",
     "SIMPO_DEFAULT_GAMMA",
     "CPOObjectiveStationary",
     "ECPOCSolution",

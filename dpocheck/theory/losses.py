@@ -38,8 +38,10 @@ from .pairs import exp_checked
 RELEASED_DEFAULTS = {"beta": 0.1, "gamma": 0.5, "tau": 2.0, "alpha": 1.0}
 #: SimPO's default γ (Meng et al. 2024).
 SIMPO_DEFAULT_GAMMA = 0.5
-#: γ of the released demo configuration (PAPER.md C10), the default γ of cpo_margin (C8).
-CPO_MARGIN_DEMO_GAMMA = 0.05
+#: The released demo configuration's β and γ (PAPER.md C10).
+RELEASED_DEMO = {"beta": 2.5, "gamma": 0.05}
+#: γ of the released demo configuration, the default γ of cpo_margin (C8).
+CPO_MARGIN_DEMO_GAMMA = RELEASED_DEMO["gamma"]
 
 
 class LossAndGrad(NamedTuple):
