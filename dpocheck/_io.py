@@ -5,25 +5,42 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write `text` to a temporary file beside `path`, fsync it, then rename it over `path`; returns the path."""
+def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:
+    """Let `writer` write a temporary file beside `path`, fsync it, then rename it over `path`; returns the path.
+
+    The temporary file is named ".NAME.tmp-*" (leftovers are found by name) and removed if `writer` fails.
+    """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)  # ".NAME.tmp-*": leftovers are found by name
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        writer(Path(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return out
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write `text` (UTF-8, newlines as given) atomically to `path`; returns the path."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+
+    return write_atomic(path, write)
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any, *, indent: int = 1) -> Path:

@@ -158,7 +158,7 @@ def test_tangent_negative_definite():
     """Two coordinates: v = (t, −t) gives t²(d₁ + d₂). d = (1, −2): −1 < 0 → definite (1/1 − 1/2 = 0.5 > 0);
     d = (2, −1): +1 → not (1/2 − 1 = −0.5). Two non-negative entries are never definite; all negative always are;
     the criterion survives a 1e17 entry (an eigen-decomposition of the projected matrix does not)."""
-    from dpocheck.proofs_check.claims_cpo import tangent_negative_definite
+    from dpocheck.proofs_check.claims import tangent_negative_definite
 
     assert tangent_negative_definite([1.0, -2.0]) and not tangent_negative_definite([2.0, -1.0])
     assert not tangent_negative_definite([1.0, 1.0, -5.0]) and tangent_negative_definite([-1.0, -3.0, -0.1])

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from scipy.special import expit, logit
 
 from dpocheck.sims import (
-    SIM_LOSSES,
     BanditBatch,
     LossConfig,
     all_pairs_by_reward,
@@ -29,6 +28,7 @@ from dpocheck.sims import (
 )
 from dpocheck.sims.reference import fit_reference, flip_labels, misaligned_reference_batch
 from dpocheck.theory import (
+    LOSS_NAMES,
     escape_time,
     log_cpo_margin,
     loss_and_grad,
@@ -80,7 +80,7 @@ def test_one_adam_step_hand_worked() -> None:
     assert traj.final_delta(batch)[0, 0] == pytest.approx(0.02, rel=1e-7)
 
 
-@pytest.mark.parametrize("name", SIM_LOSSES)
+@pytest.mark.parametrize("name", LOSS_NAMES)
 @pytest.mark.parametrize("soft", [False, True])
 def test_first_step_matches_torch_autograd(name: str, soft: bool) -> None:
     """One SGD step of the trainer equals z − lr·∇L with ∇ from torch autograd through the theory layer's own loss

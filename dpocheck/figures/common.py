@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from dpocheck._io import write_atomic
+from dpocheck.theory import LOSSES
+
 Rows = list[dict[str, Any]]
 Progress = Callable[[str], None]
 
@@ -78,29 +81,20 @@ def pyplot() -> Any:
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:
-    """Save a matplotlib figure atomically (temporary name, then rename) and close it."""
-    import os
-
+    """Save a matplotlib figure atomically (through :func:`dpocheck._io.write_atomic`) and close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, bbox_inches="tight", format=path.suffix.lstrip("."))
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, bbox_inches="tight", format=path.suffix.lstrip(".")))
     fig.clf()
     pyplot().close(fig)
     return path
 
 
-LOSS_COLORS = {
-    "dpo": "tab:red",
-    "cpo_margin": "tab:blue",
-    "released_clip": "tab:green",
-    "released_adaptive": "tab:purple",
-    "released_easy": "tab:orange",
-    "ipo": "tab:brown",
-    "simpo": "tab:pink",
-    "rlhf_optimum": "black",
-    "ecpoc": "tab:cyan",
+#: Colours and legend labels: every loss's from the loss registry, plus the exact reference points.
+LOSS_COLORS = {**{name: spec.color for name, spec in LOSSES.items()}, "rlhf_optimum": "black", "ecpoc": "tab:cyan"}
+LOSS_LABELS = {
+    **{name: spec.label for name, spec in LOSSES.items()},
+    "rlhf_optimum": "RLHF optimum π*",
+    "ecpoc": "E-CPOC",
 }
 
 

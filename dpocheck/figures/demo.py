@@ -91,7 +91,7 @@ def run_proofs(out_dir: Path, log: Log, only: list[str] | None = None) -> dict[s
 def run_tabular(out_dir: Path, log: Log) -> dict[str, Any]:
     """Step 2: the closed-form report on the built-in default bandit, with γ = 1.1·γ* and ε = 0."""
     try:
-        from dpocheck.theory import gamma_star
+        from dpocheck.theory import gamma_star, get_loss
         from dpocheck.theory.report import default_bandit, format_tabular_table, tabular_report
     except ImportError as err:
         _loud(log, f"TABULAR REPORT MISSING: cannot import dpocheck.theory.report ({err})")
@@ -100,7 +100,7 @@ def run_tabular(out_dir: Path, log: Log) -> dict[str, Any]:
         bandit = default_bandit()
         lw, ll = bandit.log_pi_ref_pairs()
         gstar = gamma_star(bandit.delta_ref(), bandit.delta_reward(), bandit.beta, lw, ll)
-        gamma = 1.1 * gstar if gstar > 0 else 0.05
+        gamma = 1.1 * gstar if gstar > 0 else get_loss("cpo_margin").defaults["gamma"]
         report = tabular_report(bandit, gamma, 0.0)
         text = format_tabular_table(report)
     except Exception as err:  # noqa: BLE001

@@ -29,10 +29,11 @@ from dpocheck.sims import (
     train,
 )
 from dpocheck.sims.tables import trajectory_rows
-from dpocheck.theory import violation_mask
+from dpocheck.theory import get_loss, violation_mask
 
 from .common import (
     LOSS_COLORS,
+    LOSS_LABELS,
     Progress,
     Rows,
     column,
@@ -62,11 +63,11 @@ SETTING = {
     "loss_reduction": "mean over pairs",
     "seed": 0,
 }
-LOSSES = [
+LOSSES = [  # at the loss registry's defaults
     {"name": "dpo"},
-    {"name": "cpo_margin", "gamma": 0.05},
+    {"name": "cpo_margin", **get_loss("cpo_margin").defaults},
     {"name": "released_clip"},
-    {"name": "released_adaptive", "gamma": 0.5, "tau": 2.0, "alpha": 1.0},
+    {"name": "released_adaptive", **get_loss("released_adaptive").defaults},
 ]
 SWEEP = {
     "toy": {
@@ -256,7 +257,7 @@ def plot(tables: dict[str, Rows], path: Path) -> Path:
                         column(rows, "frac_in_U"),
                         ls=styles[j % len(styles)],
                         color=LOSS_COLORS.get(loss),
-                        label=f"{loss}, R={R:g}" if i == 0 else None,
+                        label=f"{LOSS_LABELS.get(loss, loss)}, R={R:g}" if i == 0 else None,
                     )
             rows = sorted(select(final, **where, loss_name=loss), key=lambda r: r["flip_rate"])
             for ax, name in ((ax_acc, "pref_acc"), (ax_r, "expected_reward")):
@@ -267,7 +268,7 @@ def plot(tables: dict[str, Rows], path: Path) -> Path:
                     marker="o",
                     ms=3,
                     color=LOSS_COLORS.get(loss),
-                    label=loss,
+                    label=LOSS_LABELS.get(loss, loss),
                 )
         rows = sorted(select(final, **where, loss_name="dpo"), key=lambda r: r["flip_rate"])
         if rows:
@@ -308,7 +309,7 @@ def headlines(tables: dict[str, Rows]) -> Rows:
     setting = (
         f"E2 toy: {SETTING['n_contexts']}×{SETTING['n_responses']} bandits, reference BT-fit to labels "
         f"with R "
-        f"flipped at temperature T, {steps} steps, mean loss over pairs, CPO margin γ = 0.05"
+        f"flipped at temperature T, {steps} steps, mean loss over pairs, CPO margin γ = {LOSSES[1]['gamma']:g}"
     )
     out = [
         headline(

@@ -34,6 +34,7 @@ from dpocheck.sims import (
     rlhf_optimum_log_policy,
     train,
 )
+from dpocheck.theory import get_loss
 
 from .common import (
     LOSS_COLORS,
@@ -58,7 +59,7 @@ SETTING = {
     "construction": "misaligned_reference_batch(R=0.3, T=1), 4 contexts x 6 responses, all pairs",
     "flip_rate": 0.3,
     "beta": 1.0,
-    "cpo_gamma": 0.05,
+    "cpo_gamma": get_loss("cpo_margin").defaults["gamma"],
     "population_training": "sgd lr 20, soft labels q = sigma(delta_reward), mean over pairs",
     "hard_training": "sgd lr 1, hard labels, mean over pairs",
     "seed": 0,

@@ -18,10 +18,18 @@ from typing import Any
 import numpy as np
 
 from dpocheck.sims import LossConfig, misaligned_reference_batch, train
-from dpocheck.theory import effective_target, log_cpo_margin, population_stationary_delta
+from dpocheck.theory import (
+    RELEASED_DEFAULTS,
+    RELEASED_DEMO,
+    effective_target,
+    get_loss,
+    log_cpo_margin,
+    population_stationary_delta,
+)
 
 from .common import (
     LOSS_COLORS,
+    LOSS_LABELS,
     Progress,
     Rows,
     column,
@@ -46,8 +54,8 @@ SETTING = {
     "seed": 0,
 }
 CONFIGS = [
-    {"label": "released defaults", "beta": 0.1, "gamma": 0.5},
-    {"label": "released demo config", "beta": 2.5, "gamma": 0.05},
+    {"label": "released defaults", "beta": RELEASED_DEFAULTS["beta"], "gamma": RELEASED_DEFAULTS["gamma"]},
+    {"label": "released demo config", "beta": RELEASED_DEMO["beta"], "gamma": RELEASED_DEMO["gamma"]},
 ]
 LOSSES = ("dpo", "cpo_margin", "released_easy", "released_clip", "released_adaptive")
 SWEEP = {
@@ -89,7 +97,7 @@ def _params(loss: str, gamma: float, lw: np.ndarray, ll: np.ndarray) -> dict[str
     if loss == "released_easy":
         return {"mean_logp_ref_w": lw, "mean_logp_ref_l": ll, "gamma": gamma}
     if loss == "released_adaptive":
-        return {"gamma": gamma, "tau": 2.0, "alpha": 1.0}
+        return {**get_loss("released_adaptive").defaults, "gamma": gamma}
     return {}
 
 
@@ -123,7 +131,7 @@ def compute(sweep: dict[str, Any], progress: Progress = no_progress) -> dict[str
                             "target_minus_delta_ref": float(target[b, i] - dref[b, i]),
                         }
                     )
-            lc = LossConfig(loss, gamma=gamma if loss != "dpo" and loss != "released_clip" else None)
+            lc = LossConfig(loss, gamma=gamma if "gamma" in get_loss(loss).params else None)
             traj = train(batch, lc, sweep["hard_steps"], optimizer="sgd", lr=1.0, record_every=sweep["hard_steps"])
             pop = population_stationary_delta(loss, dref, dr, beta, **params)
             outcomes.append(
@@ -166,7 +174,7 @@ def plot(tables: dict[str, Rows], path: Path) -> Path:
                 ".",
                 ms=2.5,
                 color=LOSS_COLORS.get(loss),
-                label=loss,
+                label=LOSS_LABELS.get(loss, loss),
             )
         lim = np.nanpercentile(np.abs(column(rows, "delta_ref")), 99)
         ax.plot([-lim, lim], [-lim, lim], "k-", lw=0.5)
@@ -184,7 +192,13 @@ def plot(tables: dict[str, Rows], path: Path) -> Path:
     for j, loss in enumerate(losses):
         rows = select(out, loss_name=loss)
         x = np.arange(len(rows)) + (j - (len(losses) - 1) / 2) * width
-        ax.bar(x, column(rows, "hard_frac_in_U"), width=width, color=LOSS_COLORS.get(loss), label=loss)
+        ax.bar(
+            x,
+            column(rows, "hard_frac_in_U"),
+            width=width,
+            color=LOSS_COLORS.get(loss),
+            label=LOSS_LABELS.get(loss, loss),
+        )
     ax.set_xticks(np.arange(len(configs)))
     ax.set_xticklabels(configs, fontsize=7)
     ax.set_title("share of pairs in U after hard-label training")

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import claims_cpo as cpo
-from . import claims_dpo as dpo
+from . import claims
 from .core import FAILS, NOT_CHECKABLE, PROVED, VERIFIED, Claim, ClaimResult, Profile, get_profile
 
 SYM = "sympy derivation"
@@ -25,7 +24,7 @@ CLAIMS: tuple[Claim, ...] = (
         "π*(y|x) = π_ref(y|x)·exp(r*(x,y)/β)/Z(x) maximises E_π[r*] − β·KL(π‖π_ref)",
         ("tabular bandit, any number of responses",),
         (SYM + " (Lagrangian, Hessian)", HYP + " (Gibbs bound)"),
-        dpo.check_rlhf_optimum,
+        claims.check_rlhf_optimum,
         PROVED,
     ),
     Claim(
@@ -34,7 +33,7 @@ CLAIMS: tuple[Claim, ...] = (
         "δ_{π*} = δ_ref + Δr*/β",
         ("every pair of a tabular bandit",),
         (SYM, HYP),
-        dpo.check_key_identity,
+        claims.check_key_identity,
         PROVED,
     ),
     # ------------------------------------------------------------------------------------------------- C2
@@ -44,7 +43,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Assumption 3.1 (π*(y_w|x) > π*(y_l|x)) fails on a pair iff β·δ_ref + Δr* ≤ 0",
         ("per pair; ties count as violations",),
         (SYM, HYP),
-        dpo.check_violation_condition,
+        claims.check_violation_condition,
         PROVED,
     ),
     Claim(
@@ -53,7 +52,7 @@ CLAIMS: tuple[Claim, ...] = (
         "A larger β or a smaller reward gap makes the violation easier",
         ("Δr* > 0 (labels agree with r*)", "noisy labels (Δr* of any sign), reported in the details"),
         (SYM, HYP),
-        dpo.check_beta_monotone,
+        claims.check_beta_monotone,
         PROVED,
     ),
     Claim(
@@ -63,7 +62,7 @@ CLAIMS: tuple[Claim, ...] = (
         "accuracy equals 1 − the violation rate",
         ("Bradley–Terry raters",),
         (SYM, HYP),
-        dpo.check_chen_equivalence,
+        claims.check_chen_equivalence,
         PROVED,
     ),
     Claim(
@@ -72,7 +71,7 @@ CLAIMS: tuple[Claim, ...] = (
         "45.5 % of pairs violate Eq. 11 with Llama-3-8B-Instruct as π_ref and β = 0.1",
         ("as reported",),
         ("needs an 8B model and ArmoRM rewards",),
-        dpo.check_real_data_rate,
+        claims.check_real_data_rate,
         NOT_CHECKABLE,
     ),
     # ------------------------------------------------------------------------------------------------- C3
@@ -82,7 +81,7 @@ CLAIMS: tuple[Claim, ...] = (
         "U = {π : δ_ref < δ_π < 0} is non-empty iff δ_ref < 0",
         ("per pair",),
         (SYM, HYP),
-        dpo.check_u_nonempty,
+        claims.check_u_nonempty,
         PROVED,
     ),
     Claim(
@@ -91,7 +90,7 @@ CLAIMS: tuple[Claim, ...] = (
         "A policy in U has lowered the DPO loss below its value at π_ref (log 2) and still prefers y_l",
         ("per pair, both directions",),
         (SYM, HYP),
-        dpo.check_u_loss,
+        claims.check_u_loss,
         PROVED,
     ),
     # ------------------------------------------------------------------------------------------------- C4
@@ -101,7 +100,7 @@ CLAIMS: tuple[Claim, ...] = (
         "∂ℓ_DPO/∂δ_θ = −β·σ(β(δ_ref − δ_θ))",
         ("per pair",),
         (SYM, HYP + " vs torch autograd"),
-        dpo.check_dpo_gradient,
+        claims.check_dpo_gradient,
         PROVED,
     ),
     Claim(
@@ -110,7 +109,7 @@ CLAIMS: tuple[Claim, ...] = (
         "On U the DPO gradient weight falls from β/2 (δ_θ = δ_ref) to β·σ(β·δ_ref) ≤ β·σ(−Δr*) at the exit δ_θ = 0",
         ("violated pairs",),
         (SYM, HYP),
-        dpo.check_gradient_shrinks,
+        claims.check_gradient_shrinks,
         PROVED,
     ),
     Claim(
@@ -119,7 +118,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Inside U the DPO gradient vanishes as δ_θ → 0 (gradient vanishing)",
         ("literal: the weight reaches 0", "relative: it shrinks by 2σ(β·δ_ref)"),
         (SYM, HYP),
-        dpo.check_gradient_vanishing,
+        claims.check_gradient_vanishing,
         FAILS,
         PROVED,
     ),
@@ -129,7 +128,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Gradient flow on a tabular softmax policy leaves U after T = (|δ_ref| + (e^{β|δ_ref|} − 1)/β)/(2β)",
         ("gradient flow from π_ref",),
         (SYM + " (ODE and integral)", HYP + " vs LSODA and mpmath"),
-        dpo.check_escape_time,
+        claims.check_escape_time,
         PROVED,
     ),
     # ------------------------------------------------------------------------------------------------- C5
@@ -140,7 +139,7 @@ CLAIMS: tuple[Claim, ...] = (
         "δ_θ = δ_{π*}, whatever its sign",
         ("two-sided Bradley–Terry population",),
         (SYM, HYP),
-        dpo.check_population_equivalence,
+        claims.check_population_equivalence,
         PROVED,
     ),
     Claim(
@@ -149,7 +148,7 @@ CLAIMS: tuple[Claim, ...] = (
         "DPO and RLHF are equivalent iff Assumption 3.1 holds for every pair",
         ("ordered pair: y_w always labelled the winner", "population reading as the corrected statement"),
         (SYM, HYP + " (paper's and minimal counterexample)"),
-        dpo.check_ordered_pair,
+        claims.check_ordered_pair,
         FAILS,
         PROVED,
     ),
@@ -160,7 +159,7 @@ CLAIMS: tuple[Claim, ...] = (
         "ℓ_DPO depends on π only through δ_θ − δ_ref, so DPO can lower its loss while staying in U",
         ("per pair",),
         (SYM, HYP),
-        dpo.check_shift_invariance,
+        claims.check_shift_invariance,
         PROVED,
     ),
     # ------------------------------------------------------------------------------------------------- C7
@@ -170,7 +169,7 @@ CLAIMS: tuple[Claim, ...] = (
         "lim_{β→∞} ℓ_DPO/β = max(0, δ_ref − δ_θ)",
         ("per pair",),
         (SYM + " (limits by case)", HYP),
-        dpo.check_hinge_limit,
+        claims.check_hinge_limit,
         PROVED,
     ),
     Claim(
@@ -179,7 +178,7 @@ CLAIMS: tuple[Claim, ...] = (
         "0 ≤ ℓ_DPO/β − max(0, δ_ref − δ_θ) ≤ (log 2)/β for finite β",
         ("per pair",),
         (SYM, HYP),
-        dpo.check_soft_margin_bound,
+        claims.check_soft_margin_bound,
         PROVED,
     ),
     # ------------------------------------------------------------------------------------------------- C8
@@ -189,7 +188,7 @@ CLAIMS: tuple[Claim, ...] = (
         "For γ > 0 the CPO objective E_π[r*] − β·KL(π‖π_ref) + γ·E_D[δ_π] is unbounded above (π(y_l) → 0)",
         ("datasets with a response that loses more than it wins in some context",),
         (SYM + " (diverging path)", HYP),
-        cpo.check_cpo_unbounded,
+        claims.check_cpo_unbounded,
         PROVED,
     ),
     Claim(
@@ -198,7 +197,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Stationary points satisfy β(δ − δ_ref) = Δr* + γ(1/π_γ(y_w) + 1/π_γ(y_l))",
         ("one pair per context, interior stationary point",),
         (SYM, HYP + " (∇J, FOC, Hessian)"),
-        cpo.check_cpo_foc,
+        claims.check_cpo_foc,
         PROVED,
     ),
     Claim(
@@ -207,7 +206,7 @@ CLAIMS: tuple[Claim, ...] = (
         "The population stationary point of ℓ_CPO = −log σ(β(δ − δ_ref) − m) is δ = δ_ref + (Δr* + m)/β",
         ("two-sided BT population (C5a's reading)", "target shift / approximate CPO objective (corrected)"),
         (SYM + " (closed form)", HYP),
-        cpo.check_cpo_paper_stationary,
+        claims.check_cpo_paper_stationary,
         FAILS,
         PROVED,
     ),
@@ -217,7 +216,7 @@ CLAIMS: tuple[Claim, ...] = (
         "The error of the approximation 1/π_γ ≈ 1/π_ref is bounded, and largest where π_ref is most misaligned",
         ("the bound itself", "exact error identity and its first-order form (corrected)"),
         (HYP,),
-        cpo.check_cpo_approximation,
+        claims.check_cpo_approximation,
         NOT_CHECKABLE,
         VERIFIED,
     ),
@@ -228,7 +227,7 @@ CLAIMS: tuple[Claim, ...] = (
         "δ positive on every pair",
         ("approximate stationary point",),
         (SYM, HYP + " (incl. log space vs mpmath)"),
-        cpo.check_gamma_star,
+        claims.check_gamma_star,
         PROVED,
     ),
     Claim(
@@ -237,7 +236,7 @@ CLAIMS: tuple[Claim, ...] = (
         "γ > γ* ⇒ U is avoided on every pair",
         ("approximate stationary point δ_ref + (Δr* + m)/β",),
         (SYM, HYP),
-        cpo.check_thm49_approximate,
+        claims.check_thm49_approximate,
         PROVED,
     ),
     Claim(
@@ -246,7 +245,7 @@ CLAIMS: tuple[Claim, ...] = (
         "γ > γ* ⇒ U is avoided on every pair",
         ("exact interior stationary point of the CPO objective", "γ > max[−βδ_ref − Δr*]_+/4 (corrected)"),
         (SYM, HYP),
-        cpo.check_thm49_exact,
+        claims.check_thm49_exact,
         FAILS,
         PROVED,
     ),
@@ -257,7 +256,7 @@ CLAIMS: tuple[Claim, ...] = (
         "overflow silently",
         ("summed log-probs",),
         (HYP + " vs mpmath",),
-        cpo.check_log_space_margin,
+        claims.check_log_space_margin,
         VERIFIED,
     ),
     # ------------------------------------------------------------------------------------------------- C9
@@ -268,7 +267,7 @@ CLAIMS: tuple[Claim, ...] = (
         "e^ε·1[l_i]))/β), λ ≥ 0; one pair: δ = max(δ*, ε)",
         ("tabular bandit",),
         (SYM, HYP + " (KKT recomputed, closed form)"),
-        cpo.check_ecpoc,
+        claims.check_ecpoc,
         PROVED,
     ),
     Claim(
@@ -277,7 +276,7 @@ CLAIMS: tuple[Claim, ...] = (
         "A small excess loss certifies δ_θ > 0 on every pair (loss-to-delta bridge, with a √N factor)",
         ("the paper's constants", "excess-population-loss certificate (weaker, corrected)"),
         (SYM, HYP),
-        cpo.check_ecpoc_bridge,
+        claims.check_ecpoc_bridge,
         NOT_CHECKABLE,
         PROVED,
     ),
@@ -287,7 +286,7 @@ CLAIMS: tuple[Claim, ...] = (
         "The released clip and adaptive softplus branches are practical forms of E-CPOC (they keep δ_θ ≥ ε)",
         ("two-sided BT population stationary point", "effective (hinge) target (corrected)"),
         (SYM, HYP),
-        cpo.check_practical_forms,
+        claims.check_practical_forms,
         FAILS,
         PROVED,
     ),
@@ -298,7 +297,7 @@ CLAIMS: tuple[Claim, ...] = (
         "dpocheck.theory's released_* losses reproduce the released code's three branches exactly",
         ("float64, per-token mean log-probs",),
         (HYP + " vs an independent torch reference",),
-        cpo.check_released_reproduction,
+        claims.check_released_reproduction,
         VERIFIED,
     ),
     Claim(
@@ -308,7 +307,7 @@ CLAIMS: tuple[Claim, ...] = (
         "mean log-probs",
         ("released `easy` = C8's margin", "sign of the released margin (corrected)"),
         (SYM, HYP),
-        cpo.check_easy_margin_sign,
+        claims.check_easy_margin_sign,
         FAILS,
         PROVED,
     ),
@@ -320,7 +319,7 @@ CLAIMS: tuple[Claim, ...] = (
         "(1−q)e^{c₂}B² + (1−2q)e^{c₁+c₂}B − q·e^{c₁} = 0, B = e^{βδ} [ours]",
         ("one-sided losses; population points reported",),
         (SYM, HYP),
-        cpo.check_released_targets,
+        claims.check_released_targets,
         PROVED,
     ),
 )

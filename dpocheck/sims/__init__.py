@@ -25,18 +25,15 @@ from .tables import (
     write_text_atomic,
 )
 from .trainer import (
-    LOGISTIC_LOSSES,
     METRIC_COLUMNS,
     OPTIMIZERS,
     REFERENCE_POINTS,
-    SIM_LOSSES,
     LossConfig,
     PairLoss,
     Trajectory,
     ecpoc_log_policy,
     gradient_flow_time,
     kl_divergence,
-    logistic_offsets,
     policy_metrics,
     reference_point_metrics,
     rlhf_optimum_log_policy,
@@ -44,11 +41,9 @@ from .trainer import (
 )
 
 __all__ = [
-    "LOGISTIC_LOSSES",
     "METRIC_COLUMNS",
     "OPTIMIZERS",
     "REFERENCE_POINTS",
-    "SIM_LOSSES",
     "BanditBatch",
     "LossConfig",
     "MisalignedReference",
@@ -63,7 +58,6 @@ __all__ = [
     "gaussian_batch",
     "gradient_flow_time",
     "kl_divergence",
-    "logistic_offsets",
     "misaligned_reference_batch",
     "one_pair_per_context",
     "policy_metrics",

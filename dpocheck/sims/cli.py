@@ -7,7 +7,9 @@ import math
 import sys
 from typing import Any
 
-from .trainer import REFERENCE_POINTS, SIM_LOSSES
+from dpocheck.theory import LOSS_NAMES, LOSSES
+
+from .trainer import REFERENCE_POINTS
 
 
 def register(subparsers: Any) -> None:
@@ -23,14 +25,20 @@ def register(subparsers: Any) -> None:
         "by true reward) or 'population' (Bradley–Terry soft labels q = σ(Δr*)). --loss "
         "rlhf_optimum / ecpoc evaluate the exact reference points instead of training.",
     )
-    p.add_argument("--loss", default="dpo", choices=SIM_LOSSES + REFERENCE_POINTS, help="loss (default dpo)")
+    p.add_argument("--loss", default="dpo", choices=LOSS_NAMES + REFERENCE_POINTS, help="loss (default dpo)")
     p.add_argument("--steps", type=int, default=500, help="training steps (default 500)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     p.add_argument("--lr", type=float, help="step size (default 1.0 for sgd, 0.01 for adam)")
     p.add_argument("--beta", type=float, default=1.0, help="KL strength β (default 1.0)")
-    p.add_argument("--gamma", type=float, help="margin γ (cpo_margin default 0.05; released/simpo default 0.5)")
-    p.add_argument("--tau", type=float, default=2.0, help="released_adaptive τ (default 2.0)")
-    p.add_argument("--alpha", type=float, default=1.0, help="released_adaptive α (default 1.0)")
+    gamma_defaults = "; ".join(f"{n} {s.defaults['gamma']:g}" for n, s in LOSSES.items() if "gamma" in s.params)
+    adaptive = LOSSES["released_adaptive"].defaults
+    p.add_argument("--gamma", type=float, help=f"margin γ (defaults: {gamma_defaults})")
+    p.add_argument(
+        "--tau", type=float, default=adaptive["tau"], help=f"released_adaptive τ (default {adaptive['tau']})"
+    )
+    p.add_argument(
+        "--alpha", type=float, default=adaptive["alpha"], help=f"released_adaptive α (default {adaptive['alpha']})"
+    )
     p.add_argument("--epsilon", type=float, default=0.0, help="E-CPOC margin ε for --loss ecpoc (default 0)")
     p.add_argument("--instances", type=int, default=16, help="bandit instances trained at once (default 16)")
     p.add_argument("--contexts", type=int, default=4, help="contexts per bandit (default 4)")

@@ -1,12 +1,11 @@
-"""Vectorised training of tabular softmax policies on preference pairs (issue 4; C3, C4, C5, C8, C10).
+"""Vectorised training of tabular softmax policies on preference pairs (C3, C4, C5, C8, C10).
 
 Every instance of a :class:`~dpocheck.sims.batch.BanditBatch` has its own logits z (X × Y), initialised
 at log π_ref. For a tabular softmax policy δ_θ = z[x, w] − z[x, l] (the normaliser cancels), so the
 gradient of the training loss in the logits is Σ_i ∂ℓ_i/∂δ_i·(e_w − e_l) / N. The per-pair losses and
-their exact derivatives ∂ℓ/∂δ_θ come from :mod:`dpocheck.theory.losses` — nothing here re-implements a
-loss. The logistic family (dpo, simpo, cpo_margin, released_easy, released_clip, released_adaptive) is ℓ
-= softplus(c − β·δ_θ) with a per-pair offset c that is computed once, by the theory layer's offset
-functions, before training.
+their exact derivatives ∂ℓ/∂δ_θ come from the loss registry (:mod:`dpocheck.theory.registry`) —
+nothing here re-implements a loss. Everything pair-constant (the logistic family's offset c in
+ℓ = softplus(c − β·δ_θ), or δ_ref) is precomputed once by the registry before training.
 
 **The training loss is the mean over pairs** of each instance: L_b(z) = (1/N)·Σ_i ℓ_i, so learning rates
 do not depend on the number of pairs. One step updates every instance with one array operation. With
@@ -26,22 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from dpocheck.theory import dpo_gradient_weight, in_undesirable_space, log_cpo_margin
-from dpocheck.theory import losses as L
+from dpocheck.theory import (
+    RELEASED_DEFAULTS,
+    LossSpec,
+    ReferencePairs,
+    dpo_gradient_weight,
+    get_loss,
+    in_undesirable_space,
+)
 
 from .batch import BanditBatch, batched_log_softmax, gather_pairs
 
-SIM_LOSSES = (
-    "dpo",
-    "ipo",
-    "simpo",
-    "hinge",
-    "cpo_margin",
-    "released_easy",
-    "released_clip",
-    "released_adaptive",
-)
-LOGISTIC_LOSSES = ("dpo", "simpo", "cpo_margin", "released_easy", "released_clip", "released_adaptive")
 REFERENCE_POINTS = ("rlhf_optimum", "ecpoc")
 OPTIMIZERS = ("sgd", "adam")
 
@@ -62,44 +56,45 @@ METRIC_COLUMNS = (
 
 @dataclass(frozen=True)
 class LossConfig:
-    """A training loss by name (one of SIM_LOSSES) with its hyper-parameters.
+    """A training loss by name (one of dpocheck.theory.LOSS_NAMES) with its hyper-parameters.
 
-    gamma: the margin scale — cpo_margin (C8: m = γ(1/π_ref(y_w) + 1/π_ref(y_l)); may be a (B,) array,
-    one γ per instance), released_easy and released_adaptive (C10), simpo. None takes the default: 0.05
-    for cpo_margin (the released demo config), 0.5 for the others (the released code's and SimPO's
-    default). tau, alpha: released adaptive softplus (C10). "cpo_margin" is the paper's constrained
+    gamma: the margin scale of cpo_margin (C8: m = γ(1/π_ref(y_w) + 1/π_ref(y_l))), released_easy and
+    released_adaptive (C10) and simpo; a scalar or a (B,) array, one γ per instance. None takes the registry's
+    default (0.05 for cpo_margin, the released demo config; 0.5 for the others). tau, alpha: released adaptive
+    softplus (C10). Hyper-parameters the loss does not take are ignored. "cpo_margin" is the paper's constrained
     preference optimization, not TRL's CPOTrainer.
     """
 
     name: str
     gamma: Any = None
-    tau: float = L.RELEASED_DEFAULTS["tau"]
-    alpha: float = L.RELEASED_DEFAULTS["alpha"]
+    tau: float = RELEASED_DEFAULTS["tau"]
+    alpha: float = RELEASED_DEFAULTS["alpha"]
 
     def __post_init__(self) -> None:
-        if self.name not in SIM_LOSSES:
-            raise ValueError(f"unknown loss {self.name!r}; choose one of {', '.join(SIM_LOSSES)}")
+        get_loss(self.name)  # ValueError listing the names
         if self.gamma is not None:
             g = np.asarray(self.gamma, dtype=np.float64)
             if not np.all(np.isfinite(g)) or np.any(g < 0):
                 raise ValueError(f"gamma must be finite and >= 0, got {self.gamma!r}")
 
     @property
+    def spec(self) -> LossSpec:
+        """The loss's registry entry."""
+        return get_loss(self.name)
+
+    @property
     def gamma_value(self) -> Any:
-        if self.gamma is not None:
-            return self.gamma
-        return 0.05 if self.name == "cpo_margin" else 0.5
+        """γ as given, else the registry default (None for a loss without γ)."""
+        return self.spec.defaults.get("gamma") if self.gamma is None else self.gamma
+
+    def params(self) -> dict[str, Any]:
+        """The hyper-parameters the loss takes, as given (γ per instance stays a (B,) array)."""
+        given = {"gamma": self.gamma, "tau": self.tau, "alpha": self.alpha}
+        return {k: given[k] for k in self.spec.params if given[k] is not None}
 
     def describe(self) -> str:
         """Short label, e.g. 'cpo_margin(γ=0.05)'."""
-        if self.name in ("cpo_margin", "released_easy", "simpo"):
-            g = self.gamma_value
-            return f"{self.name}(γ={g:g})" if np.ndim(g) == 0 else f"{self.name}(γ per instance)"
-        if self.name == "released_adaptive":
-            g = self.gamma_value
-            gs = f"{g:g}" if np.ndim(g) == 0 else "per instance"
-            return f"{self.name}(γ={gs},τ={self.tau:g},α={self.alpha:g})"
-        return self.name
+        return self.spec.describe(**self.params())
 
 
 def _col(v: Any, B: int) -> np.ndarray:
@@ -107,72 +102,30 @@ def _col(v: Any, B: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(v, dtype=np.float64), (B,)).reshape(B, 1)
 
 
-def logistic_offsets(loss: LossConfig, batch: BanditBatch) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets (c_fwd, c_rev), each (B, N), of a logistic-family loss ℓ = softplus(c − β·δ_θ).
-
-    c_fwd is the pair as labelled; c_rev the swapped pair (y_l labelled the winner, δ_ref → −δ_ref), used
-    for soft labels. Computed by the theory layer's offset functions (dpocheck.theory.losses).
-    """
-    B = batch.n_instances
-    beta = _col(batch.beta, B)
-    dref = batch.delta_ref()
-    lw, ll = batch.log_pi_ref_pairs()
-    name = loss.name
-    if name == "dpo":
-        return L.dpo_offset(dref, beta), L.dpo_offset(-dref, beta)
-    if name == "simpo":
-        g = _col(loss.gamma_value, B) + 0.0 * dref
-        return g, g.copy()
-    if name == "cpo_margin":
-        with np.errstate(divide="ignore"):
-            log_gamma = np.log(_col(loss.gamma_value, B))
-        log_m = log_cpo_margin(lw, ll, 1.0) + log_gamma  # symmetric in (y_w, y_l)
-        return (
-            L.cpo_margin_offset(dref, beta, log_margin=log_m),
-            L.cpo_margin_offset(-dref, beta, log_margin=log_m),
-        )
-    if name == "released_easy":
-        g = _col(loss.gamma_value, B)
-        return (
-            beta * dref + L.released_easy_margin(lw, ll, g),
-            beta * -dref + L.released_easy_margin(ll, lw, g),
-        )
-    if name == "released_clip":
-        return L.released_clip_offset(dref, beta), L.released_clip_offset(-dref, beta)
-    if name == "released_adaptive":
-        g = _col(loss.gamma_value, B)
-        return (
-            L.released_adaptive_offset(dref, beta, g, loss.tau, loss.alpha),
-            L.released_adaptive_offset(-dref, beta, g, loss.tau, loss.alpha),
-        )
-    raise ValueError(f"{name!r} is not a logistic-family loss")
-
-
 class PairLoss:
-    """Per-pair loss and ∂ℓ/∂δ_θ of one LossConfig on one batch, with everything pair-constant precomputed."""
+    """Per-pair loss and ∂ℓ/∂δ_θ of one LossConfig on one batch, with everything pair-constant precomputed by the
+    registry (:meth:`dpocheck.theory.LossSpec.precompute`) for the pairs as labelled and, with soft labels, for the
+    swapped pairs."""
 
     def __init__(self, loss: LossConfig, batch: BanditBatch) -> None:
+        B = batch.n_instances
         self.loss = loss
-        self.beta = _col(batch.beta, batch.n_instances)
-        self.dref = batch.delta_ref()
+        self.spec = loss.spec
+        self.beta = _col(batch.beta, B)
         self.q = batch.label_prob
         self.hard = batch.hard_labels
-        self.logistic = loss.name in LOGISTIC_LOSSES
-        if self.logistic:
-            self.c_fwd, self.c_rev = logistic_offsets(loss, batch)
+        ref = ReferencePairs.single_token(*batch.log_pi_ref_pairs())
+        resolved = self.spec.resolve(**loss.params())
+        params = {k: _col(v, B) if k == "gamma" else v for k, v in resolved.items()}
+        self.fwd = self.spec.precompute(ref, self.beta, **params)
+        self.rev = None if self.hard else self.spec.precompute(ref.swapped(), self.beta, **params)
 
     def __call__(self, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(loss, ∂loss/∂δ_θ), each (B, N), at policy margins δ_θ = delta."""
-        if self.logistic:
-            fwd = L.logistic_loss(delta, self.beta, self.c_fwd)
-        else:
-            fwd = L.loss_and_grad(self.loss.name, delta, self.dref, self.beta)
-        if self.hard:
+        fwd = self.spec.apply(delta, self.beta, **self.fwd)
+        if self.rev is None:
             return fwd.loss, fwd.grad
-        if self.logistic:
-            rev = L.logistic_loss(-delta, self.beta, self.c_rev)
-        else:
-            rev = L.loss_and_grad(self.loss.name, -delta, -self.dref, self.beta)
+        rev = self.spec.apply(-delta, self.beta, **self.rev)
         q = self.q
         return q * fwd.loss + (1 - q) * rev.loss, q * fwd.grad - (1 - q) * rev.grad
 
@@ -257,8 +210,8 @@ def train(
     """Train every instance's tabular softmax policy from π_ref by `optimizer` on the mean loss over its
     pairs.
 
-    loss: a LossConfig or a name in SIM_LOSSES; optimizer "sgd" (plain gradient descent, z ← z − lr·∇)
-    or "adam" (Kingma & Ba, bias-corrected, per logit); lr: scalar or (B,); record_every: record metrics
+    loss: a LossConfig or a loss name (dpocheck.theory.LOSS_NAMES); optimizer "sgd" (plain gradient descent,
+    z ← z − lr·∇) or "adam" (Kingma & Ba, bias-corrected, per logit); lr: scalar or (B,); record_every: record metrics
     at step 0, every k steps and at the last step (default: about 100 records). init_logits: start
     elsewhere than log π_ref (e.g. uniform, to fit a reference). progress(step, steps) is called after
     each step when given.
@@ -411,18 +364,15 @@ def gradient_flow_time(traj: Trajectory, n_pairs: int) -> np.ndarray:
 
 
 __all__ = [
-    "LOGISTIC_LOSSES",
     "METRIC_COLUMNS",
     "OPTIMIZERS",
     "REFERENCE_POINTS",
-    "SIM_LOSSES",
     "LossConfig",
     "PairLoss",
     "Trajectory",
     "ecpoc_log_policy",
     "gradient_flow_time",
     "kl_divergence",
-    "logistic_offsets",
     "policy_metrics",
     "reference_point_metrics",
     "rlhf_optimum_log_policy",

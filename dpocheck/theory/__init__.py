@@ -15,17 +15,17 @@ from .bandit import (
 )
 from .ecpoc import ECPOCSolution, ecpoc_single_pair_closed_form, ecpoc_solve
 from .losses import (
-    LOSS_NAMES,
+    CPO_MARGIN_DEMO_GAMMA,
     RELEASED_DEFAULTS,
+    RELEASED_DEMO,
+    SIMPO_DEFAULT_GAMMA,
     LossAndGrad,
     cpo_margin_loss,
     dpo_loss,
-    effective_target,
     hinge_loss,
     ipo_loss,
     length_normalized_delta,
     logistic_loss,
-    loss_and_grad,
     released_adaptive_loss,
     released_adaptive_margin,
     released_clip_loss,
@@ -51,6 +51,7 @@ from .pairs import (
     violation_margin,
     violation_mask,
 )
+from .registry import LOSS_NAMES, LOSSES, LossSpec, ReferencePairs, effective_target, get_loss, loss_and_grad
 from .stationary import (
     CPOObjectiveStationary,
     cpo_approximation_error,
@@ -61,11 +62,17 @@ from .stationary import (
 )
 
 __all__ = [
+    "CPO_MARGIN_DEMO_GAMMA",
+    "LOSSES",
     "LOSS_NAMES",
     "RELEASED_DEFAULTS",
+    "RELEASED_DEMO",
+    "SIMPO_DEFAULT_GAMMA",
     "CPOObjectiveStationary",
     "ECPOCSolution",
     "LossAndGrad",
+    "LossSpec",
+    "ReferencePairs",
     "TabularBandit",
     "cpo_approximation_error",
     "cpo_margin",
@@ -82,6 +89,7 @@ __all__ = [
     "exit_gradient_weight",
     "gamma_star",
     "gamma_star_pair",
+    "get_loss",
     "hinge_loss",
     "in_undesirable_space",
     "ipo_loss",

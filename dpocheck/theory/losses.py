@@ -16,8 +16,9 @@ simpo               γ (reference-free, δ length-normalised)   SimPO (Meng et a
 ==================  =========================================  ===================================
 
 plus IPO ((δ_θ − δ_ref − 1/(2β))², Azar et al. 2023) and the hinge max(0, δ_ref − δ_θ) (C7, the β → ∞ limit of
-ℓ_DPO/β). For a tabular softmax policy with logits z, δ_θ = z_w − z_l (log Z cancels), so the gradient in the
-logits is grad·(e_w − e_l); see :func:`tabular_logit_gradient`.
+ℓ_DPO/β). The losses by name (defaults, precomputation, display) are in :mod:`dpocheck.theory.registry`.
+For a tabular softmax policy with logits z, δ_θ = z_w − z_l (log Z cancels), so the gradient in the logits is
+grad·(e_w − e_l); see :func:`tabular_logit_gradient`.
 
 "cpo_margin" is the paper's Constrained Preference Optimization; it is NOT TRL's CPOTrainer (Contrastive
 Preference Optimization), a different method.
@@ -35,7 +36,12 @@ from .pairs import exp_checked
 
 # Defaults of the released code (PAPER.md C10): β 0.1, γ 0.5, τ 2.0, α 1.0.
 RELEASED_DEFAULTS = {"beta": 0.1, "gamma": 0.5, "tau": 2.0, "alpha": 1.0}
+#: SimPO's default γ (Meng et al. 2024).
 SIMPO_DEFAULT_GAMMA = 0.5
+#: The released demo configuration's β and γ (PAPER.md C10).
+RELEASED_DEMO = {"beta": 2.5, "gamma": 0.05}
+#: γ of the released demo configuration, the default γ of cpo_margin (C8).
+CPO_MARGIN_DEMO_GAMMA = RELEASED_DEMO["gamma"]
 
 
 class LossAndGrad(NamedTuple):
@@ -168,7 +174,11 @@ def released_adaptive_margin(delta_ref: Any, gamma: float, tau: float) -> Array:
 
 
 def released_adaptive_offset(
-    delta_ref: Any, beta: float, gamma: float = 0.5, tau: float = 2.0, alpha: float = 1.0
+    delta_ref: Any,
+    beta: float,
+    gamma: float = RELEASED_DEFAULTS["gamma"],
+    tau: float = RELEASED_DEFAULTS["tau"],
+    alpha: float = RELEASED_DEFAULTS["alpha"],
 ) -> Array:
     """Offset β·δ_ref + (β/α)·a of the released adaptive softplus branch (C10)."""
     if not (alpha > 0 and math.isfinite(alpha)):
@@ -190,84 +200,6 @@ def released_adaptive_loss(
     With α = 1 and τ → ∞ the effective target δ_ref + a becomes max(δ_ref, γ).
     """
     return logistic_loss(delta_policy, beta, released_adaptive_offset(delta_ref, beta, gamma, tau, alpha))
-
-
-LOSS_NAMES = (
-    "dpo",
-    "ipo",
-    "simpo",
-    "hinge",
-    "cpo_margin",
-    "released_easy",
-    "released_clip",
-    "released_adaptive",
-)
-
-
-def loss_and_grad(name: str, delta_policy: Any, delta_ref: Any, beta: float, **params: Any) -> LossAndGrad:
-    """Dispatch by loss name (one of LOSS_NAMES) with a uniform signature.
-
-    params: ``margin`` / ``log_margin`` (cpo_margin); ``mean_logp_ref_w``, ``mean_logp_ref_l``, ``gamma``
-    (released_easy); ``gamma``, ``tau``, ``alpha`` (released_adaptive); ``gamma`` (simpo). Unknown params raise.
-    """
-    allowed = {
-        "dpo": set(),
-        "ipo": set(),
-        "simpo": {"gamma"},
-        "hinge": set(),
-        "cpo_margin": {"margin", "log_margin"},
-        "released_easy": {"mean_logp_ref_w", "mean_logp_ref_l", "gamma"},
-        "released_clip": set(),
-        "released_adaptive": {"gamma", "tau", "alpha"},
-    }
-    if name not in allowed:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
-    extra = set(params) - allowed[name]
-    if extra:
-        raise TypeError(f"loss {name!r} takes no parameter(s) {sorted(extra)}")
-    if name == "dpo":
-        return dpo_loss(delta_policy, delta_ref, beta)
-    if name == "ipo":
-        return ipo_loss(delta_policy, delta_ref, beta)
-    if name == "simpo":
-        return simpo_loss(delta_policy, beta, **params)
-    if name == "hinge":
-        return hinge_loss(delta_policy, delta_ref)
-    if name == "cpo_margin":
-        return cpo_margin_loss(delta_policy, delta_ref, beta, **params)
-    if name == "released_easy":
-        return released_easy_loss(delta_policy, delta_ref, beta, **params)
-    if name == "released_clip":
-        return released_clip_loss(delta_policy, delta_ref, beta)
-    return released_adaptive_loss(delta_policy, delta_ref, beta, **params)
-
-
-def effective_target(name: str, delta_ref: Any, beta: float, **params: Any) -> Array:
-    """δ_θ at which a logistic-family loss's sigmoid argument is 0 (its hinge target as β → ∞), C7/C10.
-
-    dpo: δ_ref; cpo_margin: δ_ref + m/β; released_easy: δ_ref + a/β (a < 0: below δ_ref);
-    released_clip: max(δ_ref, 0); released_adaptive: δ_ref + a/α; simpo: γ/β; ipo: δ_ref + 1/(2β) (its minimiser).
-    """
-    require_positive_beta(beta)
-    _, (dref,) = as_arrays(delta_ref)
-    if name == "dpo":
-        return dref + 0.0
-    if name == "ipo":
-        return dref + 1.0 / (2.0 * beta)
-    if name == "simpo":
-        return params.get("gamma", SIMPO_DEFAULT_GAMMA) / beta + 0.0 * dref
-    if name == "hinge":
-        return dref + 0.0
-    if name == "cpo_margin":
-        return cpo_margin_offset(dref, beta, params.get("margin"), params.get("log_margin")) / beta
-    if name == "released_easy":
-        a = released_easy_margin(params["mean_logp_ref_w"], params["mean_logp_ref_l"], params.get("gamma", 0.5))
-        return dref + a / beta
-    if name == "released_clip":
-        return released_clip_offset(dref, beta) / beta
-    if name == "released_adaptive":
-        return released_adaptive_offset(dref, beta, **params) / beta
-    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
 
 
 def soft_margin_gap(delta_policy: Any, delta_ref: Any, beta: float) -> Array:

@@ -16,9 +16,9 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import expit
 
-from . import losses as _losses
 from ._array import require_positive_beta
 from .bandit import TabularBandit
+from .registry import loss_and_grad
 
 PER_PAIR_PARAMS = frozenset({"margin", "log_margin", "mean_logp_ref_w", "mean_logp_ref_l"})
 _SWAPPED = {"mean_logp_ref_w": "mean_logp_ref_l", "mean_logp_ref_l": "mean_logp_ref_w"}
@@ -35,8 +35,8 @@ def population_loss_derivative(
     d = np.asarray(delta, dtype=np.float64)
     dref = np.asarray(delta_ref, dtype=np.float64)
     q = expit(np.asarray(delta_reward, dtype=np.float64))
-    g_fwd = _losses.loss_and_grad(loss_name, d, dref, beta, **params).grad
-    g_rev = _losses.loss_and_grad(loss_name, -d, -dref, beta, **_swap_params(params)).grad
+    g_fwd = loss_and_grad(loss_name, d, dref, beta, **params).grad
+    g_rev = loss_and_grad(loss_name, -d, -dref, beta, **_swap_params(params)).grad
     return q * np.asarray(g_fwd) - (1 - q) * np.asarray(g_rev)
 
 
