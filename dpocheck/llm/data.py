@@ -60,6 +60,7 @@ RECORD_FORMATS = ("trl", "hh", "alpacaeval")
 DELTA_REWARD_SOURCES = ("auto", "none", "delta_reward", "score_columns", "probability", "soft_preference")
 PROBABILITY_FIELDS = ("preference_prob", "prob_chosen", "p_chosen")
 HH_ASSISTANT = "\n\nAssistant:"
+HH_HUMAN = "\n\nHuman:"
 HH_RLHF_FILE = "hh-rlhf-harmless-base-test.jsonl.gz"
 ALPACAEVAL_FILE = "alpacaeval-gpt4turbo-annotations.jsonl.gz"
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
