@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .data import HH_ASSISTANT, HH_HUMAN, hh_prompt_to_messages
+from .readers.hh import HH_ASSISTANT, HH_HUMAN, hh_prompt_to_messages
 from .types import ChatMessages
 
 CHAT_TEMPLATE_CHOICES = ("auto", "none", "model")
