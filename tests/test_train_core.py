@@ -21,8 +21,10 @@ import torch
 
 pytest.importorskip("trl")
 
+from dpocheck.llm.encode import EncodedPair, encode_pair  # noqa: E402
+from dpocheck.llm.kernels import score_sequences  # noqa: E402
 from dpocheck.llm.models import toy_model, toy_tokenizer  # noqa: E402
-from dpocheck.llm.scoring import EncodedPair, ScoreSettings, encode_pair, score_pairs, score_sequences  # noqa: E402
+from dpocheck.llm.runner import ScoreSettings, score_pairs  # noqa: E402
 from dpocheck.llm.train import (  # noqa: E402
     ROW_COLUMNS,
     PackedPreferenceCollator,
