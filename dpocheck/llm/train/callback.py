@@ -34,7 +34,8 @@ from typing import Any
 from transformers import Trainer, TrainerCallback
 
 from dpocheck._io import write_text_atomic
-from dpocheck.llm.scoring import plan_batches, score_batch
+from dpocheck.llm.encode import plan_batches
+from dpocheck.llm.kernels import score_batch
 from dpocheck.theory import in_undesirable_space
 
 from .dataset import check_beta, check_normalize, encoded_from_row

@@ -1,6 +1,6 @@
 """Training rows: dpocheck's own tokenisation joined with precomputed reference scores (C3, C4, C8, C10).
 
-One row per pair, built from an :class:`~dpocheck.llm.scoring.EncodedPair` (``encode_pair``'s boundary and
+One row per pair, built from an :class:`~dpocheck.llm.encode.EncodedPair` (``encode_pair``'s boundary and
 truncation rules, so the policy sees exactly the tokens the packed scorer saw) and that pair's reference row
 (``dpocheck score`` output, joined on ``index``). The row schema (:data:`ROW_COLUMNS`, plus the loss's
 precomputed columns prefixed ``loss_``):
@@ -40,12 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from dpocheck.llm.scoring import EncodedPair
-
-try:  # the project's exit-2 input error, once the CLI error policy is in
-    from dpocheck.errors import InputError as _InputBase
-except ImportError:  # pragma: no cover - before dpocheck.errors exists
-    _InputBase = ValueError
+from dpocheck.errors import InputError
+from dpocheck.llm.encode import EncodedPair
 
 NORMALIZE_CHOICES = ("sum", "mean")
 LOSS_PREFIX = "loss_"
@@ -68,7 +64,7 @@ _SCORE_KEYS = {  # reference-scores key -> row column
 }
 
 
-class TrainingInputError(_InputBase):
+class TrainingInputError(InputError):
     """Bad training input; the message names the record index (when there is one) and the field."""
 
     def __init__(self, index: int | None, field_name: str, message: str):

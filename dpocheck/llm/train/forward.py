@@ -1,7 +1,7 @@
 """The policy forward of a packed batch, with gradients: sequence log-probs in both conventions (C3, C4).
 
 One pass per batch runs each pair's prompt once (the packed scorer's layout and kernel,
-:func:`dpocheck.llm.scoring._run_scored_rows`, which returns float64 sums of float32 token log-probs and computes
+:func:`dpocheck.llm.kernels._run_scored_rows`, which returns float64 sums of float32 token log-probs and computes
 logits only at scored positions), so with the same weights it returns the packed scorer's numbers; here autograd
 records it.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dpocheck.llm.scoring import _forward_kwargs, _run_scored_rows, packed_attention_mask
+from dpocheck.llm.kernels import _forward_kwargs, _run_scored_rows, packed_attention_mask
 
 
 def _unwrap(model: Any) -> Any:

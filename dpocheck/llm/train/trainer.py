@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from trl import DPOConfig, DPOTrainer
 
 from .collator import PackedPreferenceCollator
@@ -59,6 +60,7 @@ def preference_config(output_dir: str, **overrides: Any) -> DPOConfig:
         "max_length": None,
         "logging_steps": 1,
         "report_to": "none",
+        "dataloader_pin_memory": torch.cuda.is_available(),
     }
     kwargs.update(overrides)
     return DPOConfig(**kwargs)
@@ -178,17 +180,22 @@ class PreferenceTrainer(DPOTrainer):
         pre = {k[len(LOSS_PREFIX) :]: v for k, v in inputs.items() if k.startswith(LOSS_PREFIX)}
         per_pair = self.loss_spec.apply(delta_theta, self.beta, **pre).loss
         loss = per_pair.mean()
-        self._store_metrics(mode, logps, inputs, delta_theta)
+        self._store_metrics(mode, logps, inputs, delta_theta, per_pair)
         return (loss, logps) if return_outputs else loss
 
-    def _store_metrics(self, mode: str, logps: Mapping[str, Any], inputs: Mapping[str, Any], delta_theta: Any) -> None:
+    def _store_metrics(
+        self, mode: str, logps: Mapping[str, Any], inputs: Mapping[str, Any], delta_theta: Any, per_pair: Any
+    ) -> None:
         conv = self.normalize
         ref = {f"chosen_logp_{conv}": inputs[f"ref_chosen_logp_{conv}"]}
         ref[f"rejected_logp_{conv}"] = inputs[f"ref_rejected_logp_{conv}"]
         lw, ll = logps[f"chosen_logp_{conv}"].detach(), logps[f"rejected_logp_{conv}"].detach()
         dref = pair_margins(ref, conv)
-        gathered = self.accelerator.gather((delta_theta.detach(), dref, inputs["delta_reward"], lw, ll))
-        d, dref, dr, lw, ll = (t.cpu().numpy() for t in gathered)
+        gathered = self.accelerator.gather(
+            (delta_theta.detach(), dref, inputs["delta_reward"], lw, ll, per_pair.detach())
+        )
+        d, dref, dr, lw, ll, losses = (t.cpu().numpy() for t in gathered)
+        self._metrics[mode][f"loss/{conv}"].append(float(losses.mean()))
         for key, value in preference_metrics(d, dref, self.beta, dr, conv).items():
             self._metrics[mode][key].append(value)
         self._metrics[mode][f"logps/chosen/{conv}"].append(float(lw.mean()))
