@@ -208,7 +208,7 @@ def test_choose_corrupted_is_seeded_and_sized():
 
 
 def test_sft_rows_mask_exactly_the_rejected_response_tokens():
-    from dpocheck.llm.scoring import EncodedPair
+    from dpocheck.llm.encode import EncodedPair
     from dpocheck.llm.train.corrupt import sft_rows
 
     e0 = EncodedPair(0, (1, 5, 6, 7), (1, 5, 9, 9, 8), 2, 2, 2, False, False)
@@ -221,8 +221,9 @@ def test_sft_rows_mask_exactly_the_rejected_response_tokens():
 def test_sft_on_rejected_responses_raises_the_share_with_negative_delta_ref(model_dir, data_file, tmp_path):
     """Corruption moves δ_ref down on the chosen pairs (and the share with δ_ref < 0 up), on a toy set."""
     from dpocheck.llm.data import load_pairs
+    from dpocheck.llm.encode import encode_pairs
     from dpocheck.llm.models import load_model
-    from dpocheck.llm.scoring import ScoreSettings, encode_pairs, score_pairs
+    from dpocheck.llm.runner import ScoreSettings, score_pairs
     from dpocheck.llm.train.corrupt import choose_corrupted, run_sft, sft_rows
     from dpocheck.llm.train.run import prepare_for_training, share_negative
 

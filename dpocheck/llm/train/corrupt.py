@@ -32,7 +32,7 @@ def choose_corrupted(n_pairs: int, share: float, seed: int) -> list[int]:
 def sft_rows(encoded: list[Any], positions: list[int]) -> dict[str, list[list[int]]]:
     """Pre-tokenised SFT columns: ``input_ids`` = prompt + rejected response, ``completion_mask`` 1 on the response.
 
-    ``encoded`` are :class:`~dpocheck.llm.scoring.EncodedPair` (after truncation), so the masked tokens are the
+    ``encoded`` are :class:`~dpocheck.llm.encode.EncodedPair` (after truncation), so the masked tokens are the
     scored rejected-response tokens exactly.
     """
     ids, masks = [], []

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dpocheck._io import write_json_atomic
+from dpocheck.llm.manifest import read_manifest, write_manifest
 
 from .settings import (
     FORMAT_VERSION,
@@ -187,7 +187,7 @@ def _print(msg: str, main: bool) -> None:
 # ------------------------------------------------------------------------------------------------ reference
 def data_identity(settings: TrainSettings, load: Any, prompt_style: str, path: str | None = None) -> dict[str, Any]:
     """The data part of a scoring fingerprint (as ``dpocheck score`` writes it) of ``path`` (default: --data)."""
-    from dpocheck.llm.scoring import sha256_file
+    from dpocheck.llm.manifest import sha256_file
 
     path = path or settings.data
     return {
@@ -201,7 +201,7 @@ def data_identity(settings: TrainSettings, load: Any, prompt_style: str, path: s
 
 def score_settings(settings: TrainSettings) -> Any:
     """The ScoreSettings of the reference and eval scoring passes (fp32, packed)."""
-    from dpocheck.llm.scoring import ScoreSettings
+    from dpocheck.llm.runner import ScoreSettings
 
     return ScoreSettings(
         max_length=settings.max_length,
@@ -230,7 +230,7 @@ def reference_rows(
     Reused scores must hold a row for every training pair (InputError naming the first missing index).
     """
     from dpocheck.llm.models import model_fingerprint
-    from dpocheck.llm.scoring import read_jsonl, score_to_directory
+    from dpocheck.llm.runner import read_jsonl, score_to_directory
 
     if settings.reference_scores is not None and folder == "reference":
         ref = Path(settings.reference_scores)
@@ -295,7 +295,7 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
     from accelerate import PartialState
 
     from dpocheck.llm.models import load_model, load_tokenizer
-    from dpocheck.llm.scoring import resolve_chat_template
+    from dpocheck.llm.render import resolve_chat_template
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -322,7 +322,7 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
 
     manifest: dict[str, Any] = {}
     if settings.resume:
-        manifest = json.loads((out / MANIFEST).read_text())
+        manifest = read_manifest(out / MANIFEST)
     manifest.update(
         {
             "format_version": FORMAT_VERSION,
@@ -337,7 +337,7 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
     state.wait_for_everyone()
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / MANIFEST, manifest)
+        write_manifest(out / MANIFEST, manifest)
 
     loaded = load_model(model_path, dtype="fp32", device="cpu", trust_remote_code=settings.trust_remote_code)
     model = prepare_for_training(loaded.model)
@@ -370,7 +370,7 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
             main,
         )
     if main:
-        write_json_atomic(out / MANIFEST, manifest)
+        write_manifest(out / MANIFEST, manifest)
 
     from .callback import UndesirableSpaceCallback
 
@@ -430,7 +430,7 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
         {"seconds": round(time.perf_counter() - t0, 2), "resumed_from": resume_from, "world_size": state.num_processes}
     )
     if main:
-        write_json_atomic(out / MANIFEST, manifest)
+        write_manifest(out / MANIFEST, manifest)
     state.wait_for_everyone()
     return TrainResult(out, trainer.state.global_step, final_loss, time.perf_counter() - t0, main, manifest)
 
@@ -446,15 +446,16 @@ def _corrupt(
     state: Any,
 ) -> tuple[Any, dict[str, Any]]:
     """The ``--corrupt-reference`` step (see :mod:`.corrupt`); reuses ``OUT/corrupted_reference`` on resume."""
+    from dpocheck.llm.encode import encode_pairs
     from dpocheck.llm.models import load_model
-    from dpocheck.llm.scoring import encode_pairs, score_pairs
+    from dpocheck.llm.runner import score_pairs
 
     from .corrupt import CorruptionRecord, choose_corrupted, run_sft, sft_rows
 
     folder = out / "corrupted_reference"
     done = folder / "corruption.json"
     if done.is_file():  # resumed run: the SFT already happened
-        record = json.loads(done.read_text())
+        record = read_manifest(done)
         loaded = load_model(folder, dtype="fp32", device="cpu", trust_remote_code=settings.trust_remote_code)
         return prepare_for_training(loaded.model), record
     sset = score_settings(settings)
@@ -489,7 +490,7 @@ def _corrupt(
     model = prepare_for_training(model)
     if main:
         save_model(model, tokenizer, folder)
-        write_json_atomic(done, record)
+        write_manifest(done, record)
     state.wait_for_everyone()
     return model, record
 
@@ -503,7 +504,7 @@ def training_rows(
     use_tpl: bool,
 ) -> list[dict[str, Any]]:
     """The core's training rows of ``pairs`` (dpocheck tokenisation, reference columns, the loss's inputs)."""
-    from dpocheck.llm.scoring import encode_pairs
+    from dpocheck.llm.encode import encode_pairs
 
     from .dataset import build_training_rows
 

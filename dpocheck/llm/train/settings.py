@@ -8,22 +8,15 @@ loaded, with :class:`InputError` (the CLI prints its one line and exits 2).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-try:  # the one CLI error type (exit 2) once dpocheck.errors exists
-    from dpocheck.errors import InputError
-except ImportError:  # pragma: no cover - older checkouts
+from dpocheck.errors import InputError
+from dpocheck.llm.manifest import MANIFEST, differences, is_complete, read_manifest
 
-    class InputError(ValueError):  # type: ignore[no-redef]
-        """Bad user input: the CLI prints the one-line message and exits 2."""
-
-
-MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
 RESUME_FREE = ("resume", "threads", "progress")  # settings that may differ when a run is resumed
 FORMAT_VERSION = 1
@@ -189,14 +182,14 @@ def validate(settings: TrainSettings) -> None:
 
 def check_resume_settings(out: Path, settings: TrainSettings) -> None:
     """A resumed run must use the settings of the run in ``out``; the first difference is named (InputError)."""
-    old = json.loads((out / MANIFEST).read_text()).get("settings", {})
-    new = settings.identity()
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            raise InputError(
-                f"--resume: setting {key!r} differs from the run in {out} ({old.get(key)!r} -> {new.get(key)!r}); "
-                "resume with the original settings or start a new --out"
-            )
+    old = read_manifest(out / MANIFEST).get("settings", {})
+    diffs = differences(old, settings.identity())
+    if diffs:
+        key, change = diffs[0].split(": ", 1)
+        raise InputError(
+            f"--resume: setting {key!r} differs from the run in {out} ({change}); "
+            "resume with the original settings or start a new --out"
+        )
 
 
 def check_reference_scores(ref: Path, model_path: Path, data: Path, settings: TrainSettings) -> dict[str, Any]:
@@ -206,14 +199,14 @@ def check_reference_scores(ref: Path, model_path: Path, data: Path, settings: Tr
     budget (``max_length``), the chat-template mode and fp32 weights — what changes δ_ref. A mismatch raises
     InputError naming the field, never a silent recomputation.
     """
+    from dpocheck.llm.manifest import sha256_file
     from dpocheck.llm.models import model_fingerprint
-    from dpocheck.llm.scoring import sha256_file
 
     mpath = ref / MANIFEST
     if not (ref / "scores.jsonl").is_file() or not mpath.is_file():
         raise InputError(f"--reference-scores: {ref} is not a finished `dpocheck score` folder")
-    manifest = json.loads(mpath.read_text())
-    if manifest.get("status") != "complete":
+    manifest = read_manifest(mpath)
+    if not is_complete(manifest):
         raise InputError(f"--reference-scores: {ref} is an unfinished scoring run (status {manifest.get('status')!r})")
     fp = manifest.get("fingerprint", {})
     model_fp = model_fingerprint(model_path)
