@@ -529,3 +529,40 @@ def test_smollm2_gguf_trains_one_step(tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(str(out / "final"))
     assert model.config.model_type == "llama" and not hasattr(model.config, "quantization_config")
+
+
+def test_resume_after_a_kill_keeps_the_corrupted_reference(model_dir, data_file, tmp_path):
+    """A resumed corrupted run reuses OUT/corrupted_reference (no second SFT) and its reference scores."""
+    from dpocheck.llm.train.run import train
+    from dpocheck.llm.train.settings import TrainSettings
+
+    out = tmp_path / "run"
+    s = TrainSettings(
+        data=str(data_file),
+        model=str(model_dir),
+        out=str(out),
+        loss="dpo",
+        beta=0.5,
+        max_steps=2,
+        eval_every=1,
+        save_steps=1,
+        lr=1e-3,
+        seed=1,
+        batch_tokens=400,
+        threads=1,
+        progress=False,
+        corrupt_reference=0.25,
+        corrupt_steps=5,
+        corrupt_lr=3e-3,
+    )
+    with pytest.raises(_Crash):
+        train(s, callbacks=[_crash_after_logging_step(2)])
+    first = json.loads((out / "manifest.json").read_text())["corruption"]
+    weights = (out / "corrupted_reference" / "model.safetensors").stat().st_mtime_ns
+    ref = (out / "reference" / "scores.jsonl").read_text()
+    s.resume = True
+    result = train(s)
+    assert result.steps == 2 and result.manifest["status"] == "complete"
+    assert result.manifest["corruption"] == first and len(first["corrupted_indices"]) == 3
+    assert (out / "corrupted_reference" / "model.safetensors").stat().st_mtime_ns == weights
+    assert (out / "reference" / "scores.jsonl").read_text() == ref

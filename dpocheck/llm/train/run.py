@@ -115,8 +115,8 @@ def _finite(x: Any) -> Any:
 def metrics_callback(path: Path) -> Any:
     """A TrainerCallback appending every logged row to ``path`` (JSONL, flushed and fsynced per row).
 
-    At train begin the file is cut back to the rows up to the step the run starts from (0 for a new run, the
-    checkpoint's step on resume), so a resumed run's file equals an uninterrupted run's.
+    At train begin the file is cut back to the rows up to the checkpoint's step on resume (to nothing when the run
+    starts at step 0, e.g. killed before its first checkpoint), so a resumed run's file equals an uninterrupted run's.
     """
     from transformers import TrainerCallback
 
@@ -125,7 +125,7 @@ def metrics_callback(path: Path) -> Any:
             if not state.is_world_process_zero:
                 return
             kept = []
-            if path.is_file():
+            if path.is_file() and state.global_step > 0:
                 for line in path.read_text().splitlines():
                     if line.strip() and json.loads(line).get("step", 0) <= state.global_step:
                         kept.append(line + "\n")
