@@ -36,6 +36,7 @@ from dpocheck.llm.train import (  # noqa: E402
     policy_logps,
     preference_config,
     preference_metrics,
+    trainable_model,
 )
 from dpocheck.llm.types import PreferencePair  # noqa: E402
 from dpocheck.theory import delta_opt, dpo_gradient_weight, in_undesirable_space  # noqa: E402
@@ -456,7 +457,8 @@ def test_smollm2_two_steps_start_at_log2(tmp_path):
     assert not skipped
     encs = [encode_pair(lm.tokenizer, p, use_chat_template=True, max_length=256) for p in pairs]
     rows = build_training_rows(encs, ref_rows, "dpo", BETA)
-    model = lm.model.requires_grad_(True)
+    model = trainable_model(lm.model)
+    assert getattr(model, "hf_quantizer", None) is None and not model.is_quantized and model.training
     args = preference_config(str(tmp_path / "smol"), per_device_train_batch_size=1, max_steps=2, learning_rate=1e-5,
                              beta=BETA, save_strategy="no", seed=0, disable_tqdm=True)  # fmt: skip
     tr = PreferenceTrainer(model, args, train_dataset=rows, processing_class=lm.tokenizer, loss_name="dpo")

@@ -23,8 +23,9 @@ record_pairs=False)`` and ``preference_config(output_dir, **overrides) -> DPOCon
 pad_token_id, convention)``
     (:mod:`.callback`) whole-set scoring every K steps → ``eval/step-<N>.jsonl`` and ``eval/*`` logs.
 
-The model must have trainable parameters (``dpocheck.llm.models`` loaders return frozen eval-mode models:
-call ``model.requires_grad_(True)``).
+``trainable_model(model)``
+    (:mod:`.trainer`) ``dpocheck.llm.models`` loaders return frozen eval-mode models (and GGUF ones carry a GGUF
+    quantizer that ``Trainer`` refuses): this makes one trainable in place.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ _EXPORTS = {
     "policy_logps": "forward",
     "PreferenceTrainer": "trainer",
     "preference_config": "trainer",
+    "trainable_model": "trainer",
     "preference_metrics": "metrics",
     "UndesirableSpaceCallback": "callback",
     "score_rows": "callback",

@@ -66,6 +66,24 @@ def preference_config(output_dir: str, **overrides: Any) -> DPOConfig:
     return DPOConfig(**kwargs)
 
 
+def trainable_model(model: Any) -> Any:
+    """``model`` made trainable in place: parameters require grad, training mode, and a GGUF model loaded by
+    ``dpocheck.llm.models.load_model`` (weights de-quantized to a float dtype on load) stripped of its GGUF
+    quantizer, so ``Trainer`` accepts it and ``save_pretrained`` writes plain safetensors.
+
+    Raises ValueError for any other quantization (its weights are not plain floats: train an adapter instead).
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        method = str(getattr(getattr(quantizer, "quantization_config", None), "quant_method", "")).lower()
+        if "gguf" not in method or not all(p.dtype.is_floating_point for p in model.parameters()):
+            raise ValueError(f"cannot train a model quantized with {method or type(quantizer).__name__}")
+        quantizer.remove_quantization_config(model)  # transformers' own undo (quantizer, config, flags)
+    model.requires_grad_(True)
+    model.train()
+    return model
+
+
 def _pad_token_id(tokenizer: Any) -> int:
     for cand in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)):
         if cand is not None:
