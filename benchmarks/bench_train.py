@@ -155,14 +155,14 @@ def run_trl(a: argparse.Namespace, rows: list[dict], work: Path) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     from dpocheck.llm.models import load_model
-    from dpocheck.llm.train.run import prepare_for_training
     from dpocheck.llm.train.settings import resolve_model_path
+    from dpocheck.llm.train.trainer import trainable_model
 
     torch.set_num_threads(a.threads)
     path = resolve_model_path(a.model)
     policy = load_model(path, dtype="fp32", device="cpu")
     ref = load_model(path, dtype="fp32", device="cpu").model
-    model = prepare_for_training(policy.model)
+    model = trainable_model(policy.model)
     ref.eval()
     config = DPOConfig(
         output_dir=str(work / "trl"),

@@ -232,7 +232,8 @@ def test_sft_on_rejected_responses_raises_the_share_with_negative_delta_ref(mode
     from dpocheck.llm.models import load_model
     from dpocheck.llm.runner import ScoreSettings, score_pairs
     from dpocheck.llm.train.corrupt import choose_corrupted, run_sft, sft_rows
-    from dpocheck.llm.train.run import prepare_for_training, share_negative
+    from dpocheck.llm.train.run import share_negative
+    from dpocheck.llm.train.trainer import trainable_model
 
     loaded = load_model(model_dir, dtype="fp32", device="cpu")
     pairs = load_pairs(data_file, prompt_style="chat").pairs
@@ -240,7 +241,7 @@ def test_sft_on_rejected_responses_raises_the_share_with_negative_delta_ref(mode
     before, _ = score_pairs(loaded.model, loaded.tokenizer, pairs, sset)
     enc = encode_pairs(loaded.tokenizer, pairs, sset, use_chat_template=True)
     positions = choose_corrupted(len(pairs), 0.5, seed=0)
-    model = prepare_for_training(loaded.model)
+    model = trainable_model(loaded.model)
     losses = run_sft(
         model,
         loaded.tokenizer,

@@ -77,19 +77,6 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def prepare_for_training(model: Any) -> Any:
-    """A loaded (possibly GGUF-dequantized) model made trainable and saveable: no quantizer, grads on, no cache."""
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        delattr(model.config, "quantization_config")
-    model.is_quantized = False
-    model.config.use_cache = False
-    model.requires_grad_(True)
-    model.train()
-    return model
-
-
 def save_model(model: Any, tokenizer: Any, path: Path) -> Path:
     """``save_pretrained`` (safetensors) of model and tokenizer into ``path``."""
     path.mkdir(parents=True, exist_ok=True)
@@ -297,6 +284,8 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
     from dpocheck.llm.models import load_model, load_tokenizer
     from dpocheck.llm.render import resolve_chat_template
 
+    from .trainer import trainable_model
+
     if settings.threads:
         torch.set_num_threads(settings.threads)
     if not settings.progress:
@@ -340,7 +329,7 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
         write_manifest(out / MANIFEST, manifest)
 
     loaded = load_model(model_path, dtype="fp32", device="cpu", trust_remote_code=settings.trust_remote_code)
-    model = prepare_for_training(loaded.model)
+    model = trainable_model(loaded.model)
     manifest["model"] = {
         "path": str(model_path),
         "source": loaded.source,
@@ -451,13 +440,14 @@ def _corrupt(
     from dpocheck.llm.runner import score_pairs
 
     from .corrupt import CorruptionRecord, choose_corrupted, run_sft, sft_rows
+    from .trainer import trainable_model
 
     folder = out / "corrupted_reference"
     done = folder / "corruption.json"
     if done.is_file():  # resumed run: the SFT already happened
         record = read_manifest(done)
         loaded = load_model(folder, dtype="fp32", device="cpu", trust_remote_code=settings.trust_remote_code)
-        return prepare_for_training(loaded.model), record
+        return trainable_model(loaded.model), record
     sset = score_settings(settings)
     model.eval()
     before_rows, _ = score_pairs(model, tokenizer, pairs, sset)
@@ -487,7 +477,7 @@ def _corrupt(
         share_delta_ref_negative_before={c: share_negative(before_rows, c) for c in ("sum", "mean")},
         model_dir=str(folder),
     ).as_dict()
-    model = prepare_for_training(model)
+    model = trainable_model(model)
     if main:
         save_model(model, tokenizer, folder)
         write_manifest(done, record)
