@@ -103,7 +103,7 @@ def run_sft(
         gradient_accumulation_steps=1,
         bf16=False,
         fp16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,  # TRL defaults (gradient) checkpointing on
         completion_only_loss=True,
         max_length=None,
         logging_steps=1,
