@@ -467,8 +467,9 @@ def test_reused_reference_scores_train_from_log_2(model_dir, data_file, ref_scor
 
 def test_heldout_set_is_scored_at_every_eval(model_dir, data_file, other_data_file, tmp_path):
     out = tmp_path / "run"
-    args = _args(model_dir, data_file, out, "--loss", "ipo", "--beta", "0.5", "--max-steps", "2", "--eval-every", "1")
-    assert cli_main([*args, "--heldout", str(other_data_file)]) == 0
+    args = _args(model_dir, data_file, out, "--loss", "ipo", "--beta", "0.5", "--epochs", "1", "--eval-every", "1")
+    assert cli_main([*args, "--batch-size", "6", "--heldout", str(other_data_file)]) == 0  # 12 pairs: 2 steps
+    assert json.loads((out / "manifest.json").read_text())["result"]["steps"] == 2
     names = sorted(p.name for p in (out / "eval").iterdir())
     assert names == ["heldout-step-0.jsonl", "heldout-step-1.jsonl", "heldout-step-2.jsonl"] + [
         "step-0.jsonl",
