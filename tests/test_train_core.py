@@ -427,6 +427,8 @@ def test_callback_scores_whole_set_every_k_steps(toy, tmp_path):
         assert got["in_u"] == bool(in_undesirable_space(got["delta_theta"], got["delta_ref"]))
     logged = {h["step"]: h for h in tr.state.log_history if "eval/share_in_u/sum" in h}
     assert sorted(logged) == [0, 2, 4]
+    # the eval entries come beside, not instead of, the training log of the same step
+    assert [h["step"] for h in tr.state.log_history if "share_in_u/sum" in h] == [1, 2, 3, 4]
     assert logged[0]["eval/share_in_u/sum"] == 0.0
     d = np.array([r["delta_theta"] for r in end])
     dref = np.array([r["delta_ref"] for r in end])

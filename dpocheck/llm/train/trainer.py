@@ -49,7 +49,8 @@ from .metrics import pair_margins, preference_metrics
 
 def preference_config(output_dir: str, **overrides: Any) -> DPOConfig:
     """A ``DPOConfig`` for :class:`PreferenceTrainer`: fp32 (bf16/fp16 off), no gradient checkpointing, columns
-    kept, reference log-probs precomputed, log every step, no external reporting; ``overrides`` win."""
+    kept, reference log-probs precomputed, log every step, no external reporting, ``use_cpu`` when there is no GPU
+    (several CPU processes under ``accelerate launch`` then form a gloo DDP group); ``overrides`` win."""
     kwargs: dict[str, Any] = {
         "output_dir": output_dir,
         "bf16": False,
@@ -61,6 +62,8 @@ def preference_config(output_dir: str, **overrides: Any) -> DPOConfig:
         "logging_steps": 1,
         "report_to": "none",
         "dataloader_pin_memory": torch.cuda.is_available(),
+        # without a GPU, `use_cpu` is what makes `accelerate launch --num_processes 2` a gloo DDP run
+        "use_cpu": not torch.cuda.is_available(),
     }
     kwargs.update(overrides)
     return DPOConfig(**kwargs)
