@@ -205,7 +205,6 @@ def test_step0_dpo_loss_is_log2_and_nothing_in_u(toy, tmp_path):
     trainer.train()
     first = trainer.state.log_history[0]
     assert abs(first["loss"] - math.log(2)) <= 1e-6
-    assert abs(first["loss/sum"] - math.log(2)) <= 1e-6
     assert first["share_in_u/sum"] == 0.0
     assert first["trl_accuracy/sum"] == 0.0  # δ_θ = δ_ref: no pair has δ_θ > δ_ref
     assert first["grad_weight_outside_u/sum"] == pytest.approx(BETA / 2, abs=1e-7)  # β·σ(0) (C4)
@@ -308,8 +307,9 @@ def test_every_registry_loss_trains(toy, tmp_path, loss):
     tr.train()
     logs = [h for h in tr.state.log_history if "loss" in h]
     assert len(logs) == 3
-    assert all(math.isfinite(h["loss"]) and math.isfinite(h["loss/mean"]) for h in logs)
-    assert all(h["loss"] == pytest.approx(h["loss/mean"], rel=1e-6, abs=1e-7) for h in logs)
+    assert all(math.isfinite(h["loss"]) for h in logs)
+    assert math.isfinite(tr.state.log_history[-1]["train_loss"])  # the Trainer's own float32 running loss
+    assert tr.state.log_history[-1]["train_loss"] == pytest.approx(np.mean([h["loss"] for h in logs]), rel=1e-5)
     assert any(not torch.equal(a, b) for a, b in zip(before, tr.model.parameters(), strict=True))
 
 
@@ -332,7 +332,18 @@ def test_cpo_margin_summed_logps_is_linear_with_weight_beta(toy, tmp_path):
     per_pair.sum().backward()
     assert torch.equal(delta.grad, torch.full_like(delta, -BETA))
     tr.train()
-    assert all(1e30 < h["loss/sum"] < math.inf for h in tr.state.log_history if "loss/sum" in h)
+    logs = [h for h in tr.state.log_history if "loss" in h]
+    assert len(logs) == 3 and all(1e30 < h["loss"] < math.inf for h in logs)
+
+
+def test_evaluate_on_eval_dataset_logs_loss_and_metrics(toy, tmp_path):
+    rows = build_training_rows(toy.encs, toy.ref_rows, "dpo", BETA)
+    args = preference_config(str(tmp_path / "run"), beta=BETA, per_device_eval_batch_size=3, disable_tqdm=True)
+    tr = PreferenceTrainer(copy.deepcopy(toy.model).requires_grad_(True), args, train_dataset=rows,
+                           eval_dataset=rows, processing_class=toy.tok)  # fmt: skip
+    out = tr.evaluate()
+    assert out["eval_loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert out["eval_share_in_u/sum"] == 0.0
 
 
 # --------------------------------------------------------------------------------------------- metrics
@@ -427,6 +438,8 @@ def test_callback_scores_whole_set_every_k_steps(toy, tmp_path):
         assert got["in_u"] == bool(in_undesirable_space(got["delta_theta"], got["delta_ref"]))
     logged = {h["step"]: h for h in tr.state.log_history if "eval/share_in_u/sum" in h}
     assert sorted(logged) == [0, 2, 4]
+    # the eval entries come beside, not instead of, the training log of the same step
+    assert [h["step"] for h in tr.state.log_history if "share_in_u/sum" in h] == [1, 2, 3, 4]
     assert logged[0]["eval/share_in_u/sum"] == 0.0
     d = np.array([r["delta_theta"] for r in end])
     dref = np.array([r["delta_ref"] for r in end])

@@ -150,17 +150,21 @@ class UndesirableSpaceCallback(TrainerCallback):
             logs.update({prefix + k: v for k, v in eval_metrics(scored, self.beta, self.convention).items()})
         return logs
 
-    def _run(self, state: Any, model: Any) -> None:
+    def _run(self, state: Any, control: Any, model: Any) -> None:
         if not state.is_world_process_zero:
             return
         logs = self.evaluate(model if model is not None else self.trainer.model, state.global_step)
-        # Trainer.log itself, not TRL's override: that one would flush TRL's half-filled training-metric window
+        # Trainer.log itself, not TRL's override: that one would flush TRL's half-filled training-metric window.
+        # Its on_log event clears control.should_log, which would drop this step's training log on this process
+        # only (and, under DDP, leave the other ranks waiting in the loss gather): keep the flag as it was.
+        should_log = control.should_log
         Trainer.log(self.trainer, logs)
+        control.should_log = should_log
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if self.at_start and state.global_step == 0:
-            self._run(state, model)
+            self._run(state, control, model)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if state.global_step % self.eval_every == 0:
-            self._run(state, model)
+            self._run(state, control, model)

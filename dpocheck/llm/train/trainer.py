@@ -15,11 +15,14 @@ A thin subclass (no forked trainer). What it overrides in TRL 1.16 and why:
   packed scorer in the ``ref_*`` columns, so it only checks they are there. The reference model is never run.
 * ``_set_signature_columns_if_needed`` — keeps the row schema and ``loss_*`` columns when
   ``remove_unused_columns=True`` (TRL's list names its own columns).
+* ``prediction_step`` — TRL's asks ``compute_loss`` for logits, which the packed forward never builds (logits only
+  at scored positions); evaluation returns the loss, and the metrics land in TRL's eval store (``eval_*`` keys).
 
-The collator is :class:`~dpocheck.llm.train.collator.PackedPreferenceCollator`. Use :func:`preference_config`
-for a ``DPOConfig`` with the settings this needs (``bf16=False``: TRL's default turns bf16 autocast on even on
-CPU, which changes the loss; no gradient checkpointing; ``remove_unused_columns=False``). β is ``args.beta`` and
-must be the β the rows' ``loss_*`` columns were precomputed with.
+The logged ``loss`` is the batch-mean loss accumulated in float64 through TRL's metric store (TRL's ``log``
+lets it replace the Trainer's own float32 running loss; the two agree to float32 rounding). This matters for
+``cpo_margin`` with summed log-probs: its offsets c = β·δ_ref + m carry m ~ e^{100} or more, so ℓ ≈ c − β·δ_θ
+is astronomically large (gradient −β per pair, exact); the Trainer's float32 accumulator overflows to inf and then
+NaN, so its end-of-run ``train_loss`` summary is NaN there, while the logged per-step ``loss`` stays finite.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ from .metrics import pair_margins, preference_metrics
 
 def preference_config(output_dir: str, **overrides: Any) -> DPOConfig:
     """A ``DPOConfig`` for :class:`PreferenceTrainer`: fp32 (bf16/fp16 off), no gradient checkpointing, columns
-    kept, reference log-probs precomputed, log every step, no external reporting; ``overrides`` win."""
+    kept, reference log-probs precomputed, log every step, no external reporting, ``use_cpu`` when there is no GPU
+    (several CPU processes under ``accelerate launch`` then form a gloo DDP group); ``overrides`` win."""
     kwargs: dict[str, Any] = {
         "output_dir": output_dir,
         "bf16": False,
@@ -61,6 +65,8 @@ def preference_config(output_dir: str, **overrides: Any) -> DPOConfig:
         "logging_steps": 1,
         "report_to": "none",
         "dataloader_pin_memory": torch.cuda.is_available(),
+        # without a GPU, `use_cpu` is what makes `accelerate launch --num_processes 2` a gloo DDP run
+        "use_cpu": not torch.cuda.is_available(),
     }
     kwargs.update(overrides)
     return DPOConfig(**kwargs)
@@ -201,6 +207,15 @@ class PreferenceTrainer(DPOTrainer):
         self._store_metrics(mode, logps, inputs, delta_theta, per_pair)
         return (loss, logps) if return_outputs else loss
 
+    def prediction_step(
+        self, model: Any, inputs: Mapping[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
+    ) -> tuple[Any, None, None]:
+        """Evaluation (``Trainer.evaluate`` on ``eval_dataset``): the loss only, metrics into TRL's eval store."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
     def _store_metrics(
         self, mode: str, logps: Mapping[str, Any], inputs: Mapping[str, Any], delta_theta: Any, per_pair: Any
     ) -> None:
@@ -213,7 +228,7 @@ class PreferenceTrainer(DPOTrainer):
             (delta_theta.detach(), dref, inputs["delta_reward"], lw, ll, per_pair.detach())
         )
         d, dref, dr, lw, ll, losses = (t.cpu().numpy() for t in gathered)
-        self._metrics[mode][f"loss/{conv}"].append(float(losses.mean()))
+        self._metrics[mode]["loss"].append(float(losses.mean()))  # float64; replaces the float32 "loss"
         for key, value in preference_metrics(d, dref, self.beta, dr, conv).items():
             self._metrics[mode][key].append(value)
         self._metrics[mode][f"logps/chosen/{conv}"].append(float(lw.mean()))
