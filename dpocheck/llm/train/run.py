@@ -132,26 +132,6 @@ def metrics_callback(path: Path) -> Any:
     return MetricsFileCallback()
 
 
-def step_log_guard() -> Any:
-    """A TrainerCallback, added after the eval callback, that restores the step's ``should_log``.
-
-    A callback that logs from ``on_step_end`` (the whole-set eval) goes through ``CallbackHandler.on_log``, which
-    clears ``control.should_log``: the Trainer would then skip that step's training log and average its loss and
-    metrics into the next logged step. This re-applies the Trainer's own rule (DefaultFlowCallback: every
-    ``logging_steps``) so every step is logged once, with its own values.
-    """
-    from transformers import TrainerCallback
-    from transformers.trainer_utils import IntervalStrategy
-
-    class StepLogGuard(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            every = state.logging_steps
-            if args.logging_strategy == IntervalStrategy.STEPS and every and state.global_step % every == 0:
-                control.should_log = True
-
-    return StepLogGuard()
-
-
 def last_checkpoint(out: Path) -> str | None:
     """The newest complete checkpoint folder under ``out/checkpoints`` (None if there is none)."""
     from transformers.trainer_utils import get_last_checkpoint
@@ -386,7 +366,6 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
         trainer, rows, settings.eval_every, out, heldout_rows, batch_tokens=settings.batch_tokens
     )
     trainer.add_callback(eval_cb)
-    trainer.add_callback(step_log_guard())
     for cb in callbacks:
         trainer.add_callback(cb)
     resume_from = last_checkpoint(out) if settings.resume else None
