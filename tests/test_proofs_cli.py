@@ -99,3 +99,12 @@ def test_cli_resume_reuses_saved_claims(tmp_path, capsys):
 def test_cli_resume_needs_json(capsys):
     assert _main(["proofs", "--resume"]) == 2
     assert "--resume needs --json" in capsys.readouterr().err
+
+
+def test_fingerprint_covers_every_checker_module():
+    """A resumed run must notice an edit to any claim module: the fingerprint hashes the claims/ package too."""
+    from dpocheck.proofs_check.core import fingerprint_files, source_fingerprint
+
+    names = {f"{f.parent.name}/{f.name}" for f in fingerprint_files()}
+    assert {"claims/c8_thm49.py", "claims/_shared.py", "proofs_check/strategies.py", "theory/registry.py"} <= names
+    assert len(source_fingerprint()) == 16 and source_fingerprint() == source_fingerprint()

@@ -1,5 +1,5 @@
 """Every registered claim runs on the fast profile and matches its expected verdict; the reports are produced
-and parse (issue 3)."""
+and parse."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_claim_matches_expected_verdict(fast_results, claim_id):
 
 
 def test_expected_outcomes_named_in_the_issue(fast_results):
-    """The outcomes issue 3 asks to confirm, with their numbers."""
+    """The outcomes the project established for the paper's claims, with their numbers."""
     c5 = fast_results["C5.ordered-pair"]
     assert c5.verdict == FAILS and c5.corrected["verdict"] == "proved"
     paper = c5.details["paper_example"]["counterexample_info"]

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from dpocheck import theory as th
 from dpocheck.proofs_check import released_reference as rr
 from dpocheck.proofs_check.core import jsonable
-from dpocheck.proofs_check.search import reals, rel_err, search
+from dpocheck.proofs_check.search import rel_err, search
+from dpocheck.proofs_check.strategies import reals
 from dpocheck.proofs_check.symbolic import compare, limit_check, sign_check
 
 

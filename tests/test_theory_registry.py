@@ -29,6 +29,7 @@ from dpocheck.theory import (
     released_clip_loss,
     released_easy_loss,
     simpo_loss,
+    swap_delta_params,
 )
 
 E = math.e
@@ -267,6 +268,15 @@ def test_swapped_pairs() -> None:
     assert sw.mean_logp_w is None and np.array_equal(sw.mean_logp_l, ref.mean_logp_w)
     assert sw.swapped() == ref or np.array_equal(sw.swapped().logp_w, ref.logp_w)
     assert_allclose(ref.delta_ref(), [1.25, -3.0], rtol=0)
+    p = {"mean_logp_ref_w": 1, "mean_logp_ref_l": 2, "gamma": 3, "log_margin": 4}
+    assert swap_delta_params(p) == {"mean_logp_ref_l": 1, "mean_logp_ref_w": 2, "gamma": 3, "log_margin": 4}
+    # the swapped pair through δ_ref and per-pair params equals the swapped ReferencePairs
+    d, beta = np.array([0.4, -2.0]), 0.6
+    ref = ReferencePairs.single_token(np.array([-1.0, -3.5]), np.array([-2.25, -0.5]))
+    a = get_loss("released_easy").loss_and_grad(d, ref.swapped(), beta)
+    params = {"mean_logp_ref_w": ref.logp_w, "mean_logp_ref_l": ref.logp_l}
+    b = loss_and_grad("released_easy", d, -ref.delta_ref(), beta, **swap_delta_params(params))
+    assert np.array_equal(a.loss, b.loss) and np.array_equal(a.grad, b.grad)
 
 
 def test_cpo_margin_overflow_names_the_pair() -> None:
@@ -308,3 +318,16 @@ def test_resolve_rejects_unknown_and_bad_params(name: str) -> None:
                 spec.precompute(_hand_ref(), 1.0, **{p: v})
     if "gamma" in spec.params:
         assert spec.resolve(gamma=0.0)["gamma"] == 0.0  # γ = 0 is allowed (no margin)
+
+
+def test_released_transcription_agrees_with_the_registry() -> None:
+    """The independent transcription of the released configs (proofs_check.released_reference, C10) has the
+    registry's defaults: β 0.1, γ 0.5, τ 2, α 1; the demo config β 2.5 and γ 0.05 (cpo_margin's default γ)."""
+    from dpocheck.proofs_check import released_reference as rr
+    from dpocheck.theory import CPO_MARGIN_DEMO_GAMMA, RELEASED_DEMO
+
+    cfg = rr.RELEASED_CONFIG_DEFAULTS
+    assert {k: cfg[k] for k in ("beta", "gamma", "tau", "alpha")} == RELEASED_DEFAULTS
+    assert get_loss("released_adaptive").defaults == {k: cfg[k] for k in ("gamma", "tau", "alpha")}
+    assert {k: rr.RELEASED_DEMO_CONFIG[k] for k in ("beta", "gamma")} == RELEASED_DEMO
+    assert get_loss("cpo_margin").defaults["gamma"] == CPO_MARGIN_DEMO_GAMMA == rr.RELEASED_DEMO_CONFIG["gamma"]

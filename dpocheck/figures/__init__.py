@@ -1,4 +1,4 @@
-"""Experiments as data (issue 4): each module is a setting, a declared sweep, a computation writing tidy
+"""Experiments as data: each module is a setting, a declared sweep, a computation writing tidy
 tables and a plot that reads only those tables. :mod:`dpocheck.figures.registry` lists and runs them;
 :mod:`dpocheck.figures.demo` builds the `dpocheck demo` report.
 

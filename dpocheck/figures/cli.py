@@ -19,7 +19,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "figures",
         help="regenerate every figure: declared sweep → tidy tables → plot (writes manifest.json)",
-        description="Run the experiments E1–E7 (issue 4) and plot each from its tables. Finished "
+        description="Run the experiments E1–E7 and plot each from its tables. Finished "
         "experiments in OUT are reused when their sweep and code are unchanged (resume "
         "after a kill); --force recomputes.",
     )

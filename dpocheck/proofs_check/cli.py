@@ -1,4 +1,4 @@
-"""`dpocheck proofs`: check every claim of the paper and report a verdict per claim (issue 3).
+"""`dpocheck proofs`: check every claim of the paper and report a verdict per claim.
 
 Exit status 0 when every claim matches its registered expected verdict, 1 on any regression, 2 on bad arguments.
 """

@@ -12,6 +12,7 @@ import math
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -150,18 +151,23 @@ class ClaimResult:
         )
 
 
+def fingerprint_files() -> list[Path]:
+    """The source files :func:`source_fingerprint` hashes: every module of the checker (claims/ included) and of the
+    theory layer, in a fixed order."""
+    root = Path(__file__).resolve().parents[1]
+    return sorted(f for sub in ("proofs_check", "theory") for f in (root / sub).rglob("*.py"))
+
+
 def source_fingerprint() -> str:
     """SHA-256 (first 16 hex digits) of the checker's and the theory layer's source files: a resumed run reuses
     saved results only when this matches (otherwise the saved verdicts may be stale)."""
     import hashlib
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    for sub in ("proofs_check", "theory"):
-        for f in sorted((root / sub).glob("*.py")):
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
+    for f in fingerprint_files():
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 

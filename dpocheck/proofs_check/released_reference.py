@@ -18,11 +18,6 @@ RELEASED_CONFIG_DEFAULTS = {"beta": 0.1, "gamma": 0.5, "tau": 2.0, "alpha": 1.0,
 RELEASED_DEMO_CONFIG = {"beta": 2.5, "gamma": 0.05, "easy_version": "easy"}
 
 
-def per_token_mean(summed_logp: Any, n_tokens: Any) -> Any:
-    """Length normalisation used by the released code: summed log-prob divided by the completion length."""
-    return summed_logp / n_tokens
-
-
 def _margins(pol_w: Any, pol_l: Any, ref_w: Any, ref_l: Any) -> tuple[Any, Any]:
     """(δ_θ, δ_ref) from the four per-token mean log-probs."""
     return pol_w - pol_l, ref_w - ref_l

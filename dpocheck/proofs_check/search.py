@@ -2,8 +2,8 @@
 
 :func:`search` runs a property over a strategy of *valid* inputs (bandits with normalised references, β > 0, …)
 and returns either "no counterexample in N cases, largest error e" or the shrunk minimal counterexample. The
-strategies below generate valid inputs by construction rather than by filtering; pinned boundary cases run first
-(hypothesis ``@example``) on every profile.
+strategies (:mod:`dpocheck.proofs_check.strategies`) generate valid inputs by construction rather than by filtering;
+pinned boundary cases run first (hypothesis ``@example``) on every profile.
 """
 
 from __future__ import annotations
@@ -178,76 +178,3 @@ def rel_err(a: Any, b: Any) -> float:
         e = np.where(both_inf, 0.0, np.abs(a - b) / np.maximum(1.0, np.abs(b)))
     e = np.where(np.isnan(e), np.inf, e)
     return float(np.max(e))
-
-
-# ------------------------------------------------------------------------------------------ strategies
-
-
-def reals(lo: float, hi: float) -> st.SearchStrategy[float]:
-    """Finite floats in [lo, hi] (no NaN, no subnormals)."""
-    return st.floats(lo, hi, allow_nan=False, allow_infinity=False, allow_subnormal=False)
-
-
-def betas(lo: float = 0.01, hi: float = 20.0) -> st.SearchStrategy[float]:
-    """β > 0."""
-    return reals(lo, hi)
-
-
-@st.composite
-def bandits(
-    draw: Any,
-    *,
-    max_contexts: int = 3,
-    min_responses: int = 2,
-    max_responses: int = 5,
-    pairs: str = "all",
-    logit_scale: float = 6.0,
-    reward_scale: float = 4.0,
-    beta_range: tuple[float, float] = (0.05, 10.0),
-) -> dict[str, Any]:
-    """A valid tabular bandit as a JSON dict (TabularBandit.from_json form with `log_pi_ref`).
-
-    The reference comes from finite logits through a log-softmax (normalised, full support by construction).
-    pairs="all": every ordered response pair (a, b), a < b, oriented by a drawn label; "single": exactly one pair
-    per context; "random": 1–6 random pairs per context (both orientations may occur).
-    """
-    from scipy.special import logsumexp
-
-    n_x = draw(st.integers(1, max_contexts))
-    n_y = draw(st.integers(min_responses, max_responses))
-    logits = np.array(draw(st.lists(reals(-logit_scale, logit_scale), min_size=n_x * n_y, max_size=n_x * n_y))).reshape(
-        n_x, n_y
-    )
-    reward = np.array(
-        draw(st.lists(reals(-reward_scale, reward_scale), min_size=n_x * n_y, max_size=n_x * n_y))
-    ).reshape(n_x, n_y)
-    beta = draw(reals(*beta_range))
-    rows: list[list[int]] = []
-    for x in range(n_x):
-        if pairs == "single":
-            w = draw(st.integers(0, n_y - 1))
-            l = (w + draw(st.integers(1, n_y - 1))) % n_y
-            rows.append([x, w, l])
-        elif pairs == "all":
-            for a in range(n_y):
-                for b in range(a + 1, n_y):
-                    rows.append([x, a, b] if draw(st.booleans()) else [x, b, a])
-        elif pairs == "random":
-            for _ in range(draw(st.integers(1, 6))):
-                w = draw(st.integers(0, n_y - 1))
-                l = (w + draw(st.integers(1, n_y - 1))) % n_y
-                rows.append([x, w, l])
-        else:
-            raise ValueError(f"pairs must be 'all', 'single' or 'random', got {pairs!r}")
-    log_ref = logits - logsumexp(logits, axis=1, keepdims=True)
-    return {"beta": beta, "log_pi_ref": log_ref.tolist(), "reward": reward.tolist(), "pairs": rows}
-
-
-def pair_arrays(
-    draw: Any, n_max: int = 8, dref: tuple[float, float] = (-30.0, 30.0), dr: tuple[float, float] = (-15.0, 15.0)
-) -> tuple[list[float], list[float]]:
-    """Helper for composite strategies: equal-length lists of δ_ref and Δr*."""
-    n = draw(st.integers(1, n_max))
-    a = draw(st.lists(reals(*dref), min_size=n, max_size=n))
-    b = draw(st.lists(reals(*dr), min_size=n, max_size=n))
-    return a, b

@@ -9,7 +9,6 @@ evidence then decides between `verified` and `fails as stated`).
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,8 @@ import sympy as sp
 from hypothesis import strategies as st
 
 from .core import fmt, fmt_example, jsonable
-from .search import reals, search
+from .search import search
+from .strategies import reals
 
 
 def sigmoid(z: sp.Expr) -> sp.Expr:
@@ -222,11 +222,3 @@ def limit_check(
     if not ok:
         out.residual = f"limit is {sp.sstr(lim)}"
     return out
-
-
-def finite_float(x: Any) -> float:
-    """float(x), with inf for values that do not fit."""
-    try:
-        return float(x)
-    except (OverflowError, TypeError):
-        return math.inf

@@ -1,6 +1,7 @@
-"""Training dynamics on tabular bandits (issue 4): many instances and seeds trained at once, tidy tables.
+"""Training dynamics on tabular bandits (C3, C4, C5, C8, C10): many instances and seeds trained at once, tidy tables.
 
-See :mod:`dpocheck.sims.trainer` (vectorised gradient descent / Adam on every loss of dpocheck.theory),
+See :mod:`dpocheck.sims.trainer` (vectorised gradient descent / Adam on every loss of the loss registry,
+dpocheck.theory.LOSSES),
 :mod:`dpocheck.sims.batch` (batches of bandits and their constructors), :mod:`dpocheck.sims.reference`
 (the misaligned-reference construction of E2) and :mod:`dpocheck.sims.tables` (tidy CSV tables).
 """

@@ -2,7 +2,7 @@
 
 A :class:`BanditBatch` stacks what :class:`dpocheck.theory.TabularBandit` holds for one instance, so
 that a training step is one array operation across every instance and seed. Everything is numpy float64.
-The constructors here are the settings of the simulations (issue 4); every closed-form check they feed
+The constructors here are the settings of the simulations; every closed-form check they feed
 lives in :mod:`dpocheck.theory`.
 """
 

@@ -17,7 +17,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "sim",
         help="train tabular softmax policies on preference pairs (many instances at once); write a tidy table",
-        description="Vectorised training of tabular softmax policies from π_ref (issue 4). The loss "
+        description="Vectorised training of tabular softmax policies from π_ref. The loss "
         "is the mean over each instance's pairs. Bandits: 'misaligned' = the E2 "
         "construction (reference BT-fit to labels with a share --flip-rate flipped, "
         "temperature --ref-temperature); 'gaussian' = Gaussian rewards with a reference "

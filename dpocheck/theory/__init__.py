@@ -51,7 +51,16 @@ from .pairs import (
     violation_margin,
     violation_mask,
 )
-from .registry import LOSS_NAMES, LOSSES, LossSpec, ReferencePairs, effective_target, get_loss, loss_and_grad
+from .registry import (
+    LOSS_NAMES,
+    LOSSES,
+    LossSpec,
+    ReferencePairs,
+    effective_target,
+    get_loss,
+    loss_and_grad,
+    swap_delta_params,
+)
 from .stationary import (
     CPOObjectiveStationary,
     cpo_approximation_error,
@@ -115,6 +124,7 @@ __all__ = [
     "sample_bt_pairs",
     "simpo_loss",
     "soft_margin_gap",
+    "swap_delta_params",
     "tabular_logit_gradient",
     "undesirable_space_nonempty",
     "violation_margin",

@@ -52,11 +52,6 @@ def sigmoid(xp: Any, x: Array) -> Array:
     return expit(x)
 
 
-def log_sigmoid(xp: Any, x: Array) -> Array:
-    """log σ(x) = −softplus(−x)."""
-    return -softplus(xp, -x)
-
-
 def to_numpy(x: Any) -> np.ndarray:
     """A numpy view/copy of any supported array (torch tensors are detached and moved to the CPU)."""
     return np.asarray(x.detach().cpu()) if is_torch_array(x) else np.asarray(x)

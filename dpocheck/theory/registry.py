@@ -390,6 +390,17 @@ LOSSES: Mapping[str, LossSpec] = MappingProxyType({s.name: s for s in _ENTRIES})
 LOSS_NAMES: tuple[str, ...] = tuple(LOSSES)
 
 
+#: The per-pair keywords of :meth:`LossSpec.precompute_delta` (the rest — γ, τ, α — are hyper-parameters).
+PER_PAIR_PARAMS = frozenset({"margin", "log_margin", "mean_logp_ref_w", "mean_logp_ref_l"})
+_SWAPPED = {"mean_logp_ref_w": "mean_logp_ref_l", "mean_logp_ref_l": "mean_logp_ref_w"}
+
+
+def swap_delta_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``delta_params`` of the swapped pair (y_w ↔ y_l): per-response quantities exchanged; a margin
+    γ(1/π_ref(y_w) + 1/π_ref(y_l)) and the hyper-parameters are symmetric and stay (use with δ_ref → −δ_ref)."""
+    return {_SWAPPED.get(k, k): v for k, v in params.items()}
+
+
 def get_loss(name: str) -> LossSpec:
     """The registry entry of loss `name`; ValueError listing the names when there is none."""
     try:
@@ -414,4 +425,14 @@ def effective_target(name: str, delta_ref: Any, beta: Any, **params: Any) -> Arr
     return get_loss(name).effective_target_delta(delta_ref, beta, **params)
 
 
-__all__ = ["LOSSES", "LOSS_NAMES", "LossSpec", "ReferencePairs", "effective_target", "get_loss", "loss_and_grad"]
+__all__ = [
+    "LOSSES",
+    "LOSS_NAMES",
+    "PER_PAIR_PARAMS",
+    "LossSpec",
+    "ReferencePairs",
+    "effective_target",
+    "get_loss",
+    "loss_and_grad",
+    "swap_delta_params",
+]

@@ -18,14 +18,7 @@ from scipy.special import expit
 
 from ._array import require_positive_beta
 from .bandit import TabularBandit
-from .registry import loss_and_grad
-
-PER_PAIR_PARAMS = frozenset({"margin", "log_margin", "mean_logp_ref_w", "mean_logp_ref_l"})
-_SWAPPED = {"mean_logp_ref_w": "mean_logp_ref_l", "mean_logp_ref_l": "mean_logp_ref_w"}
-
-
-def _swap_params(params: dict[str, Any]) -> dict[str, Any]:
-    return {_SWAPPED.get(k, k): v for k, v in params.items()}
+from .registry import PER_PAIR_PARAMS, loss_and_grad, swap_delta_params
 
 
 def population_loss_derivative(
@@ -36,7 +29,7 @@ def population_loss_derivative(
     dref = np.asarray(delta_ref, dtype=np.float64)
     q = expit(np.asarray(delta_reward, dtype=np.float64))
     g_fwd = loss_and_grad(loss_name, d, dref, beta, **params).grad
-    g_rev = loss_and_grad(loss_name, -d, -dref, beta, **_swap_params(params)).grad
+    g_rev = loss_and_grad(loss_name, -d, -dref, beta, **swap_delta_params(params)).grad
     return q * np.asarray(g_fwd) - (1 - q) * np.asarray(g_rev)
 
 
@@ -253,7 +246,11 @@ def cpo_approximation_error(bandit: TabularBandit, gamma: float) -> dict[str, np
         lw = sol.log_pi[p[:, 0], p[:, 1]]
         ll = sol.log_pi[p[:, 0], p[:, 2]]
         delta_exact = lw - ll
-        margin_exact = np.exp(np.log(g) + np.logaddexp(-lw, -ll))
+        # contexts without an interior stationary point have NaN rows: their margin is NaN, not computed
+        known = ~(np.isnan(lw) | np.isnan(ll))
+        margin_exact = np.full(lw.shape, np.nan)
+        g_known = np.broadcast_to(g, lw.shape)[known]
+        margin_exact[known] = np.exp(np.log(g_known) + np.logaddexp(-lw[known], -ll[known]))
     return {
         "delta_exact": delta_exact,
         "delta_approx": delta_approx,

@@ -12,7 +12,7 @@ from scipy.special import expit, logsumexp
 
 from dpocheck import theory as th
 
-from ..search import SolverError, bandits
+from ..search import SolverError
 
 # ------------------------------------------------------------------------------------------------ symbols
 BETA = sp.Symbol("beta", positive=True)
@@ -58,10 +58,6 @@ def bandit_of(ex: dict[str, Any]) -> th.TabularBandit:
     return th.TabularBandit.from_json(ex)
 
 
-def single_pair_bandits(max_responses: int = 4, beta_range: tuple[float, float] = (0.05, 10.0)) -> Any:
-    return bandits(pairs="single", max_responses=max_responses, beta_range=beta_range)
-
-
 def pop_stationary(name: str, dref: Any, dr: Any, beta: float, **params: Any) -> np.ndarray:
     """The theory layer's two-sided population stationary δ (C5a reading), as a 1-d float64 array."""
     dref = np.atleast_1d(np.asarray(dref, dtype=np.float64))
@@ -69,16 +65,13 @@ def pop_stationary(name: str, dref: Any, dr: Any, beta: float, **params: Any) ->
     return np.atleast_1d(np.asarray(th.population_stationary_delta(name, dref, dr, beta, **params), dtype=np.float64))
 
 
-def swap_params(params: dict[str, Any]) -> dict[str, Any]:
-    sw = {"mean_logp_ref_w": "mean_logp_ref_l", "mean_logp_ref_l": "mean_logp_ref_w"}
-    return {sw.get(k, k): v for k, v in params.items()}
-
-
 def population_loss(name: str, d: Any, dref: Any, dr: Any, beta: float, **params: Any) -> np.ndarray:
     """Two-sided Bradley–Terry population loss q·ℓ(δ; pair) + (1 − q)·ℓ(−δ; swapped pair), q = σ(Δr*) (C5a)."""
     q = expit(np.asarray(dr, dtype=np.float64))
     fwd = np.asarray(th.loss_and_grad(name, d, dref, beta, **params).loss)
-    rev = np.asarray(th.loss_and_grad(name, -np.asarray(d), -np.asarray(dref), beta, **swap_params(params)).loss)
+    rev = np.asarray(
+        th.loss_and_grad(name, -np.asarray(d), -np.asarray(dref), beta, **th.swap_delta_params(params)).loss
+    )
     return q * fwd + (1 - q) * rev
 
 
@@ -141,7 +134,7 @@ def branch_offsets(name: str, dref: float, beta: float, **p: float) -> tuple[flo
     if spec.family != "logistic":
         raise ValueError(f"no offsets for loss {name!r}")
     c1 = spec.precompute_delta(dref, beta, **p)["offset"]
-    c2 = spec.precompute_delta(-dref, beta, **swap_params(p))["offset"]
+    c2 = spec.precompute_delta(-dref, beta, **th.swap_delta_params(p))["offset"]
     return float(c1), float(c2)
 
 

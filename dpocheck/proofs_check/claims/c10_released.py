@@ -24,7 +24,8 @@ from dpocheck import theory as th
 from .. import released_reference as rr
 from ..compose import combine
 from ..core import FAILS, VERIFIED, Outcome, Profile, corrected_statement, fmt
-from ..search import betas, reals, rel_err, search
+from ..search import rel_err, search
+from ..strategies import reals, uniform_betas
 from ..symbolic import compare, limit_check, sign_check, softplus
 from ._shared import (
     BETA,
@@ -104,7 +105,7 @@ def check_released_reproduction(
         return {
             "tensors": {"pol_w": lst(), "pol_l": lst(), "ref_w": lst(), "ref_l": lst()},
             "config": {
-                "beta": draw(betas(0.01, 5.0)),
+                "beta": draw(uniform_betas(0.01, 5.0)),
                 "gamma": draw(reals(0.0, 2.0)),
                 "tau": draw(reals(0.1, 10.0)),
                 "alpha": draw(reals(0.1, 4.0)),
@@ -290,7 +291,7 @@ def check_released_targets(profile: Profile, *, impl: Callable[..., Any] = th.ef
 
     strat = st.fixed_dictionaries(
         {
-            "beta": betas(0.05, 5.0),
+            "beta": uniform_betas(0.05, 5.0),
             "lw": reals(-10.0, -1e-2),
             "ll": reals(-10.0, -1e-2),
             "gamma": reals(1e-3, 2.0),
@@ -356,7 +357,7 @@ def check_released_targets(profile: Profile, *, impl: Callable[..., Any] = th.ef
     pstrat = st.fixed_dictionaries(
         {
             "branch": st.sampled_from(branches),
-            "beta": betas(0.05, 5.0),
+            "beta": uniform_betas(0.05, 5.0),
             "delta_ref": reals(-8.0, 8.0),
             "delta_reward": reals(-6.0, 6.0),
             "lw": reals(-6.0, -0.05),

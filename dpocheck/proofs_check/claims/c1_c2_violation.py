@@ -19,7 +19,8 @@ from dpocheck import theory as th
 
 from ..compose import combine
 from ..core import NOT_CHECKABLE, Outcome, Profile, fmt_example
-from ..search import bandits, betas, reals, rel_err, search
+from ..search import rel_err, search
+from ..strategies import bandit_dicts, reals, uniform_betas
 from ..symbolic import compare, sigmoid, sign_check
 from ._shared import BETA, DOM, DR, DREF, bandit_of, np_log_pi_opt
 
@@ -34,7 +35,7 @@ def claimed_rlhf_optimum(refs: list[sp.Expr], rewards: list[sp.Expr], beta: sp.E
 
 @st.composite
 def _bandit_and_policy(draw: Any) -> dict[str, Any]:
-    b = draw(bandits(pairs="single"))
+    b = draw(bandit_dicts(pairs="single"))
     n = len(b["log_pi_ref"]) * len(b["log_pi_ref"][0])
     b["policy_logits"] = draw(st.lists(reals(-8.0, 8.0), min_size=n, max_size=n))
     return b
@@ -149,7 +150,7 @@ def check_key_identity(
 
     n1 = search(
         "implementation δ_ref + Δr*/β vs δ of π* computed from the bandit",
-        bandits(),
+        bandit_dicts(),
         prop,
         max_examples=profile.examples,
         tolerance=1e-9,
@@ -198,7 +199,7 @@ def check_violation_condition(
 
     n1 = search(
         "implementation's violation mask vs π*(y_l) ≥ π*(y_w) computed from the bandit (mismatching pairs)",
-        bandits(),
+        bandit_dicts(),
         prop,
         max_examples=profile.examples,
         tolerance=0.5,
@@ -275,7 +276,7 @@ def check_beta_monotone(
     def strategy(dr_lo: float) -> st.SearchStrategy:
         return st.fixed_dictionaries(
             {
-                "beta": betas(0.01, 10.0),
+                "beta": uniform_betas(0.01, 10.0),
                 "beta_factor": reals(1.0, 10.0),
                 "delta_ref": reals(-30.0, 30.0),
                 "delta_reward": reals(dr_lo, 15.0),
@@ -350,7 +351,7 @@ def check_chen_equivalence(
     def data(draw: Any) -> dict[str, Any]:
         n = draw(st.integers(1, 12))
         return {
-            "beta": draw(betas(0.01, 10.0)),
+            "beta": draw(uniform_betas(0.01, 10.0)),
             "alpha": draw(st.lists(reals(1e-4, 1 - 1e-4), min_size=n, max_size=n)),
             "delta_ref": draw(st.lists(reals(-20.0, 20.0), min_size=n, max_size=n)),
         }

@@ -19,7 +19,8 @@ from dpocheck import theory as th
 
 from ..compose import combine
 from ..core import FAILS, VERIFIED, Outcome, Profile, corrected_statement, fmt, fmt_example
-from ..search import betas, reals, rel_err, search
+from ..search import rel_err, search
+from ..strategies import reals, uniform_betas
 from ..symbolic import SymbolicCheck, compare, limit_check, sigmoid, sign_check, softplus
 from ._shared import A_POS, BETA, DELTA, DOM, DREF
 
@@ -95,7 +96,9 @@ def check_u_loss(
         low_and_prefers_l = (ell < math.log(2)) and d < 0
         return float(in_u != low_and_prefers_l), {"loss": ell, "in_U": in_u}
 
-    strat = st.fixed_dictionaries({"beta": betas(), "delta_ref": reals(-30.0, 30.0), "delta": reals(-30.0, 30.0)})
+    strat = st.fixed_dictionaries(
+        {"beta": uniform_betas(), "delta_ref": reals(-30.0, 30.0), "delta": reals(-30.0, 30.0)}
+    )
     pins = [{"beta": 1.0, "delta_ref": -1.0, "delta": -0.5}, {"beta": 1.0, "delta_ref": 1.0, "delta": 0.5}]
     n1 = search(
         "δ in U ⇔ (ℓ_DPO < log 2 and δ < 0)",
@@ -135,7 +138,7 @@ def check_dpo_gradient(
     def data(draw: Any) -> dict[str, Any]:
         n = draw(st.integers(1, 8))
         return {
-            "beta": draw(betas()),
+            "beta": draw(uniform_betas()),
             "delta": draw(st.lists(reals(-30.0, 30.0), min_size=n, max_size=n)),
             "delta_ref": draw(st.lists(reals(-30.0, 30.0), min_size=n, max_size=n)),
         }
@@ -196,7 +199,7 @@ def check_gradient_shrinks(
 
     strat = st.fixed_dictionaries(
         {
-            "beta": betas(),
+            "beta": uniform_betas(),
             "delta_ref": reals(-30.0, -1e-6),
             "slack": reals(0.0, 20.0),
             "t1": reals(0.0, 1.0),
@@ -232,7 +235,7 @@ def check_gradient_vanishing(
         w = float(np.asarray(impl_exit(ex["delta_ref"], ex["beta"])))
         return w, {"exit_weight": w, "entry_weight": ex["beta"] / 2}
 
-    strat = st.fixed_dictionaries({"beta": betas(0.01, 20.0), "delta_ref": reals(-30.0, -1e-6)})
+    strat = st.fixed_dictionaries({"beta": uniform_betas(0.01, 20.0), "delta_ref": reals(-30.0, -1e-6)})
     lit = search(
         "literal: gradient weight at the exit of U equals 0",
         strat,
@@ -343,7 +346,7 @@ def check_escape_time(
 
     @st.composite
     def data(draw: Any) -> dict[str, Any]:
-        beta = draw(betas(0.05, 10.0))
+        beta = draw(uniform_betas(0.05, 10.0))
         a = draw(reals(1e-3, 20.0 / beta))  # β|δ_ref| ≤ 20 keeps the ODE time ≤ e^20/β²
         n_y = draw(st.integers(2, 4))
         return {
@@ -380,7 +383,7 @@ def check_escape_time(
 
     n2 = search(
         "implementation log T vs mpmath (40 digits), β|δ_ref| up to 10^5",
-        st.fixed_dictionaries({"beta": betas(0.01, 50.0), "a": reals(1e-6, 2000.0)}),
+        st.fixed_dictionaries({"beta": uniform_betas(0.01, 50.0), "a": reals(1e-6, 2000.0)}),
         log_prop,
         max_examples=profile.examples,
         tolerance=1e-12,

@@ -21,7 +21,8 @@ from dpocheck import theory as th
 
 from ..compose import combine
 from ..core import FAILS, PROVED, Outcome, Profile, corrected_statement, fmt, fmt_example
-from ..search import bandits, betas, reals, rel_err, search
+from ..search import rel_err, search
+from ..strategies import bandit_dicts, reals, uniform_betas
 from ..symbolic import compare, sigmoid, sign_check, softplus
 from ._shared import BETA, DELTA, DOM, DR, DREF, bandit_of, np_log_pi_opt
 
@@ -80,7 +81,7 @@ def check_population_equivalence(
 
     n1 = search(
         "population minimiser (brentq on the BT loss's derivative) vs δ of π* and the implementation",
-        bandits(reward_scale=3.0),
+        bandit_dicts(reward_scale=3.0),
         prop,
         max_examples=profile.examples,
         tolerance=1e-8,
@@ -112,7 +113,7 @@ def check_ordered_pair(profile: Profile, *, impl_loss: Callable[..., Any] = th.d
 
     strat = st.fixed_dictionaries(
         {
-            "beta": betas(0.01, 10.0),
+            "beta": uniform_betas(0.01, 10.0),
             "delta_ref": reals(-10.0, 10.0),
             "reward_w": reals(-5.0, 5.0),
             "reward_l": reals(-5.0, 5.0),
@@ -208,7 +209,12 @@ def check_shift_invariance(
         return abs(a - b) / max(1.0, abs(a))
 
     strat = st.fixed_dictionaries(
-        {"beta": betas(), "delta": reals(-30.0, 30.0), "delta_ref": reals(-30.0, 30.0), "shift": reals(-50.0, 50.0)}
+        {
+            "beta": uniform_betas(),
+            "delta": reals(-30.0, 30.0),
+            "delta_ref": reals(-30.0, 30.0),
+            "shift": reals(-50.0, 50.0),
+        }
     )
     n1 = search(
         "implementation ℓ(δ + c; δ_ref + c) vs ℓ(δ; δ_ref)", strat, prop, max_examples=profile.examples, tolerance=1e-10

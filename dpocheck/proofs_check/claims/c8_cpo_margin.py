@@ -24,7 +24,8 @@ from dpocheck import theory as th
 
 from ..compose import combine
 from ..core import FAILS, NOT_CHECKABLE, VERIFIED, Outcome, Profile, corrected_statement, fmt, fmt_example
-from ..search import bandits, betas, reals, rel_err, search
+from ..search import rel_err, search
+from ..strategies import bandit_dicts, reals, single_pair_bandit_dicts, uniform_betas
 from ..symbolic import compare, limit_check, sign_check, softplus
 from ._shared import (
     BETA,
@@ -38,7 +39,6 @@ from ._shared import (
     cpo_objective,
     net_coefficients,
     root_resolution,
-    single_pair_bandits,
     tangent_negative_definite,
     two_sided_stationary,
 )
@@ -87,7 +87,7 @@ def check_cpo_unbounded(
 
     @st.composite
     def data(draw: Any) -> dict[str, Any]:
-        b = draw(bandits(pairs="random", max_responses=4))
+        b = draw(bandit_dicts(pairs="random", max_responses=4))
         b["gamma"] = draw(reals(1e-3, 2.0))
         return b
 
@@ -169,7 +169,7 @@ def check_cpo_foc(
 
     @st.composite
     def data(draw: Any) -> dict[str, Any]:
-        b = draw(single_pair_bandits())
+        b = draw(single_pair_bandit_dicts())
         b["gamma"] = draw(reals(1e-3, 1.0))
         return b
 
@@ -257,7 +257,7 @@ def check_cpo_paper_stationary(
 
     strat = st.fixed_dictionaries(
         {
-            "beta": betas(0.05, 10.0),
+            "beta": uniform_betas(0.05, 10.0),
             "delta_ref": reals(-10.0, 10.0),
             "delta_reward": reals(-10.0, 10.0),
             "margin": reals(0.0, 20.0),
@@ -371,7 +371,7 @@ def check_cpo_approximation(profile: Profile, *, impl: Callable[..., Any] = th.c
 
     @st.composite
     def data(draw: Any) -> dict[str, Any]:
-        b = draw(single_pair_bandits())
+        b = draw(single_pair_bandit_dicts())
         b["gamma"] = draw(reals(1e-3, 0.5))
         return b
 

@@ -21,9 +21,10 @@ from dpocheck import theory as th
 
 from ..compose import combine
 from ..core import FAILS, VERIFIED, Outcome, Profile, corrected_statement, fmt, fmt_example
-from ..search import bandits, betas, reals, search
+from ..search import search
+from ..strategies import bandit_dicts, reals, single_pair_bandit_dicts, uniform_betas
 from ..symbolic import compare, sign_check
-from ._shared import BETA, DOM, DR, DREF, call_solver, single_pair_bandits
+from ._shared import BETA, DOM, DR, DREF, call_solver
 
 
 def claimed_gamma_star_pair(dref: sp.Expr, dr: sp.Expr, beta: sp.Expr, s: sp.Expr) -> sp.Expr:
@@ -35,7 +36,7 @@ def claimed_gamma_star_pair(dref: sp.Expr, dr: sp.Expr, beta: sp.Expr, s: sp.Exp
 def _margin_data(draw: Any, lo: float = -30.0) -> dict[str, Any]:
     n = draw(st.integers(1, 8))
     return {
-        "beta": draw(betas(0.01, 10.0)),
+        "beta": draw(uniform_betas(0.01, 10.0)),
         "delta_ref": draw(st.lists(reals(-20.0, 20.0), min_size=n, max_size=n)),
         "delta_reward": draw(st.lists(reals(-10.0, 10.0), min_size=n, max_size=n)),
         "logp_ref_w": draw(st.lists(reals(lo, -1e-3), min_size=n, max_size=n)),
@@ -146,7 +147,7 @@ def check_thm49_approximate(profile: Profile, *, impl_gamma_star: Callable[..., 
 
     @st.composite
     def data(draw: Any) -> dict[str, Any]:
-        b = draw(bandits(pairs="random", max_responses=4))
+        b = draw(bandit_dicts(pairs="random", max_responses=4))
         b["factor"] = draw(reals(1.0 + 1e-6, 3.0))
         return b
 
@@ -180,7 +181,7 @@ def check_thm49_exact(
 
     @st.composite
     def data(draw: Any) -> dict[str, Any]:
-        b = draw(single_pair_bandits())
+        b = draw(single_pair_bandit_dicts())
         b["factor"] = draw(reals(1.0 + 1e-3, 2.0))
         return b
 
@@ -256,7 +257,7 @@ def check_thm49_exact(
 
     @st.composite
     def moderate(draw: Any) -> dict[str, Any]:  # moderate rewards/logits: interior stationary points exist more often
-        b = draw(bandits(pairs="single", max_responses=4, logit_scale=2.0, reward_scale=1.5))
+        b = draw(bandit_dicts(pairs="single", max_responses=4, logit_scale=2.0, reward_scale=1.5))
         b["factor"] = draw(reals(1.0 + 1e-3, 2.0))
         return b
 
@@ -313,7 +314,7 @@ def check_log_space_margin(
             "logp_ref_w": reals(-1000.0, -1e-6),
             "logp_ref_l": reals(-1000.0, -1e-6),
             "gamma": reals(1e-6, 10.0),
-            "beta": betas(0.01, 10.0),
+            "beta": uniform_betas(0.01, 10.0),
             "delta": reals(-50.0, 50.0),
             "delta_ref": reals(-50.0, 50.0),
         }

@@ -22,7 +22,8 @@ from dpocheck import theory as th
 
 from ..compose import combine
 from ..core import FAILS, NOT_CHECKABLE, VERIFIED, Outcome, Profile, corrected_statement, fmt, fmt_example
-from ..search import bandits, betas, reals, rel_err, search
+from ..search import rel_err, search
+from ..strategies import bandit_dicts, reals, single_pair_bandit_dicts, uniform_betas
 from ..symbolic import compare, limit_check, sign_check, softplus
 from ._shared import (
     BETA,
@@ -31,7 +32,6 @@ from ._shared import (
     call_solver,
     pop_stationary,
     population_loss,
-    single_pair_bandits,
 )
 
 # =========================================================================================== C9
@@ -45,7 +45,7 @@ def claimed_ecpoc_multiplier(delta_star: sp.Expr, beta: sp.Expr, eps: sp.Expr) -
 @st.composite
 def _acyclic_bandits(draw: Any) -> dict[str, Any]:
     """Bandits whose pairs in each context follow one ranking (no cycles): E-CPOC is feasible for every ε."""
-    b = draw(bandits(pairs="single", max_responses=5))
+    b = draw(bandit_dicts(pairs="single", max_responses=5))
     n_x, n_y = len(b["log_pi_ref"]), len(b["log_pi_ref"][0])
     rows = []
     for x in range(n_x):
@@ -158,7 +158,7 @@ def check_ecpoc(
 
     @st.composite
     def single(draw: Any) -> dict[str, Any]:
-        b = draw(single_pair_bandits(max_responses=5))
+        b = draw(single_pair_bandit_dicts(max_responses=5))
         b["epsilon"] = draw(reals(-1.0, 1.5))
         return b
 
@@ -222,7 +222,7 @@ def check_ecpoc_bridge(profile: Profile) -> Outcome:
         n = draw(st.integers(1, 6))
         return {
             "loss": draw(st.sampled_from(names)),
-            "beta": draw(betas(0.05, 5.0)),
+            "beta": draw(uniform_betas(0.05, 5.0)),
             "delta_ref": draw(st.lists(reals(-5.0, 5.0), min_size=n, max_size=n)),
             "delta_reward": draw(st.lists(reals(0.05, 5.0), min_size=n, max_size=n)),
             "factor": draw(st.lists(reals(-0.5, 2.0), min_size=n, max_size=n)),
@@ -274,7 +274,7 @@ def check_practical_forms(
     """C9: the released clip and adaptive branches as practical forms of E-CPOC (δ ≥ ε)."""
     strat = st.fixed_dictionaries(
         {
-            "beta": betas(0.05, 5.0),
+            "beta": uniform_betas(0.05, 5.0),
             "delta_ref": reals(-10.0, 10.0),
             "delta_reward": reals(1e-3, 5.0),
             "branch": st.sampled_from(["released_clip", "released_adaptive"]),
