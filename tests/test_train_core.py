@@ -449,6 +449,26 @@ def test_callback_scores_whole_set_every_k_steps(toy, tmp_path):
     assert not np.allclose(d, dref)  # training moved the margins
 
 
+def test_callback_in_a_plain_trl_dpo_script(toy, tmp_path):
+    """The callback drops into a user's own DPOTrainer (TRL's tokenisation and loss); U is watched on our rows."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    rows = build_training_rows(toy.encs, toy.ref_rows, "dpo", BETA)
+    text = Dataset.from_list([{"prompt": p, "chosen": " " + c, "rejected": " " + r} for p, c, r, _ in TEXTS])
+    args = DPOConfig(output_dir=str(tmp_path / "user"), beta=BETA, bf16=False, activation_checkpointing=False,
+                     max_steps=2, per_device_train_batch_size=2, learning_rate=3e-3, report_to="none",
+                     use_cpu=True, logging_steps=1, disable_tqdm=True, save_strategy="no")  # fmt: skip
+    trainer = DPOTrainer(copy.deepcopy(toy.model).requires_grad_(True), ref_model=copy.deepcopy(toy.model),
+                         args=args, train_dataset=text, processing_class=toy.tok)  # fmt: skip
+    trainer.add_callback(UndesirableSpaceCallback(trainer, rows, eval_every=2, out_dir=tmp_path / "user"))
+    trainer.train()
+    assert sorted(p.name for p in (tmp_path / "user" / "eval").iterdir()) == ["step-0.jsonl", "step-2.jsonl"]
+    logged = {h["step"]: h for h in trainer.state.log_history if "eval/share_in_u/sum" in h}
+    assert sorted(logged) == [0, 2] and logged[0]["eval/share_in_u/sum"] == 0.0
+    assert [h["step"] for h in trainer.state.log_history if "rewards/accuracies" in h] == [1, 2]  # TRL's own logs
+
+
 # ------------------------------------------------------------------------------------------ real model
 @pytest.mark.slow
 @pytest.mark.llm

@@ -12,14 +12,17 @@ own logging (``state.log_history``, TensorBoard, W&B). Only the main process sco
 Usable from a user's own TRL script, with rows from :func:`dpocheck.llm.train.build_training_rows`::
 
     from trl import DPOConfig, DPOTrainer
+    from dpocheck.llm.encode import encode_pair
+    from dpocheck.llm.runner import read_jsonl
     from dpocheck.llm.train import UndesirableSpaceCallback, build_training_rows
 
-    rows = build_training_rows(encoded_pairs, reference_score_rows, "dpo", beta=0.1)
-    trainer = DPOTrainer(model, args=DPOConfig("out", beta=0.1, bf16=False), train_dataset=my_text_dataset,
-                         processing_class=tokenizer)
-    trainer.add_callback(UndesirableSpaceCallback(trainer, rows, eval_every=50, out_dir="out",
-                                                  pad_token_id=tokenizer.pad_token_id))
-    trainer.train()   # out/eval/step-0.jsonl, step-50.jsonl, …; log_history gains eval/share_in_u/sum, …
+    ref = read_jsonl("ref/scores.jsonl")  # dpocheck score --model path/to/model --data pairs.jsonl --out ref
+    encoded = [encode_pair(tokenizer, p, use_chat_template=True) for p in pairs]  # pairs: load_pairs(...).pairs
+    rows = build_training_rows(encoded, ref, "dpo", beta=0.1)  # dpocheck's view of the data
+    args = DPOConfig("out", beta=0.1, bf16=False, max_steps=200)
+    trainer = DPOTrainer("path/to/model", args=args, train_dataset=my_text_dataset)  # the user's own setup
+    trainer.add_callback(UndesirableSpaceCallback(trainer, rows, eval_every=50, out_dir="out"))
+    trainer.train()  # out/eval/step-0.jsonl, step-50.jsonl, …; log_history gains eval/share_in_u/sum, …
 
 (with a plain DPOTrainer the convention is TRL's, summed log-probs: ``convention="sum"``, the default).
 """

@@ -103,8 +103,10 @@ class PreferenceTrainer(DPOTrainer):
     ``train_dataset``: a list of rows or a ``datasets.Dataset`` of them. ``normalize``: the convention δ_θ is
     formed in (``sum`` or ``mean``; the rows' ``loss_*`` columns must have been built with the same one).
     ``record_pairs=True`` keeps every training batch's per-pair log-probs in :attr:`pair_records` (for checks).
-    Logged per step (keys ``<metric>/<normalize>``): the metrics of :mod:`dpocheck.llm.train.metrics` and the mean
-    ``logps/chosen``/``logps/rejected``, besides the Trainer's ``loss``, ``learning_rate``, ``grad_norm``.
+    Logged per step: ``loss`` (float64, see the module docstring), ``<metric>/<normalize>`` for the metrics of
+    :mod:`dpocheck.llm.train.metrics`, the mean ``logps/chosen/<normalize>``, ``logps/rejected/<normalize>``, and
+    the Trainer's ``learning_rate``, ``grad_norm``, ``epoch``. β (``args.beta``), ``normalize`` and the loss
+    parameters must be those the rows were built with (the rows do not record them).
     """
 
     _tag_names = ["trl", "dpo", "dpocheck"]
