@@ -133,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dpocheck.llm.data import default_data_dir, load_pairs
+    from dpocheck.llm.encode import encode_pairs, real_cost
     from dpocheck.llm.models import default_model_path, load_model
-    from dpocheck.llm.scoring import ScoreSettings, encode_pairs, real_cost, render_texts, score_pairs
+    from dpocheck.llm.render import render_texts
+    from dpocheck.llm.runner import ScoreSettings, score_pairs
 
     torch.set_num_threads(args.threads)
     lm = load_model(dtype="fp32", device="cpu")

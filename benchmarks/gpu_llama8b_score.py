@@ -3,7 +3,7 @@
 Builds ``LlamaConfig`` with the Llama-3-8B shapes (vocab 128256, hidden 4096, 32 layers, 32 heads, 8 KV heads,
 MLP 14336), initialises random weights directly on the GPU in bf16, makes synthetic preference pairs as token ids
 (prompt 64–512 tokens, responses 32–384 tokens) and scores them with the same code as ``dpocheck score``
-(dpocheck.llm.scoring: length-bucketed batches, prefix-shared packed rows). Reports tokens/s and model FLOP
+(dpocheck.llm.encode + kernels: length-bucketed batches, prefix-shared packed rows). Reports tokens/s and model FLOP
 utilisation, MFU = 2 × parameters × tokens / time / peak, against a nominal dense bf16 peak of 989 TFLOP/s
 (H100/H200 SXM; override with --peak-tflops). Attention FLOPs are not counted (the usual convention), so MFU is
 a lower bound. It also checks packed scores against the unshared computation on a few pairs.
@@ -53,7 +53,7 @@ TINY = {
 
 def synthetic_pairs(n: int, vocab: int, seed: int, tiny: bool) -> list:
     """Random-id pairs as EncodedPair: shared prompt, then two responses of different lengths."""
-    from dpocheck.llm.scoring import EncodedPair
+    from dpocheck.llm.encode import EncodedPair
 
     rng = random.Random(seed)
     p_lo, p_hi, r_lo, r_hi = (4, 40, 2, 30) if tiny else (64, 512, 32, 384)
@@ -85,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from dpocheck.llm.encode import padded_cost, plan_batches, real_cost
+    from dpocheck.llm.kernels import score_batch
     from dpocheck.llm.models import resolve_dtype
-    from dpocheck.llm.scoring import padded_cost, plan_batches, real_cost, score_batch
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = resolve_dtype(args.dtype, device)

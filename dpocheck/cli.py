@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "dpocheck.figures.cli",  # figures, demo
     "dpocheck.llm.cli_model",  # score, sample
     "dpocheck.llm.cli_data",  # violations, reward
+    "dpocheck.llm.train.cli",  # train
 )
 
 

@@ -11,16 +11,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from dpocheck.llm.data import (
-    HH_ASSISTANT,
-    RecordError,
-    default_data_dir,
-    detect_format,
-    hh_prompt_to_messages,
-    hh_split,
-    load_pairs,
-    logit_clipped,
-)
+from dpocheck.llm.data import default_data_dir, detect_format, load_pairs
+from dpocheck.llm.readers.fields import RecordError, logit_clipped
+from dpocheck.llm.readers.hh import HH_ASSISTANT, hh_prompt_to_messages, hh_split
 
 DATA = default_data_dir()
 HH = DATA / "hh-rlhf-harmless-base-test.jsonl.gz"

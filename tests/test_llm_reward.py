@@ -10,9 +10,10 @@ import pytest
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
+from dpocheck.llm.manifest import read_manifest, sidecar_path  # noqa: E402
+from dpocheck.llm.render import render_texts  # noqa: E402
 from dpocheck.llm.reward import (  # noqa: E402
     RewardSettings,
-    conversation_text,
     load_reward_model,
     reward_file,
     score_texts,
@@ -101,8 +102,8 @@ def test_rewards_match_unbatched_forward(rm_dir, data_file, tmp_path):
         assert r["reward_source"] == "reward_model:tiny-rm"
         assert r["chosen_truncated"] == (r["index"] == 4) == r["rejected_truncated"]
     assert rows[0]["subset"] == "s"
-    manifest = json.loads(out.with_name("rw.jsonl.manifest.json").read_text())
-    assert manifest["status"] == "complete" and manifest["n_pairs"] == 5
+    manifest = read_manifest(sidecar_path(out))
+    assert manifest["status"] == "complete" and manifest["counts"] == {"pairs": 5}
     assert not out.with_name("rw.jsonl.partial").exists()
 
 
@@ -138,15 +139,16 @@ def test_batch_composition_does_not_change_rewards(rm_dir):
 
 
 def test_chat_template_text(tmp_path):
-    """With a chat template an HH prompt becomes its turns and the response loses its leading space."""
+    """The reward model reads the scorer's full text: with a chat template an HH prompt becomes its turns, the
+    response loses its leading space and the trailing whitespace after the last turn is dropped."""
     tpl = "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }}\n{% endfor %}"
     tok, _ = _tokenizer(tpl)
     hh = "\n\nHuman: hi\n\nAssistant: yo\n\nHuman: ok ?\n\nAssistant:"
-    assert conversation_text(tok, hh, " sure", True) == "<user> hi\n<assistant> yo\n<user> ok ?\n<assistant> sure\n"
-    assert conversation_text(tok, "hi", " sure", True) == "<user> hi\n<assistant>  sure\n"
-    assert conversation_text(tok, hh, " sure", False) == hh + " sure"
+    assert render_texts(tok, hh, " sure", True)[1] == "<user> hi\n<assistant> yo\n<user> ok ?\n<assistant> sure"
+    assert render_texts(tok, "hi", " sure", True)[1] == "<user> hi\n<assistant>  sure"
+    assert render_texts(tok, hh, " sure", False)[1] == hh + " sure"
     msgs = [{"role": "user", "content": "hi"}]
-    assert conversation_text(tok, msgs, "yo", False) == "\n\nHuman: hi\n\nAssistant: yo"
+    assert render_texts(tok, msgs, "yo", False)[1] == "\n\nHuman: hi\n\nAssistant: yo"
 
 
 def test_reward_model_must_have_one_output(tmp_path):

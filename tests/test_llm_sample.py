@@ -9,8 +9,8 @@ import torch
 from transformers import LlamaForCausalLM
 
 from dpocheck.llm.models import save_toy_model, toy_llama_config, toy_tokenizer
+from dpocheck.llm.runner import ScoreSettings, score_pairs
 from dpocheck.llm.sample import SampleSettings, form_pairs, read_prompts, sample_prompt
-from dpocheck.llm.scoring import ScoreSettings, score_pairs
 from dpocheck.llm.types import PreferencePair
 
 TOL = 1e-4

@@ -137,8 +137,11 @@ def _setup_torch(args: argparse.Namespace) -> None:
 
 def _score(args: argparse.Namespace) -> int:
     from . import data as data_mod
+    from .distributed import finish_distributed, init_distributed
+    from .manifest import sha256_file
     from .models import load_model, model_fingerprint
-    from .scoring import ScoreSettings, init_distributed, resolve_chat_template, score_to_directory, sha256_file
+    from .render import resolve_chat_template
+    from .runner import ScoreSettings, score_to_directory
 
     _setup_torch(args)
     rank, world = init_distributed()
@@ -212,15 +215,8 @@ def _score(args: argparse.Namespace) -> int:
             "scores": str(run.merged) if run.merged else None,
         }
         print(json.dumps(summary))
-    _finish_distributed()
+    finish_distributed()
     return 0
-
-
-def _finish_distributed() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def _sample(args: argparse.Namespace) -> int:

@@ -6,14 +6,9 @@ output on (prompt, response) is read as the reward r, and Δr* = r(y_w) − r(y_
 gap that C2's violation check (β·δ_ref + Δr* ≤ 0) needs; ``dpocheck violations --delta-reward FILE`` joins it
 on ``index``.
 
-Text given to the reward model:
-
-* when the tokenizer has a chat template (and ``chat_template`` is ``auto`` or ``model``): the template
-  applied to the prompt messages plus ``{"role": "assistant", "content": response}``. A text prompt becomes
-  one ``user`` message, except an HH-RLHF dialogue (ending in ``"\\n\\nAssistant:"``), which is split into its
-  turns; the response's leading space is then dropped;
-* otherwise: prompt text + response (chat-message prompts rendered HH-style, ``"\\n\\nHuman:
-  …\\n\\nAssistant:"``).
+Text given to the reward model: the full text of :func:`dpocheck.llm.render.render_texts` — the same text whose
+response tokens ``dpocheck score`` scores, so δ_ref and Δr* read every pair the same way (chat template when the
+tokenizer has one and ``chat_template`` is ``auto`` or ``model``; HH-style plain text otherwise).
 
 Sequences longer than ``max_length`` tokens are cut from the *left* (the end, where the response is, is what a
 reward model reads) and flagged ``*_truncated``. Batches are right-padded; the model pools its last non-pad
@@ -28,7 +23,6 @@ runs whose model, data or settings differ (recorded in ``OUT.manifest.json``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -41,11 +35,10 @@ from typing import Any
 
 from dpocheck._io import write_text_atomic
 
-from .data import HH_ASSISTANT, hh_prompt_to_messages, load_pairs
-from .types import ChatMessages, PreferencePair
-
-CHAT_TEMPLATE_CHOICES = ("auto", "model", "none")
-_PLAIN_ROLES = {"user": "Human", "assistant": "Assistant", "system": "System"}
+from .data import load_pairs
+from .manifest import read_manifest, sha256_file, sidecar_path, write_manifest
+from .render import CHAT_TEMPLATE_CHOICES, render_texts, resolve_chat_template
+from .types import PreferencePair
 
 
 @dataclass
@@ -67,40 +60,6 @@ class RewardSettings:
             raise ValueError(f"max_length must be >= 2, got {self.max_length}")
         if self.chat_template not in CHAT_TEMPLATE_CHOICES:
             raise ValueError(f"chat_template must be one of {CHAT_TEMPLATE_CHOICES}, got {self.chat_template!r}")
-
-
-def _plain(messages: ChatMessages) -> str:
-    parts = [f"\n\n{_PLAIN_ROLES.get(m['role'], m['role'].capitalize())}: {m['content']}" for m in messages]
-    return "".join(parts) + "\n\nAssistant:"
-
-
-def _prompt_messages(prompt: str | ChatMessages) -> ChatMessages:
-    if isinstance(prompt, list):
-        return list(prompt)
-    if prompt.startswith("\n\nHuman:") and prompt.endswith(HH_ASSISTANT):
-        return hh_prompt_to_messages(prompt)
-    return [{"role": "user", "content": prompt}]
-
-
-def conversation_text(tokenizer: Any, prompt: str | ChatMessages, response: str, use_chat_template: bool) -> str:
-    """The text the reward model reads for one (prompt, response), per the rules of the module docstring."""
-    if use_chat_template:
-        msgs = _prompt_messages(prompt)
-        is_hh = isinstance(prompt, str) and prompt.endswith(HH_ASSISTANT)
-        content = response.removeprefix(" ") if is_hh else response
-        return tokenizer.apply_chat_template([*msgs, {"role": "assistant", "content": content}], tokenize=False)
-    if isinstance(prompt, str):
-        return prompt + response
-    sep = "" if response[:1].isspace() else " "
-    return _plain(prompt) + sep + response
-
-
-def uses_chat_template(tokenizer: Any, mode: str) -> bool:
-    """Whether to apply the tokenizer's chat template (``auto``: when it has one; ``model``: required)."""
-    has = bool(getattr(tokenizer, "chat_template", None))
-    if mode == "model" and not has:
-        raise ValueError("chat_template='model' but the reward model's tokenizer has no chat template")
-    return has and mode != "none"
 
 
 def load_reward_model(
@@ -162,14 +121,6 @@ def score_texts(
     return values, truncated
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _read_partial(path: Path) -> list[dict[str, Any]]:
     """Rows of an interrupted run; a torn (unterminated or unparsable) last line is cut off the file."""
     rows: list[dict[str, Any]] = []
@@ -228,7 +179,7 @@ def reward_pairs_to_file(
 
     out_p = Path(out)
     partial = out_p.with_name(out_p.name + ".partial")
-    manifest_p = out_p.with_name(out_p.name + ".manifest.json")
+    manifest_p = sidecar_path(out_p)
     manifest = {"identity": identity, "settings": asdict(settings), "row_keys": list(ROW_KEYS)}
     done: dict[int, dict[str, Any]] = {}
     if any(f.exists() for f in (manifest_p, partial, out_p)):
@@ -243,7 +194,7 @@ def reward_pairs_to_file(
                     "checked; "
                     "pass --overwrite to start again"
                 )
-            old = json.loads(manifest_p.read_text(encoding="utf-8"))
+            old = read_manifest(manifest_p)
             diffs = [k for k in ("identity", "settings") if old.get(k) != manifest[k]]
             if diffs:
                 raise ValueError(
@@ -256,7 +207,7 @@ def reward_pairs_to_file(
         else:
             raise FileExistsError(f"{out_p} (or its .partial/.manifest.json) exists; pass --resume or --overwrite")
     out_p.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(manifest_p, json.dumps({**manifest, "status": "running"}, indent=2) + "\n")
+    write_manifest(manifest_p, {**manifest, "status": "running"})
     if out_p.exists() and not partial.exists():  # a finished file being resumed: continue from its rows
         write_text_atomic(partial, "".join(json.dumps(done[k]) + "\n" for k in sorted(done)))
     # a fixed batch plan over all pairs (length-sorted: less padding), so a resumed run scores every pair in
@@ -267,7 +218,7 @@ def reward_pairs_to_file(
     todo = [b for b in batches if any(p.index not in done for p in b)]
     n_todo = sum(1 for b in todo for p in b if p.index not in done)
     n_before = len(pairs) - n_todo
-    use_tpl = uses_chat_template(tokenizer, settings.chat_template)
+    use_tpl = resolve_chat_template(tokenizer, settings.chat_template)
     max_len = settings.max_length
     n_pos = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if isinstance(n_pos, int) and (max_len is None or max_len > n_pos):
@@ -279,8 +230,8 @@ def reward_pairs_to_file(
             for n_batches, batch in enumerate(todo, start=1):
                 texts = []
                 for p in batch:
-                    texts.append(conversation_text(tokenizer, p.prompt, p.chosen, use_tpl))
-                    texts.append(conversation_text(tokenizer, p.prompt, p.rejected, use_tpl))
+                    texts.append(render_texts(tokenizer, p.prompt, p.chosen, use_tpl)[1])
+                    texts.append(render_texts(tokenizer, p.prompt, p.rejected, use_tpl)[1])
                 values, trunc = score_texts(model, tokenizer, texts, max_len, not use_tpl)
                 lines = []
                 for k, p in enumerate(batch):
@@ -313,7 +264,7 @@ def reward_pairs_to_file(
     rows = [done[p.index] for p in sorted(pairs, key=lambda p: p.index)]
     write_text_atomic(out_p, "".join(json.dumps(r) + "\n" for r in rows))
     partial.unlink()
-    write_text_atomic(manifest_p, json.dumps({**manifest, "status": "complete", "n_pairs": len(rows)}, indent=2) + "\n")
+    write_manifest(manifest_p, {**manifest, "status": "complete", "counts": {"pairs": len(rows)}})
     return n_now, n_before
 
 
@@ -356,7 +307,7 @@ def reward_file(
     )
     identity = {
         "reward_model": model_fingerprint(reward_model),
-        "data": {"path": str(Path(data).resolve()), "sha256": _sha256(Path(data))},
+        "data": {"path": str(Path(data).resolve()), "sha256": sha256_file(data)},
         "skipped": loaded.skipped,
     }
     now, before = reward_pairs_to_file(

@@ -3,7 +3,7 @@
 Each sample row records two log-probabilities of the generated token ids:
 
 * ``logp_sum`` / ``logp_mean`` — under the model itself (temperature 1, no top-k/top-p), **recomputed by a
-  forward pass** over prompt + generated ids with the scoring code of :mod:`dpocheck.llm.scoring`. This is
+  forward pass** over prompt + generated ids with the log-prob kernel of :mod:`dpocheck.llm.kernels`. This is
   log π(y|x) of the policy that sampled, the quantity the paper's δ's use.
 * ``sampler_logp_sum`` / ``sampler_logp_mean`` — under the distribution actually sampled from, i.e. generate's
   *processed* scores (after temperature, top-k and top-p). It equals ``logp_sum`` (up to fp rounding) only when
@@ -30,16 +30,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .scoring import (
-    _as_messages,
-    read_jsonl,
-    render_plain,
-    render_texts,
-    resolve_chat_template,
-    score_sequences,
-    tokenize_with_boundary,
-    write_atomic,
-)
+from dpocheck._io import write_text_atomic as write_atomic
+
+from .encode import tokenize_with_boundary
+from .kernels import score_sequences
+from .manifest import read_manifest, sidecar_path, write_manifest
+from .render import render_prompt, render_texts, resolve_chat_template
+from .runner import read_jsonl
 from .types import ChatMessages
 
 PAIR_MODES = ("all", "best-worst")
@@ -122,11 +119,10 @@ def read_prompts(path: str | os.PathLike[str], limit: int | None = None) -> list
 
 
 def _prompt_ids(tokenizer: Any, prompt: str | ChatMessages, use_chat_template: bool) -> list[int]:
+    text = render_prompt(tokenizer, prompt, use_chat_template)
+    ids = list(tokenizer(text, add_special_tokens=not use_chat_template)["input_ids"])
     if use_chat_template:
-        text = tokenizer.apply_chat_template(_as_messages(prompt), tokenize=False, add_generation_prompt=True)
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    text = prompt if isinstance(prompt, str) else render_plain(prompt)
-    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+        return ids
     if not ids and tokenizer.bos_token_id is not None:
         ids = [tokenizer.bos_token_id]
     return ids
@@ -224,20 +220,20 @@ def sample_to_file(
     from tqdm import tqdm
 
     out_p = Path(out)
-    manifest_p = out_p.with_name(out_p.name + ".manifest.json")
-    manifest = {"model": model_path, "settings": asdict(settings), "n_prompts": len(prompts)}
+    manifest_p = sidecar_path(out_p)
+    manifest = {"model": model_path, "settings": asdict(settings), "n_prompts": len(prompts), "status": "running"}
     rows: list[dict[str, Any]] = []
     if out_p.exists():
         if not resume:
             raise FileExistsError(f"{out_p} exists; pass --resume to continue it or choose a new --out")
-        old = json.loads(manifest_p.read_text()) if manifest_p.exists() else {}
+        old = read_manifest(manifest_p) if manifest_p.exists() else {}
         if old.get("settings") != manifest["settings"] or old.get("model") != model_path:
             raise ValueError(f"refusing to resume {out_p}: it was sampled with a different model or settings")
         by_prompt: dict[int, list[dict[str, Any]]] = {}
         for r in read_jsonl(out_p):
             by_prompt.setdefault(r["prompt_index"], []).append(r)
         rows = [r for i in sorted(by_prompt) if len(by_prompt[i]) == settings.k for r in by_prompt[i]]
-    write_atomic(manifest_p, json.dumps(manifest, indent=2) + "\n")
+    write_manifest(manifest_p, manifest)
     done = {r["prompt_index"] for r in rows}
     todo = [i for i in range(len(prompts)) if i not in done]
     for i in tqdm(todo, desc="sample", unit="prompt", file=sys.stderr, disable=not show_progress):
@@ -245,6 +241,8 @@ def sample_to_file(
         write_atomic(out_p, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     if not todo:
         write_atomic(out_p, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    counts = {"prompts": len(prompts), "samples": len(rows)}
+    write_manifest(manifest_p, {**manifest, "status": "complete", "counts": counts})
     return {
         "out": str(out_p),
         "prompts": len(prompts),

@@ -1,0 +1,373 @@
+"""The sharded, resumable scoring runner behind ``dpocheck score``: pairs in, score rows and a manifest out.
+
+For each pair (x, y_w, y_l) a row holds log π(y|x) for y = y_w and y = y_l, summed over the response tokens and
+as the per-token mean (the released code's length-normalised convention, PAPER.md §1), with token counts and
+truncation flags (:data:`ROW_KEYS`, the contract with :mod:`dpocheck.llm.analysis`). Text comes from
+:mod:`~dpocheck.llm.render`, tokens from :mod:`~dpocheck.llm.encode`, log-probs from
+:mod:`~dpocheck.llm.kernels`.
+
+**Bad pairs** (an empty response, no response token within ``max_length``, a non-finite log-prob) stop the run
+with an error naming the record (``on_error="raise"``) or are skipped and listed with their reason in the
+manifest (``on_error="skip"``).
+
+**Output directory** (:func:`score_to_directory`): shards ``scores-<rank>-<k>.jsonl`` (written to a temp file and
+renamed, so a shard is complete or absent), ``manifest.json`` (:mod:`~dpocheck.llm.manifest`: model identity,
+data sha256, settings, tokenizer and chat template, counts) and, after all ranks finish, the merged
+``scores.jsonl`` sorted by index. The batch plan is a deterministic function of the data and settings, and shard
+``k`` always holds the same pairs, so a resumed run (``resume=True``) skips complete shards and reproduces the
+uninterrupted output exactly. Under ``torchrun`` the shards are dealt to ranks round-robin (``k % world_size``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from dpocheck._io import write_text_atomic as write_atomic
+from dpocheck.errors import InputError
+
+from .distributed import barrier, dist_info
+from .encode import (
+    PREFIX_MODES,
+    EncodedPair,
+    EncodeResult,
+    ScoringError,
+    encode_pairs,
+    padded_cost,
+    plan_batches,
+    plan_shards,
+    real_cost,
+)
+from .kernels import SequenceScore, score_batch
+from .manifest import (
+    MERGED,
+    SHARD_RE,
+    check_same_fingerprint,
+    complete_scores_manifest,
+    open_scores_manifest,
+    scores_fingerprint,
+    tokenizer_info,
+)
+from .render import CHAT_TEMPLATE_CHOICES, resolve_chat_template
+from .types import PreferencePair
+
+ROW_KEYS = (
+    "index",
+    "chosen_logp_sum",
+    "rejected_logp_sum",
+    "chosen_logp_mean",
+    "rejected_logp_mean",
+    "chosen_tokens",
+    "rejected_tokens",
+    "chosen_truncated",
+    "rejected_truncated",
+    "delta_reward",
+    "reward_source",
+    "subset",
+)
+ON_ERROR_CHOICES = ("raise", "skip")
+
+
+@dataclass
+class ScoreSettings:
+    """Everything that changes the scores or the output layout (recorded in the manifest; resume checks it)."""
+
+    max_length: int | None = 1024
+    batch_tokens: int = 4096
+    chat_template: str = "auto"
+    dtype: str = "auto"
+    prefix_mode: str = "packed"
+    shard_pairs: int = 128
+    on_error: str = "raise"
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.chat_template not in CHAT_TEMPLATE_CHOICES:
+            raise InputError(f"chat_template must be one of {CHAT_TEMPLATE_CHOICES}, got {self.chat_template!r}")
+        if self.prefix_mode not in PREFIX_MODES:
+            raise InputError(f"prefix_mode must be one of {PREFIX_MODES}, got {self.prefix_mode!r}")
+        if self.on_error not in ON_ERROR_CHOICES:
+            raise InputError(f"on_error must be one of {ON_ERROR_CHOICES}, got {self.on_error!r}")
+        if self.batch_tokens < 1:
+            raise InputError(f"batch_tokens must be >= 1, got {self.batch_tokens}")
+        if self.shard_pairs < 1:
+            raise InputError(f"shard_pairs must be >= 1, got {self.shard_pairs}")
+        if self.max_length is not None and self.max_length < 2:
+            raise InputError(f"max_length must be >= 2, got {self.max_length}")
+
+
+def make_row(pair: PreferencePair, enc: EncodedPair, chosen: SequenceScore, rejected: SequenceScore) -> dict:
+    """The output row of one pair (exact keys :data:`ROW_KEYS`, the contract with the analysis side)."""
+    for name, s in (("chosen", chosen), ("rejected", rejected)):
+        if not s.finite or not math.isfinite(s.logp_sum):
+            raise ScoringError(pair.index, name, f"has a non-finite log-probability ({s.logp_sum})", "non_finite")
+        if s.tokens < 1:
+            raise ScoringError(pair.index, name, "has no scored tokens", "empty_response")
+    return {
+        "index": pair.index,
+        "chosen_logp_sum": chosen.logp_sum,
+        "rejected_logp_sum": rejected.logp_sum,
+        "chosen_logp_mean": chosen.logp_mean,
+        "rejected_logp_mean": rejected.logp_mean,
+        "chosen_tokens": chosen.tokens,
+        "rejected_tokens": rejected.tokens,
+        "chosen_truncated": enc.chosen_truncated,
+        "rejected_truncated": enc.rejected_truncated,
+        "delta_reward": pair.delta_reward,
+        "reward_source": pair.reward_source,
+        "subset": pair.subset,
+    }
+
+
+def score_pairs(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PreferencePair],
+    settings: ScoreSettings | None = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Score pairs in memory: (rows sorted by index, skipped records). Same batching as the CLI."""
+    settings = settings or ScoreSettings()
+    use_tpl = resolve_chat_template(tokenizer, settings.chat_template)
+    enc = encode_pairs(tokenizer, pairs, settings, use_tpl)
+    pad = _pad_id(tokenizer)
+    rows, skipped = [], list(enc.skipped)
+    for batch in plan_batches(enc.encoded, settings.batch_tokens, settings.prefix_mode):
+        r, s = _score_planned_batch(model, enc, batch, pad, settings)
+        rows += r
+        skipped += s
+        if progress is not None:
+            progress(len(batch))
+    rows.sort(key=lambda row: row["index"])
+    return rows, skipped
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for cand in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if cand is not None:
+            return int(cand)
+    return 0  # pragma: no cover
+
+
+def _score_planned_batch(
+    model: Any, enc: EncodeResult, batch: Sequence[int], pad: int, settings: ScoreSettings
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    import torch
+
+    with torch.inference_mode():
+        scores = score_batch(model, [enc.encoded[i] for i in batch], pad, settings.prefix_mode)
+    rows, skipped = [], []
+    for k, i in enumerate(batch):
+        try:
+            rows.append(make_row(enc.pairs[i], enc.encoded[i], scores[2 * k], scores[2 * k + 1]))
+        except ScoringError as err:
+            if settings.on_error == "raise":
+                raise
+            skipped.append({"index": enc.pairs[i].index, "reason": err.reason, "error": str(err)})
+    return rows, skipped
+
+
+# ----------------------------------------------------------------------------------------------- files
+def _jsonl(rows: Iterable[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows of a JSONL file (blank lines ignored)."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _shard_files(out: Path) -> dict[int, Path]:
+    found: dict[int, Path] = {}
+    for f in out.iterdir():
+        m = SHARD_RE.match(f.name)
+        if m:
+            k = int(m.group(2))
+            if k in found:
+                raise RuntimeError(f"two files for shard {k} in {out}: {found[k].name}, {f.name}")
+            found[k] = f
+    return found
+
+
+def _skipped_file(shard: Path) -> Path:
+    return shard.with_name(shard.stem + ".skipped.json")
+
+
+# ----------------------------------------------------------------------------------------------- the runner
+@dataclass
+class ScoreRun:
+    """What :func:`score_to_directory` did on this rank."""
+
+    out_dir: Path
+    n_pairs: int
+    n_scored_now: int
+    n_shards: int
+    shards_done_before: int
+    skipped: list[dict[str, Any]]
+    seconds: float
+    tokens: int
+    merged: Path | None
+
+
+def score_to_directory(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PreferencePair],
+    out_dir: str | os.PathLike[str],
+    settings: ScoreSettings,
+    *,
+    model_identity: dict[str, Any],
+    data_identity: dict[str, Any],
+    resume: bool = False,
+    extra_manifest: dict[str, Any] | None = None,
+    show_progress: bool = True,
+) -> ScoreRun:
+    """Score ``pairs`` into ``out_dir`` (shards, manifest, merged ``scores.jsonl``); resumable; torchrun-aware.
+
+    Rank r processes the shards k with k % world_size == r that are not complete yet (a shard file exists only
+    once complete: it is written to a temp file and renamed). After a barrier, rank 0 checks every shard against
+    the plan and merges them.
+    """
+    from tqdm import tqdm
+
+    rank, world = dist_info()
+    out = Path(out_dir)
+    use_tpl = resolve_chat_template(tokenizer, settings.chat_template)
+    tok = tokenizer_info(tokenizer, use_tpl)
+    fp = scores_fingerprint(model_identity, data_identity, asdict(settings), tok)
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        open_scores_manifest(
+            out,
+            fp,
+            resume=resume,
+            world_size=world,
+            row_keys=list(ROW_KEYS),
+            tokenizer_detail=tok,
+            extra=extra_manifest,
+        )
+        for f in out.iterdir():  # leftovers of a killed writer
+            if f.name.startswith(".") and ".tmp-" in f.name:
+                f.unlink()
+    barrier()
+    if rank != 0:
+        check_same_fingerprint(out, fp, rank)
+
+    t0 = time.perf_counter()
+    enc = encode_pairs(tokenizer, pairs, settings, use_tpl)
+    batches = plan_batches(enc.encoded, settings.batch_tokens, settings.prefix_mode)
+    shards = plan_shards(batches, settings.shard_pairs)
+    pad = _pad_id(tokenizer)
+    done = _shard_files(out)
+    mine = [k for k in range(len(shards)) if k % world == rank and k not in done]
+    todo_pairs = sum(len(b) for k in mine for b in shards[k])
+    n_tokens = 0
+    skipped_now: list[dict[str, Any]] = []
+    bar = tqdm(
+        total=todo_pairs,
+        desc=f"score rank {rank}" if world > 1 else "score",
+        unit="pair",
+        file=sys.stderr,
+        disable=not show_progress,
+        position=rank if world > 1 else None,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        dynamic_ncols=True,
+    )
+    try:
+        for k in mine:
+            rows: list[dict[str, Any]] = []
+            shard_skipped: list[dict[str, Any]] = []
+            for batch in shards[k]:
+                r, s = _score_planned_batch(model, enc, batch, pad, settings)
+                rows += r
+                shard_skipped += s
+                n_tokens += sum(real_cost(enc.encoded[i], settings.prefix_mode) for i in batch)
+                bar.update(len(batch))
+                el = time.perf_counter() - t0
+                bar.set_postfix_str(f"{n_tokens / max(el, 1e-9):.0f} tok/s")
+            rows.sort(key=lambda row: row["index"])
+            path = out / f"scores-{rank}-{k}.jsonl"
+            if shard_skipped:
+                write_atomic(_skipped_file(path), json.dumps(shard_skipped) + "\n")
+            write_atomic(path, _jsonl(rows))
+            skipped_now += shard_skipped
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    barrier()
+    merged = None
+    if rank == 0:
+        merged = merge_shards(
+            out,
+            enc,
+            shards,
+            settings.prefix_mode,
+            session={"rank_0_seconds": seconds, "world_size": world, "tokens_rank_0": n_tokens},
+        )
+    barrier()
+    return ScoreRun(
+        out, len(pairs), todo_pairs, len(shards), len(done), enc.skipped + skipped_now, seconds, n_tokens, merged
+    )
+
+
+def merge_shards(
+    out: Path,
+    enc: EncodeResult,
+    shards: Sequence[Sequence[Sequence[int]]],
+    prefix_mode: str,
+    session: dict[str, Any],
+) -> Path:
+    """Check every shard against the plan, write ``scores.jsonl`` sorted by index, finish the manifest."""
+    files = _shard_files(out)
+    missing = [k for k in range(len(shards)) if k not in files]
+    if missing:
+        raise RuntimeError(f"cannot merge {out}: shards {missing[:10]} are missing")
+    extra = sorted(set(files) - set(range(len(shards))))
+    if extra:
+        raise RuntimeError(f"cannot merge {out}: shard files {extra[:10]} are not in the plan")
+    rows: list[dict[str, Any]] = []
+    skipped = list(enc.skipped)
+    for k in range(len(shards)):
+        shard_rows = read_jsonl(files[k])
+        sk_path = _skipped_file(files[k])
+        shard_skipped = json.loads(sk_path.read_text()) if sk_path.exists() else []
+        expect = sorted(enc.pairs[i].index for b in shards[k] for i in b)
+        got = sorted([r["index"] for r in shard_rows] + [s["index"] for s in shard_skipped])
+        if got != expect:
+            raise RuntimeError(f"shard file {files[k].name} does not hold the pairs the plan puts in shard {k}")
+        rows += shard_rows
+        skipped += shard_skipped
+    rows.sort(key=lambda r: r["index"])
+    indices = [r["index"] for r in rows]
+    if len(set(indices)) != len(indices):
+        raise RuntimeError(f"duplicate indices while merging {out}")
+    merged = out / MERGED
+    write_atomic(merged, _jsonl(rows))
+    real = sum(real_cost(e, prefix_mode) for e in enc.encoded)
+    padded = sum(padded_cost([enc.encoded[i] for i in b], prefix_mode) for s in shards for b in s)
+    counts = {
+        "pairs_in": len(enc.pairs) + len(enc.skipped),
+        "scored": len(rows),
+        "skipped": len(skipped),
+        "chosen_truncated": sum(r["chosen_truncated"] for r in rows),
+        "rejected_truncated": sum(r["rejected_truncated"] for r in rows),
+        "prompt_truncated": sum(e.prompt_truncated for e in enc.encoded),
+        "boundary_merged": sum(e.boundary_merged for e in enc.encoded),
+        "shards": len(shards),
+        "batches": sum(len(s) for s in shards),
+        "tokens_real": real,
+        "tokens_padded": padded,
+        "padding_efficiency": real / padded if padded else 1.0,
+    }
+    complete_scores_manifest(out, counts, skipped, session)
+    return merged

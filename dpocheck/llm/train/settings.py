@@ -1,0 +1,234 @@
+"""Settings of ``dpocheck train`` and every check that needs no model (exit 2 naming the field, C-free plumbing).
+
+:class:`TrainSettings` is the run's typed arguments; :func:`validate` refuses bad numbers and choices, an
+unwritable or already used ``--out``, a ``--resume`` whose settings differ from the run's manifest, and reference
+scores (``--reference-scores``) made from another model, data set or rendering — all before anything heavy is
+loaded, with :class:`InputError` (the CLI prints its one line and exits 2).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from dpocheck.errors import InputError
+from dpocheck.llm.manifest import MANIFEST, differences, is_complete, read_manifest
+
+METRICS = "metrics.jsonl"
+RESUME_FREE = ("resume", "threads", "progress")  # settings that may differ when a run is resumed
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainSettings:
+    """Everything ``dpocheck train`` needs; all but :data:`RESUME_FREE` must match on ``--resume``."""
+
+    data: str
+    loss: str
+    beta: float
+    out: str
+    model: str | None = None
+    format: str = "auto"
+    delta_reward_source: str = "auto"
+    max_length: int | None = 1024
+    batch_tokens: int = 4096
+    limit: int | None = None
+    on_error: str = "raise"
+    chat_template: str = "auto"
+    dtype: str = "auto"
+    device: str | None = None
+    trust_remote_code: bool = False
+    gamma: float | None = None
+    tau: float | None = None
+    alpha: float | None = None
+    normalize: str = "sum"
+    max_steps: int | None = None
+    epochs: float | None = None
+    lr: float = 1e-6
+    batch_size: int = 2
+    grad_accum: int = 1
+    eval_every: int = 10
+    save_steps: int = 50
+    heldout: str | None = None
+    seed: int = 0
+    reference_scores: str | None = None
+    corrupt_reference: float | None = None
+    corrupt_steps: int = 20
+    corrupt_lr: float = 1e-4
+    resume: bool = False
+    threads: int | None = None
+    progress: bool = True
+
+    def loss_params(self) -> dict[str, float]:
+        """The loss hyper-parameters given on the command line (γ, τ, α); the registry fills the rest."""
+        return {k: v for k, v in (("gamma", self.gamma), ("tau", self.tau), ("alpha", self.alpha)) if v is not None}
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the original, with paths made absolute."""
+        d = asdict(self)
+        for k in ("data", "out", "heldout", "reference_scores"):
+            if d[k] is not None:
+                d[k] = os.path.abspath(d[k])
+        d["model"] = str(resolve_model_path(self.model))
+        return {k: v for k, v in d.items() if k not in RESUME_FREE}
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def resolve_model_path(model: str | None) -> Path:
+    """The model path (``None``: the SmolLM2 GGUF default), absolute; FileNotFoundError → InputError."""
+    from dpocheck.llm.models import default_model_path
+
+    try:
+        p = Path(model) if model is not None else default_model_path()
+    except FileNotFoundError as err:
+        raise InputError(f"--model: {err}") from err
+    return p.resolve()
+
+
+def _nearest_existing(p: Path) -> Path:
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_out_dir(out: str, resume: bool) -> None:
+    """``--out`` must be writable, new (or empty) unless ``--resume``, and hold a run when ``--resume``."""
+    p = Path(out).absolute()
+    if p.exists() and not p.is_dir():
+        raise InputError(f"--out: {p} exists and is not a directory")
+    base = _nearest_existing(p)
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise InputError(f"--out: {p} is not writable (no write permission on {base})")
+    if resume:
+        if not (p / MANIFEST).is_file():
+            raise InputError(f"--resume: {p} holds no training run (no {MANIFEST}); drop --resume to start one")
+    elif p.is_dir() and any(p.iterdir()):
+        raise InputError(f"--out: {p} already exists and is not empty; pass --resume or choose a new one")
+
+
+def resolve_loss(settings: TrainSettings) -> tuple[Any, dict[str, float]]:
+    """(LossSpec, its full parameters) for ``settings.loss`` (the core's registry lookup); unknown loss or bad
+    parameter → InputError naming the command-line flag (``--loss``, ``--gamma``, …)."""
+    from .dataset import TrainingInputError
+    from .dataset import resolve_loss as core_resolve_loss
+
+    try:
+        spec, params = core_resolve_loss(settings.loss, settings.loss_params())
+    except TrainingInputError as err:
+        flag = "--" + (err.field if err.field in ("gamma", "tau", "alpha") else "loss")
+        raise InputError(f"{flag}: {err}") from None
+    return spec, dict(params)
+
+
+def validate(settings: TrainSettings) -> None:
+    """Every check that needs no model: numbers, choices, paths, the resume settings, the reference manifest."""
+    s = settings
+    if not (isinstance(s.beta, int | float) and math.isfinite(s.beta) and s.beta > 0):
+        raise InputError(f"--beta: must be a finite number > 0, got {s.beta!r}")
+    if s.gamma is not None and not (math.isfinite(s.gamma) and s.gamma >= 0):
+        raise InputError(f"--gamma: must be a finite number >= 0, got {s.gamma!r}")
+    if s.normalize not in ("sum", "mean"):
+        raise InputError(f"--normalize: expected sum or mean, got {s.normalize!r}")
+    if s.dtype not in ("auto", "fp32"):
+        raise InputError(f"--dtype: training runs in fp32 (auto means fp32 here), got {s.dtype!r}")
+    for name, value, low in (
+        ("--batch-size", s.batch_size, 1),
+        ("--grad-accum", s.grad_accum, 1),
+        ("--eval-every", s.eval_every, 1),
+        ("--save-steps", s.save_steps, 1),
+        ("--batch-tokens", s.batch_tokens, 1),
+        ("--corrupt-steps", s.corrupt_steps, 1),
+        ("--max-steps", s.max_steps, 1),
+    ):
+        if value is not None and value < low:
+            raise InputError(f"{name}: must be >= {low}, got {value}")
+    if s.epochs is not None and not (math.isfinite(s.epochs) and s.epochs > 0):
+        raise InputError(f"--epochs: must be > 0, got {s.epochs!r}")
+    if s.max_steps is not None and s.epochs is not None:
+        raise InputError("--max-steps and --epochs: give one of them")
+    if not (math.isfinite(s.lr) and s.lr > 0):
+        raise InputError(f"--lr: must be > 0, got {s.lr!r}")
+    if s.max_length is not None and s.max_length < 2:
+        raise InputError(f"--max-length: must be >= 2 (or 0 for no limit), got {s.max_length}")
+    if s.corrupt_reference is not None:
+        r = s.corrupt_reference
+        if not (math.isfinite(r) and 0.0 <= r <= 1.0):
+            raise InputError(f"--corrupt-reference: the share R must lie in [0, 1], got {r!r}")
+        if s.reference_scores is not None:
+            raise InputError(
+                "--reference-scores: cannot be reused with --corrupt-reference (the corrupted model is the reference)"
+            )
+        if not (math.isfinite(s.corrupt_lr) and s.corrupt_lr > 0):
+            raise InputError(f"--corrupt-lr: must be > 0, got {s.corrupt_lr!r}")
+    if s.threads is not None and s.threads < 1:
+        raise InputError(f"--threads: must be >= 1, got {s.threads}")
+    if not Path(s.data).is_file():
+        raise InputError(f"--data: preference data file not found: {s.data}")
+    if s.heldout is not None and not Path(s.heldout).is_file():
+        raise InputError(f"--heldout: file not found: {s.heldout}")
+    model_path = resolve_model_path(s.model)
+    if not model_path.exists():
+        raise InputError(f"--model: {model_path} does not exist")
+    resolve_loss(s)
+    check_out_dir(s.out, s.resume)
+    if s.resume:
+        check_resume_settings(Path(s.out), s)
+    if s.reference_scores is not None:
+        check_reference_scores(Path(s.reference_scores), model_path, Path(s.data), s)
+
+
+def check_resume_settings(out: Path, settings: TrainSettings) -> None:
+    """A resumed run must use the settings of the run in ``out``; the first difference is named (InputError)."""
+    old = read_manifest(out / MANIFEST).get("settings", {})
+    diffs = differences(old, settings.identity())
+    if diffs:
+        key, change = diffs[0].split(": ", 1)
+        raise InputError(
+            f"--resume: setting {key!r} differs from the run in {out} ({change}); "
+            "resume with the original settings or start a new --out"
+        )
+
+
+def check_reference_scores(ref: Path, model_path: Path, data: Path, settings: TrainSettings) -> dict[str, Any]:
+    """The manifest of a ``dpocheck score`` folder must name this model, data and rendering; returns it.
+
+    Checked: the model files (path, sizes, mtimes, metadata hashes), the data's sha256 and Δr* source, the token
+    budget (``max_length``), the chat-template mode and fp32 weights — what changes δ_ref. A mismatch raises
+    InputError naming the field, never a silent recomputation.
+    """
+    from dpocheck.llm.manifest import sha256_file
+    from dpocheck.llm.models import model_fingerprint
+
+    mpath = ref / MANIFEST
+    if not (ref / "scores.jsonl").is_file() or not mpath.is_file():
+        raise InputError(f"--reference-scores: {ref} is not a finished `dpocheck score` folder")
+    manifest = read_manifest(mpath)
+    if not is_complete(manifest):
+        raise InputError(f"--reference-scores: {ref} is an unfinished scoring run (status {manifest.get('status')!r})")
+    fp = manifest.get("fingerprint", {})
+    model_fp = model_fingerprint(model_path)
+    got_model = {k: fp.get("model", {}).get(k) for k in ("path", "files")}
+    if got_model != model_fp:
+        raise InputError(
+            f"--reference-scores: model in {mpath} ({got_model['path']}) is not --model ({model_fp['path']}) "
+            "or its files changed"
+        )
+    if fp.get("model", {}).get("dtype") != "torch.float32":
+        dtype = fp.get("model", {}).get("dtype")
+        raise InputError(f"--reference-scores: model.dtype is {dtype!r}; training needs fp32 reference scores")
+    data_fp = fp.get("data", {})
+    if data_fp.get("sha256") != sha256_file(data):
+        raise InputError(f"--reference-scores: data.sha256 in {mpath} is not that of --data {data}")
+    if data_fp.get("delta_reward_source") != settings.delta_reward_source:
+        raise InputError(
+            f"--reference-scores: data.delta_reward_source {data_fp.get('delta_reward_source')!r} != "
+            f"{settings.delta_reward_source!r}"
+        )
+    sfp = fp.get("settings", {})
+    for key, value in (("max_length", settings.max_length), ("chat_template", settings.chat_template)):
+        if sfp.get(key) != value:
+            raise InputError(f"--reference-scores: settings.{key} {sfp.get(key)!r} != {value!r} of this run")
+    return manifest
