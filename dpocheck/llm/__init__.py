@@ -8,7 +8,9 @@ What lives where (data flows top to bottom; imports only go down the list or to 
 - ``kernels`` — log-prob kernels (packed, cache-shared, unshared); ``runner`` — sharded resumable ``score``;
   ``distributed`` — torch.distributed helpers; ``manifest`` — the one writer/reader of run manifests.
 - ``models`` — loading local models (HF folders, GGUF) and toy models; ``reward`` — Δr* from a reward model;
-  ``sample`` — on-policy samples; ``analysis`` — C2/C3/C4/C8 on score tables.
+  ``sample`` — on-policy samples.
+- ``scores`` — reading/validating score folders (ScoreTable, read_scores, Δr* source); ``results`` — the
+  C2/C3/C4/C8 computation; ``report`` — its Markdown, JSON and Fig. 1; ``analysis`` re-exports all three.
 - ``cli_model`` (``score``, ``sample``) and ``cli_data`` (``violations``, ``reward``) — the sub-commands.
 
 Importing this package is cheap: transformers / torch are imported lazily by the modules that need them.

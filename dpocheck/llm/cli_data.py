@@ -12,6 +12,8 @@ from pathlib import Path
 
 from dpocheck._io import write_text_atomic
 
+from .results import DEFAULT_BETAS, DEFAULT_GAMMAS
+
 
 def _float_list(text: str) -> list[float]:
     try:
@@ -45,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     v.add_argument("--scores", required=True, help="scores directory written by `dpocheck score` (π_ref)")
     v.add_argument("--policy-scores", default=None, help="scores directory of a trained policy (same pairs)")
-    v.add_argument("--beta", type=_float_list, default=[0.01, 0.1, 1.0, 5.0, 10.0], help="β grid, e.g. 0.01,0.1,1,5,10")
+    v.add_argument("--beta", type=_float_list, default=list(DEFAULT_BETAS), help="β grid, e.g. 0.01,0.1,1,5,10")
     v.add_argument(
         "--normalize",
         type=_normalizations,
@@ -70,8 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument(
         "--gamma",
         type=_float_list,
-        default=[0.05, 0.5],
-        help="γ values for the C8 'still violated with margin' column (default: released code's 0.05, 0.5)",
+        default=list(DEFAULT_GAMMAS),
+        help="γ values for the C8 'still violated with margin' column (default: released code's demo and default γ)",
     )
     v.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for 95 %% intervals")
     v.add_argument("--seed", type=int, default=0, help="bootstrap seed")

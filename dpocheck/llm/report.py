@@ -1,0 +1,225 @@
+"""Reporting of a ``dpocheck violations`` result: Markdown tables, strict JSON and the toy Fig. 1 (C1, C2, C3)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dpocheck.theory import delta_opt, undesirable_space_nonempty, violation_mask
+
+from .scores import DeltaReward, ScoreTable
+
+
+# ------------------------------------------------------------------------------------------------- outputs
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return str(x)
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _pct(share: dict[str, Any] | None) -> str:
+    if not share or share.get("value") is None:
+        return "—"
+    s = f"{100 * share['value']:.1f} %"
+    if share.get("ci95"):
+        lo, hi = share["ci95"]
+        s += f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+    return s
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown tables; every table names its claim, β and normalisation."""
+    norm = report["normalization"]
+    inp = report["inputs"]
+    ref = report["reference"]
+    lines = [
+        f"# DPO–RLHF equivalence check on {inp['n_pairs']} scored pairs ({norm} log-probs)",
+        "",
+        f"- scores: `{inp['scores']}` ({len(inp['shards'])} shard(s), "
+        f"{inp['n_duplicate_rows_dropped']} duplicate rows dropped, {inp['index_gaps']} index gaps, "
+        f"{inp['n_truncated_pairs']} pairs with a truncated response)",
+        f"- normalisation `{norm}`: {report['normalization_note']}",
+        f"- Δr* source: {report['delta_reward']['source']}",
+        f"- 95 % intervals: percentile bootstrap, {report['n_bootstrap']} resamples, seed {report['seed']}",
+    ]
+    for w in inp["warnings"]:
+        lines.append(f"- WARNING: {w}")
+    if report["delta_reward"].get("note"):
+        lines.append(f"- {report['delta_reward']['note']}")
+    lines += [
+        "",
+        f"## Reference model (β-independent, {norm})",
+        "",
+        "| quantity | claim | value [95 % CI] |",
+        "|---|---|---|",
+        f"| reference preference rate (δ_ref > 0) | {ref['reference_preference_rate']['claim']} | "
+        f"{_pct(ref['reference_preference_rate'])} |",
+        f"| U non-empty (δ_ref < 0) | {ref['u_nonempty_share']['claim']} | {_pct(ref['u_nonempty_share'])} |",
+        f"| median δ_ref | PAPER §1 | {_fmt(ref['delta_ref']['median'])} |",
+        f"| median log(1/π_ref(y_w) + 1/π_ref(y_l)) | {ref['log_margin_per_unit_gamma']['claim']} | "
+        f"{_fmt(ref['log_margin_per_unit_gamma']['median'])} ({ref['log_margin_per_unit_gamma']['note']}) |",
+        "",
+    ]
+    if report["delta_reward"]["available"]:
+        label = " (ASSUMED constant Δr*)" if report["delta_reward"]["assumed"] else ""
+        lines += [
+            f"## Violation of the implicit assumption (C2, Eq. 11){label}, {norm} log-probs",
+            "",
+            "| β | violation rate (C2) [95 % CI] | idealized ranking accuracy (1 − rate) | violated / n | "
+            "log10 γ* (C8, Eq. 27) |"
+            + "".join(
+                f" still violated with γ = {g['gamma']:g} (C8) |"
+                for g in report["per_beta"][0]["violation_rate_with_cpo_margin"]
+            ),
+            "|---|---|---|---|---|" + "---|" * len(report["per_beta"][0]["violation_rate_with_cpo_margin"]),
+        ]
+        for e in report["per_beta"]:
+            v = e["violation_rate"]
+            gs = e["gamma_star"]
+            lines.append(
+                f"| {e['beta']:g} | {_pct(v)} | {_pct(e['idealized_ranking_accuracy'])} | "
+                f"{v['count']} / {v['n']} | "
+                f"{_fmt(gs.get('log10_gamma_star'))} |"
+                + "".join(f" {_pct(g)} |" for g in e["violation_rate_with_cpo_margin"])
+            )
+        if report["per_beta"][0].get("violation_rate_by_subset"):
+            names = list(report["per_beta"][0]["violation_rate_by_subset"])
+            lines += [
+                "",
+                f"### Violation rate (C2) by subset, {norm} log-probs",
+                "",
+                "| β | "
+                + " | ".join(f"{n} (n={report['per_beta'][0]['violation_rate_by_subset'][n]['n']})" for n in names)
+                + " |",
+                "|---|" + "---|" * len(names),
+            ]
+            for e in report["per_beta"]:
+                by = e["violation_rate_by_subset"]
+                lines.append(f"| {e['beta']:g} | " + " | ".join(_pct(by[n]) for n in names) + " |")
+    else:
+        lines += [
+            "## Violation rate (C2): not computed",
+            "",
+            f"No reward gap Δr*: {report['delta_reward']['source']}. Reported above is what needs no Δr*.",
+        ]
+    if "policy" in report:
+        p = report["policy"]
+        lines += [
+            "",
+            f"## Trained policy vs reference ({norm} log-probs, {p['n_joined']} joined pairs)",
+            "",
+            "| quantity | claim | value [95 % CI] |",
+            "|---|---|---|",
+            f"| share in U (δ_ref < δ_θ < 0) | {p['share_in_U']['claim']} | {_pct(p['share_in_U'])} |",
+            f"| preference accuracy (δ_θ > 0) | {p['preference_accuracy']['claim']} | "
+            f"{_pct(p['preference_accuracy'])} |",
+            f"| implicit-reward accuracy (δ_θ > δ_ref) | {p['implicit_reward_accuracy']['claim']} | "
+            f"{_pct(p['implicit_reward_accuracy'])} |",
+            "",
+            "| β | mean DPO loss (log 2 at π_ref) | mean DPO gradient weight (C4; β/2 at π_ref) | "
+            "mean weight in U | mean exit weight in U (C4) |",
+            "|---|---|---|---|---|",
+        ]
+        for e in report["per_beta"]:
+            q = e["policy"]
+            lines.append(
+                f"| {e['beta']:g} | {_fmt(q['dpo_loss_mean']['value'])} | "
+                f"{_fmt(q['dpo_gradient_weight']['mean'])} "
+                f"(β/2 = {_fmt(e['beta'] / 2)}) | {_fmt(q['dpo_gradient_weight_in_U']['mean'])} | "
+                f"{_fmt(q['exit_gradient_weight_in_U']['mean'])} |"
+            )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plot_fig1(
+    reference: ScoreTable,
+    delta_reward: DeltaReward,
+    betas: Sequence[float],
+    normalization: str,
+    path: str | Path,
+) -> Path:
+    """Toy Fig. 1: per β, a histogram of δ_{π*} = δ_ref + Δr*/β with the violated share (δ_{π*} ≤ 0) shaded.
+
+    Without Δr*, a single histogram of δ_ref with the share where U is non-empty (δ_ref < 0, C3) shaded.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d_ref = reference.delta(normalization)
+    if delta_reward.values is None:
+        panels = [(None, d_ref, np.asarray(undesirable_space_nonempty(d_ref)))]
+    else:
+        have = ~np.isnan(delta_reward.values)
+        panels = []
+        for beta in betas:
+            d_opt = np.asarray(delta_opt(d_ref[have], delta_reward.values[have], beta))
+            panels.append((beta, d_opt, np.asarray(violation_mask(d_ref[have], delta_reward.values[have], beta))))
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    for ax in axes.ravel()[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (beta, x, bad) in zip(axes.ravel(), panels, strict=False):
+        lo, hi = np.quantile(x, [0.005, 0.995]) if x.size else (-1.0, 1.0)
+        lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+        width = (hi - lo) / 60 if hi > lo else 1.0
+        edges = width * np.arange(math.floor(lo / width), math.ceil(hi / width) + 1)
+        xc = np.clip(x, edges[0], edges[-1])
+        ax.hist(xc[~bad], bins=edges, color="0.6", label="holds")
+        ax.hist(xc[bad], bins=edges, color="tab:red", alpha=0.8, label="violated" if beta else "U non-empty")
+        ax.axvline(0.0, color="k", lw=0.8)
+        share = 100.0 * float(bad.mean()) if bad.size else float("nan")
+        if beta is None:
+            ax.set_title(f"δ_ref ({normalization}); δ_ref < 0: {share:.1f} % (C3)", fontsize=9)
+            ax.set_xlabel("δ_ref = log π_ref(y_w) − log π_ref(y_l)")
+        else:
+            ax.set_title(f"β = {beta:g} ({normalization}): violated {share:.1f} % (C2)", fontsize=9)
+            ax.set_xlabel("δ_π* = δ_ref + Δr*/β")
+        ax.set_ylabel("pairs")
+        ax.legend(fontsize=7)
+    suffix = " — ASSUMED constant Δr*" if delta_reward.assumed else ""
+    fig.suptitle(f"Toy Fig. 1: implicit assumption of DPO (C1/C2){suffix}; tails clipped into edge bins", fontsize=9)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def report_to_json(report: dict[str, Any]) -> str:
+    """JSON text of a report; NaN/inf become null (strict JSON)."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(report), indent=2, ensure_ascii=False, default=_json_default) + "\n"
