@@ -356,3 +356,112 @@ def test_cli_violations_end_to_end(ref_dir, policy_dir, tmp_path, capsys):
     assert (tmp_path / "o3" / "fig1-sum.png").exists()
     assert main(["violations", "--scores", str(tmp_path / "missing"), "--quiet"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- manifests written, then read back
+def _manifest(d: Path, sha: str, scored: int | None = None, status: str = "complete") -> None:
+    """A scores manifest made by the writer functions `dpocheck score` uses."""
+    from dpocheck.llm import manifest as M
+
+    fresh = d.with_name(d.name + "-manifest")  # the scorer opens its manifest before any shard exists
+    fresh.mkdir()
+    fp = M.scores_fingerprint({"path": "m"}, {"path": "data.jsonl", "sha256": sha}, {}, {})
+    M.open_scores_manifest(fresh, fp, resume=False, world_size=1, row_keys=[], tokenizer_detail={})
+    if status == "complete":
+        M.complete_scores_manifest(fresh, {"scored": scored}, [], {})
+    (fresh / M.MANIFEST).replace(d / M.MANIFEST)
+
+
+def test_manifest_keys_written_are_read_back(ref_dir):
+    from dpocheck.llm import manifest as M
+
+    _manifest(ref_dir, "a" * 64, scored=6)
+    t = A.read_scores(ref_dir)
+    assert M.data_sha256(t.manifest) == "a" * 64
+    assert M.scored_pair_count(t.manifest) == 6 and M.is_complete(t.manifest)
+    assert any("expects 6 scored pairs but the shards hold 4 rows" in w for w in t.warnings)
+    # the reward sidecar records the data under identity.data
+    assert M.data_sha256({"identity": {"data": {"path": "x", "sha256": "b" * 64}}}) == "b" * 64
+
+
+def test_running_manifest_flagged(ref_dir):
+    _manifest(ref_dir, "a" * 64, status="running")
+    assert any("not complete (status 'running')" in w for w in A.read_scores(ref_dir).warnings)
+
+
+def _violations(*argv: str) -> int:
+    from dpocheck.cli import main
+
+    return main(["violations", "--quiet", "--no-plot", "--bootstrap", "20", *argv])
+
+
+def test_join_refused_when_data_differs(ref_dir, policy_dir, tmp_path, capsys):
+    _manifest(ref_dir, "a" * 64, scored=4)
+    _manifest(policy_dir, "b" * 64, scored=4)
+    out = tmp_path / "o"
+    assert _violations("--scores", str(ref_dir), "--policy-scores", str(policy_dir), "--out", str(out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dpocheck violations: error: data mismatch")
+    assert str(ref_dir) in err[0] and str(policy_dir) in err[0] and "a" * 64 in err[0] and "b" * 64 in err[0]
+    assert not out.exists()
+    rc = _violations(
+        "--scores", str(ref_dir), "--policy-scores", str(policy_dir), "--out", str(out), "--allow-data-mismatch"
+    )
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "policy join: 4 pairs joined, 0 reference-only, 0 policy-only" in err
+    rep = json.loads((out / "violations-sum.json").read_text())
+    assert any("joined anyway: --allow-data-mismatch" in w for w in rep["inputs"]["warnings"])
+    md = (out / "violations-sum.md").read_text()
+    assert "WARNING: data mismatch" in md and "policy join: 4 pairs joined" in md
+
+
+def test_delta_reward_join_refused_when_data_differs(ref_dir, tmp_path, capsys):
+    from dpocheck.llm import manifest as M
+
+    _manifest(ref_dir, "a" * 64, scored=4)
+    f = tmp_path / "dr.jsonl"
+    f.write_text("".join(json.dumps({"index": i, "delta_reward": 0.5}) + "\n" for i in (0, 1, 2)))
+    M.write_manifest(M.sidecar_path(f), {"identity": {"data": {"path": "y", "sha256": "c" * 64}}})
+    assert _violations("--scores", str(ref_dir), "--delta-reward", str(f), "--out", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert "data mismatch" in err and str(f) in err and "c" * 64 in err
+    M.write_manifest(M.sidecar_path(f), {"identity": {"data": {"path": "y", "sha256": "a" * 64}}})
+    assert _violations("--scores", str(ref_dir), "--delta-reward", str(f), "--out", str(tmp_path / "o")) == 0
+    assert "Δr* join: 3 of 4 scored pairs joined, 1 without Δr*" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--bootstrap", "-5"], "must be >= 0"),
+        (["--beta", "0.1,,1"], "empty entry"),
+        (["--beta", "1,1"], "duplicate value(s) 1"),
+        (["--gamma", "0.5,0.5"], "duplicate value(s) 0.5"),
+    ],
+)
+def test_violations_bad_arguments(ref_dir, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        _violations("--scores", str(ref_dir), "--out", str(tmp_path / "o"), *argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bootstrap_zero_means_no_intervals(ref_dir, tmp_path):
+    out = tmp_path / "o"
+    assert _violations("--scores", str(ref_dir), "--out", str(out), "--bootstrap", "0") == 0
+    rep = json.loads((out / "violations-sum.json").read_text())
+    assert rep["n_bootstrap"] == 0 and rep["per_beta"][0]["violation_rate"]["ci95"] is None
+
+
+def test_scores_given_a_file(ref_dir, tmp_path, capsys):
+    _manifest(ref_dir, "a" * 64, scored=4)
+    shard = ref_dir / "scores-0-0.jsonl"
+    assert _violations("--scores", str(shard), "--out", str(tmp_path / "o")) == 0
+    assert f"{shard} is a file; read the scores directory that holds it" in capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "violations-sum.json").read_text())["inputs"]["n_pairs"] == 4
+    lone = tmp_path / "lone.jsonl"
+    lone.write_text("{}\n")
+    assert _violations("--scores", str(lone), "--out", str(tmp_path / "o2")) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a scores directory" in err and "not found" not in err

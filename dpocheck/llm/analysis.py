@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from .report import plot_fig1, render_markdown, report_to_json
+from .report import join_summary, plot_fig1, render_markdown, report_to_json
 from .results import CLAIMS, DEFAULT_BETAS, DEFAULT_GAMMAS, NORMALIZATION_NOTES, analyze, bootstrap_mean_ci
 from .scores import (
     LOGP_FIELDS,
@@ -41,6 +41,7 @@ __all__ = [
     "analyze",
     "bootstrap_mean_ci",
     "index_gaps",
+    "join_summary",
     "plot_fig1",
     "read_delta_reward_file",
     "read_scores",

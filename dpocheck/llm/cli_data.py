@@ -16,13 +16,31 @@ from .results import DEFAULT_BETAS, DEFAULT_GAMMAS
 
 
 def _float_list(text: str) -> list[float]:
+    """A comma-separated list of numbers; empty entries (``0.1,,1``) and duplicates (``1,1``) are refused."""
+    parts = [v.strip() for v in text.split(",")]
+    if not any(parts):
+        raise argparse.ArgumentTypeError("expected at least one number")
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"empty entry in the comma-separated list {text!r}")
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in parts]
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
+    dups = sorted({v for v in values if values.count(v) > 1})
+    if dups:
+        raise argparse.ArgumentTypeError(f"duplicate value(s) {', '.join(f'{v:g}' for v in dups)} in {text!r}")
     return values
+
+
+def _bootstrap_count(text: str) -> int:
+    """Bootstrap resamples: a whole number >= 0 (0 switches the 95 % intervals off)."""
+    try:
+        n = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from err
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: no intervals), got {n}")
+    return n
 
 
 def _normalizations(text: str) -> list[str]:
@@ -75,7 +93,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=list(DEFAULT_GAMMAS),
         help="γ values for the C8 'still violated with margin' column (default: released code's demo and default γ)",
     )
-    v.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for 95 %% intervals")
+    v.add_argument(
+        "--bootstrap",
+        type=_bootstrap_count,
+        default=2000,
+        help="bootstrap resamples for 95 %% intervals (0: no intervals)",
+    )
+    v.add_argument(
+        "--allow-data-mismatch",
+        action="store_true",
+        help="join --policy-scores / --delta-reward made from different data (by index; the report says so)",
+    )
     v.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     v.add_argument("--out", default=None, help="output directory (default: SCORES/violations)")
     v.add_argument("--no-plot", action="store_true", help="skip the toy Fig. 1 plot")
@@ -116,39 +144,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _violations(args: argparse.Namespace) -> int:
     from . import analysis as A
+    from .scores import check_same_data, delta_reward_manifest
 
-    try:
-        ref = A.read_scores(args.scores)
-        policy = A.read_scores(args.policy_scores) if args.policy_scores else None
-        dr = A.resolve_delta_reward(
-            ref,
-            delta_reward_file=args.delta_reward,
-            assume=args.assume_delta_reward,
-            use_rows=not args.ignore_row_delta_reward,
-        )
-        out = Path(args.out) if args.out else Path(args.scores) / "violations"
-        written = []
-        for norm in args.normalize:
-            report = A.analyze(
+    ref = A.read_scores(args.scores)
+    notes = []
+    policy = None
+    if args.policy_scores:
+        policy = A.read_scores(args.policy_scores)
+        notes.append(check_same_data(ref, policy.manifest, policy.source, allow_mismatch=args.allow_data_mismatch))
+    if args.delta_reward:
+        notes.append(
+            check_same_data(
                 ref,
-                betas=args.beta,
-                normalization=norm,
-                delta_reward=dr,
-                policy=policy,
-                gammas=args.gamma,
-                n_bootstrap=args.bootstrap,
-                seed=args.seed,
+                delta_reward_manifest(args.delta_reward),
+                str(args.delta_reward),
+                allow_mismatch=args.allow_data_mismatch,
             )
-            md = A.render_markdown(report)
-            written.append(write_text_atomic(out / f"violations-{norm}.json", A.report_to_json(report)))
-            written.append(write_text_atomic(out / f"violations-{norm}.md", md))
-            if not args.no_plot:
-                written.append(A.plot_fig1(ref, dr, args.beta, norm, out / f"fig1-{norm}.png"))
-            if not args.quiet:
-                print(md)
-    except (A.ScoresError, ValueError, FileNotFoundError) as err:
-        print(f"dpocheck violations: error: {err}", file=sys.stderr)
-        return 2
+        )
+    ref.warnings.extend(n for n in notes if n)
+    dr = A.resolve_delta_reward(
+        ref,
+        delta_reward_file=args.delta_reward,
+        assume=args.assume_delta_reward,
+        use_rows=not args.ignore_row_delta_reward,
+    )
+    out = Path(args.out) if args.out else Path(ref.source) / "violations"
+    for w in ref.warnings:
+        print(f"dpocheck violations: warning: {w}", file=sys.stderr)
+    written = []
+    for norm in args.normalize:
+        report = A.analyze(
+            ref,
+            betas=args.beta,
+            normalization=norm,
+            delta_reward=dr,
+            policy=policy,
+            gammas=args.gamma,
+            n_bootstrap=args.bootstrap,
+            seed=args.seed,
+        )
+        md = A.render_markdown(report)
+        written.append(write_text_atomic(out / f"violations-{norm}.json", A.report_to_json(report)))
+        written.append(write_text_atomic(out / f"violations-{norm}.md", md))
+        if not args.no_plot:
+            written.append(A.plot_fig1(ref, dr, args.beta, norm, out / f"fig1-{norm}.png"))
+        if not args.quiet:
+            print(md)
+    for line in A.join_summary(report):
+        print(f"dpocheck violations: {line}", file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
     return 0
 

@@ -37,6 +37,24 @@ def _pct(share: dict[str, Any] | None) -> str:
     return s
 
 
+def join_summary(report: dict[str, Any]) -> list[str]:
+    """Joined / unjoined counts of the joins behind a report (Δr* file, policy scores), one line each."""
+    lines = []
+    dr = report["delta_reward"]
+    if dr.get("available") and "joined on index" in dr["source"]:
+        lines.append(
+            f"Δr* join: {dr['n_with']} of {report['inputs']['n_pairs']} scored pairs joined, "
+            f"{dr['n_without']} without Δr*"
+        )
+    if "policy" in report:
+        p = report["policy"]
+        lines.append(
+            f"policy join: {p['n_joined']} pairs joined, {p['n_reference_only']} reference-only, "
+            f"{p['n_policy_only']} policy-only (left out)"
+        )
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables; every table names its claim, β and normalisation."""
     norm = report["normalization"]
@@ -54,6 +72,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for w in inp["warnings"]:
         lines.append(f"- WARNING: {w}")
+    lines += [f"- {line}" for line in join_summary(report)]
     if report["delta_reward"].get("note"):
         lines.append(f"- {report['delta_reward']['note']}")
     lines += [

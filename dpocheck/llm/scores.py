@@ -18,7 +18,16 @@ import numpy as np
 
 from dpocheck.errors import InputError
 
-from .manifest import MANIFEST, MERGED, ManifestError, is_complete, read_manifest, scored_pair_count
+from .manifest import (
+    MANIFEST,
+    MERGED,
+    ManifestError,
+    data_sha256,
+    is_complete,
+    read_manifest,
+    scored_pair_count,
+    sidecar_path,
+)
 
 NORMALIZATIONS = ("sum", "mean")
 LOGP_FIELDS = ("chosen_logp_sum", "rejected_logp_sum", "chosen_logp_mean", "rejected_logp_mean")
@@ -136,9 +145,19 @@ def read_scores(directory: str | os.PathLike[str]) -> ScoreTable:
     index range are expected where the data reader skipped records and are reported as a count only.
     """
     d = Path(directory)
+    note = None
+    if d.is_file() and d.suffix == ".jsonl" and (d.parent / MANIFEST).is_file():
+        note = f"{d} is a file; read the scores directory that holds it ({d.parent})"
+        d = d.parent
+    elif d.is_file():
+        raise ScoresError(
+            f"{d} is a file, not a scores directory (pass the folder `dpocheck score --out` wrote, with its {MANIFEST})"
+        )
     if not d.is_dir():
         raise ScoresError(f"scores directory not found: {d}")
     manifest, warnings = _read_manifest(d)
+    if note:
+        warnings.insert(0, note)
     shards = _select_shards(d, manifest, warnings)
     rows: dict[int, tuple[dict[str, Any], str]] = {}
     n_dup = 0
@@ -223,6 +242,36 @@ def _select_shards(d: Path, manifest: dict[str, Any] | None, warnings: list[str]
         warnings.append(f"{MERGED} is ignored because the run is not marked complete; reading the shards")
         return others
     return files
+
+
+def check_same_data(
+    reference: ScoreTable,
+    other_manifest: dict[str, Any] | None,
+    other_name: str,
+    *,
+    allow_mismatch: bool = False,
+) -> str | None:
+    """Refuse to join ``reference`` with an output made from a different data file (C2, C3 need the same pairs).
+
+    Compares the data sha256 the two manifests record. Returns None when they match or either is unknown; with
+    ``allow_mismatch`` returns a note for the report instead of raising :class:`ScoresError`.
+    """
+    mine, theirs = data_sha256(reference.manifest), data_sha256(other_manifest)
+    if mine is None or theirs is None or mine == theirs:
+        return None
+    msg = (
+        f"data mismatch: {reference.source} was scored on data sha256 {mine} but {other_name} was made from "
+        f"data sha256 {theirs}; joining them by index pairs unrelated records"
+    )
+    if not allow_mismatch:
+        raise ScoresError(msg + " (pass --allow-data-mismatch to join anyway)")
+    return msg + " (joined anyway: --allow-data-mismatch)"
+
+
+def delta_reward_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The manifest ``dpocheck reward`` wrote beside a Δr* file (``OUT.manifest.json``), None when absent."""
+    side = sidecar_path(path)
+    return read_manifest(side) if side.is_file() else None
 
 
 def _same_row(a: dict[str, Any], b: dict[str, Any]) -> bool:
