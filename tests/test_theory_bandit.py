@@ -240,7 +240,7 @@ def _mutated(**changes) -> dict:
     ],
 )
 def test_from_json_validation_names_the_field(data, message) -> None:
-    """from_json rejects each kind of bad input with a message naming the field (issue 2's list and more)."""
+    """from_json rejects each kind of bad input with a message naming the field (each kind)."""
     with pytest.raises(ValueError, match=message):
         TabularBandit.from_json(data)
 

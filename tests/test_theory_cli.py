@@ -1,4 +1,4 @@
-"""Smoke and contract tests of `dpocheck tabular BANDIT.json [--out RESULT.json]` (issue 2), in-process
+"""Smoke and contract tests of `dpocheck tabular BANDIT.json [--out RESULT.json]`, in-process
 through dpocheck.cli.main and once as a real subprocess."""
 
 from __future__ import annotations

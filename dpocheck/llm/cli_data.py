@@ -203,31 +203,27 @@ def _reward(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        settings = RewardSettings(
-            batch_size=args.batch_size,
-            max_length=args.max_length or None,
-            chat_template=args.chat_template,
-            dtype=args.dtype,
-            format=args.format,
-            prompt_style=args.prompt_style,
-            limit=args.limit,
-        )
-        run = reward_file(
-            args.reward_model,
-            args.data,
-            args.out,
-            settings,
-            device=args.device,
-            trust_remote_code=args.trust_remote_code,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            on_error=args.on_error,
-            show_progress=not args.no_progress,
-        )
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"dpocheck reward: error: {err}", file=sys.stderr)
-        return 2
+    settings = RewardSettings(
+        batch_size=args.batch_size,
+        max_length=args.max_length or None,
+        chat_template=args.chat_template,
+        dtype=args.dtype,
+        format=args.format,
+        prompt_style=args.prompt_style,
+        limit=args.limit,
+    )
+    run = reward_file(
+        args.reward_model,
+        args.data,
+        args.out,
+        settings,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        on_error=args.on_error,
+        show_progress=not args.no_progress,
+    )
     print(run.load_summary, file=sys.stderr)
     print(
         f"rewarded {run.n_scored_now} pairs now ({run.n_done_before} from an earlier run) in "

@@ -7,6 +7,7 @@ import math
 import sys
 from typing import Any
 
+from dpocheck.errors import InputError
 from dpocheck.theory import LOSS_NAMES, LOSSES
 
 from .trainer import REFERENCE_POINTS
@@ -150,9 +151,8 @@ def run(args: argparse.Namespace) -> int:
                 cols = trajectory_columns(list(keys2))
             final = {m: float(np.mean(traj.final(m))) for m in METRIC_COLUMNS}
         write_table(out, rows, cols)
-    except (ValueError, FloatingPointError, OverflowError) as err:
-        print(f"dpocheck sim: {err}", file=sys.stderr)
-        return 2
+    except (FloatingPointError, OverflowError) as err:  # from extreme settings: bad input (exit 2), named as such
+        raise InputError(f"numerical overflow with these settings ({err})") from err
     print(f"{args.loss}: final means over {batch.n_instances} instances (loss = mean over pairs):")
     for m, v in final.items():
         print(f"  {m:16s} {v:.6g}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dpocheck._io import write_json_atomic
+from dpocheck.errors import InputError
 
 MAX_ABS_EPSILON = 700.0  # e^ε of the E-CPOC constraint π(y_w) ≥ e^ε·π(y_l) must stay finite
 
@@ -85,18 +86,14 @@ def run(args: argparse.Namespace) -> int:
         gamma = _option(data, "gamma", args.gamma)
         epsilon = _option(data, "epsilon", args.epsilon)
         report = tabular_report(bandit, gamma=gamma, epsilon=epsilon)
-    except ValueError as err:
-        print(f"dpocheck tabular: error: {err}", file=sys.stderr)
-        return 2
-    except (ArithmeticError, OverflowError) as err:
+    except ArithmeticError as err:  # adds what failed; bad input (ValueError) goes to the central wrapper
         print(f"dpocheck tabular: numerical failure on this bandit: {err}", file=sys.stderr)
         return 3
     if args.out:
         try:
             write_json_atomic(args.out, report)
         except OSError as err:
-            print(f"dpocheck tabular: error: --out {args.out}: cannot write ({err.strerror or err})", file=sys.stderr)
-            return 2
+            raise InputError(f"--out {args.out}: cannot write ({err.strerror or err})") from err
     print(format_tabular_table(report))
     if args.out:
         print(f"\nwrote {args.out}")

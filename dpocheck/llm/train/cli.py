@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from dpocheck.llm.cli_model import _add_model_args
 
@@ -147,9 +146,8 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         result = train(settings_from_args(args))
-    except (InputError, ValueError, FileNotFoundError, FileExistsError, OverflowError) as err:
-        print(f"dpocheck train: error: {err}", file=sys.stderr)
-        return 2
+    except OverflowError as err:  # a setting beyond float64 is bad input (exit 2), not a numerical failure
+        raise InputError(str(err)) from err
     if result.is_main_process:
         print(json.dumps(result.summary()))
     return 0
