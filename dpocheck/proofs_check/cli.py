@@ -84,12 +84,12 @@ def run_proofs(args: argparse.Namespace) -> int:
             print(f"{c.id:<28} {c.paper_ref:<40} expected: {c.expected}")
         return 0
     if args.resume and not args.json:
-        print("dpocheck proofs: --resume needs --json PATH (the report it resumes from)", file=sys.stderr)
+        print("dpocheck proofs: error: --resume needs --json PATH (the report it resumes from)", file=sys.stderr)
         return 2
     try:
         selected = select_claims(args.only)
     except ValueError as err:
-        print(f"dpocheck proofs: {err}", file=sys.stderr)
+        print(f"dpocheck proofs: error: {err}", file=sys.stderr)
         return 2
     fingerprint = source_fingerprint()
     done = _load_resumable(args.json, args.profile, fingerprint) if args.resume and args.json.exists() else {}
