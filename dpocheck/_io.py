@@ -14,6 +14,7 @@ def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], None]) -
     """Let `writer` write a temporary file beside `path`, fsync it, then rename it over `path`; returns the path.
 
     The temporary file is named ".NAME.tmp-*" (leftovers are found by name) and removed if `writer` fails.
+    The final file gets mode 0o666 minus the process umask (mkstemp's 0o600 would hide results from others).
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -26,11 +27,19 @@ def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], None]) -
             os.fsync(fd)
         finally:
             os.close(fd)
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return out
+
+
+def _current_umask() -> int:
+    """The process umask (reading it requires setting it; restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
