@@ -66,7 +66,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="token budget per sequence; the prompt is cut from the left first (0: no limit)",
     )
     p.add_argument("--batch-tokens", type=int, default=4096, help="memory budget: padded tokens per forward batch")
-    p.add_argument("--shard-pairs", type=int, default=128, help="pairs per output shard (the resume unit)")
+    p.add_argument(
+        "--shard-pairs",
+        type=int,
+        default=128,
+        help=(
+            "pairs per output shard (the resume unit); a lower bound: shards hold whole batches, "
+            "so a shard may hold a few more"
+        ),
+    )
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out (same inputs only)")
     p.add_argument("--limit", type=int, default=None, help="only the first N records of the data")
     p.add_argument(
@@ -135,6 +143,34 @@ def _setup_torch(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
+def _require(ok: bool, message: str) -> None:
+    """Raise InputError(message) unless `ok`: argument checks that run before any model is loaded."""
+    from ..errors import InputError
+
+    if not ok:
+        raise InputError(message)
+
+
+def _check_score_args(args: argparse.Namespace) -> None:
+    """Reject bad score arguments before loading the model."""
+    _require(args.batch_tokens > 0, f"--batch-tokens must be > 0, got {args.batch_tokens}")
+    _require(args.shard_pairs > 0, f"--shard-pairs must be > 0, got {args.shard_pairs}")
+    _require(args.limit is None or args.limit >= 0, f"--limit must be >= 0, got {args.limit}")
+    _require(args.max_length >= 0, f"--max-length must be >= 0, got {args.max_length}")
+    _require(os.path.exists(args.model), f"--model {args.model}: no such file or directory")
+
+
+def _check_sample_args(args: argparse.Namespace) -> None:
+    """Reject bad sampling parameters before loading the model."""
+    _require(args.k > 0, f"--k must be > 0, got {args.k}")
+    _require(args.max_new_tokens > 0, f"--max-new-tokens must be > 0, got {args.max_new_tokens}")
+    _require(args.temperature > 0, f"--temperature must be > 0, got {args.temperature}")
+    _require(0 < args.top_p <= 1, f"--top-p must be in (0, 1], got {args.top_p}")
+    _require(args.top_k >= 0, f"--top-k must be >= 0, got {args.top_k}")
+    _require(args.limit is None or args.limit >= 0, f"--limit must be >= 0, got {args.limit}")
+    _require(os.path.exists(args.model), f"--model {args.model}: no such file or directory")
+
+
 def _score(args: argparse.Namespace) -> int:
     from . import data as data_mod
     from .distributed import finish_distributed, init_distributed
@@ -143,6 +179,7 @@ def _score(args: argparse.Namespace) -> int:
     from .render import resolve_chat_template
     from .runner import ScoreSettings, score_to_directory
 
+    _check_score_args(args)
     _setup_torch(args)
     rank, world = init_distributed()
     settings = ScoreSettings(
@@ -223,6 +260,7 @@ def _sample(args: argparse.Namespace) -> int:
     from .models import load_model
     from .sample import SampleSettings, form_pairs, read_prompts, sample_to_file
 
+    _check_sample_args(args)
     _setup_torch(args)
     loaded = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
     prompts = read_prompts(args.prompts, limit=args.limit)
