@@ -20,18 +20,35 @@ def dist_info() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def dist_timeout_seconds() -> float:
+    """Collective timeout in seconds: ``DPOCHECK_DIST_TIMEOUT`` (a positive number), default 600."""
+    from dpocheck.errors import InputError
+
+    raw = os.environ.get("DPOCHECK_DIST_TIMEOUT", "600")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"DPOCHECK_DIST_TIMEOUT: expected seconds, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise InputError(f"DPOCHECK_DIST_TIMEOUT: expected a positive finite number, got {raw!r}")
+    return value
+
+
 def init_distributed() -> tuple[int, int]:
     """Initialise torch.distributed under torchrun (WORLD_SIZE > 1): nccl on CUDA, gloo on the CPU."""
+    from datetime import timedelta
+
     import torch
     import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
+        timeout = timedelta(seconds=dist_timeout_seconds())
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            dist.init_process_group("nccl")
+            dist.init_process_group("nccl", timeout=timeout)
         else:
-            dist.init_process_group("gloo")
+            dist.init_process_group("gloo", timeout=timeout)
     return dist_info()
 
 
