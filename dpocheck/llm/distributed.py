@@ -66,3 +66,26 @@ def finish_distributed() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def raise_if_any_rank_failed(error: BaseException | None) -> None:
+    """Checkpoint: if any rank passes an error, every rank raises ``InputError`` with the first failing rank's message.
+
+    Call it where ranks can fail independently (input validation, resume check) instead of a bare barrier, so the
+    healthy ranks stop with the same message rather than waiting until the collective timeout. No-op (re-raising
+    ``error`` if given) when torch.distributed is not initialised.
+    """
+    import torch.distributed as dist
+
+    from dpocheck.errors import InputError
+
+    if not (dist.is_available() and dist.is_initialized()):
+        if error is not None:
+            raise error
+        return
+    messages: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(messages, None if error is None else f"{type(error).__name__}: {error}")
+    failed = [(rank, msg) for rank, msg in enumerate(messages) if msg is not None]
+    if failed:
+        rank, msg = failed[0]
+        raise InputError(f"rank {rank} failed: {msg}") from error
