@@ -6,7 +6,8 @@ theory functions (C3 U membership, C4 gradient weight, C8 γ*). Usage::
 
     python docs/make_training_results.py RUNS_DIR OUT_DIR
 
-writes ``OUT_DIR/e2_llm.csv`` (one row per run × eval step), ``OUT_DIR/e2_llm.png`` (share in U and ranking accuracy
+writes (through the declared sweep's :func:`dpocheck.llm.train.experiment.tidy_rows`) ``OUT_DIR/e2_llm.csv``
+(one row per run × eval step), ``OUT_DIR/e2_llm.png`` (share in U and ranking accuracy
 over steps, one panel column per corruption ratio R) and prints a Markdown table of the last step of every run.
 γ* (Thm 4.9) is computed from the run's reference log-probs in the run's convention with Δr* = 0 for every pair
 (HH-RLHF has no Δr*; Δr* = 0 is the assumption that needs the smallest margin to be violated, see the docs).
@@ -17,88 +18,47 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from dpocheck.llm.train.metrics import preference_metrics
-from dpocheck.theory import gamma_star
+from dpocheck.llm.train.experiment import read_eval, reference_gamma_star, tidy_rows
 
 FIELDS = (
     "run",
     "loss",
     "beta",
     "gamma",
-    "convention",
+    "normalize",
     "R",
     "step",
     "n_pairs",
-    "share_delta_ref_negative",
+    "share_dref_neg",
     "share_in_u",
     "ranking_accuracy",
     "trl_accuracy",
     "grad_weight_in_u",
-    "grad_weight_outside_u",
     "gamma_star_dr0",
 )
 
 
-def _eval_files(run: Path) -> list[tuple[int, Path]]:
-    found = []
-    for p in (run / "eval").glob("step-*.jsonl"):
-        m = re.fullmatch(r"step-(\d+)\.jsonl", p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def run_table(run: Path) -> list[dict]:
-    """One tidy row per eval step of one `dpocheck train` folder."""
+    """One tidy row per eval step of one `dpocheck train` folder (the sweep's own :func:`tidy_rows`)."""
     manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
-    settings, loss = manifest["settings"], manifest["loss"]
-    conv = loss["convention"]
-    beta = float(settings["beta"])
-    gamma = loss["params"].get("gamma")
-    share_r = (manifest.get("corruption") or {}).get("share_R", 0.0)
-    out = []
-    for step, path in _eval_files(run):
-        rows = _rows(path)
-        d = np.array([r[f"chosen_logp_{conv}"] - r[f"rejected_logp_{conv}"] for r in rows], dtype=np.float64)
-        lw = np.array([r[f"ref_chosen_logp_{conv}"] for r in rows], dtype=np.float64)
-        ll = np.array([r[f"ref_rejected_logp_{conv}"] for r in rows], dtype=np.float64)
-        dref = lw - ll
-        m = {k.split("/")[0]: v for k, v in preference_metrics(d, dref, beta, None, conv).items()}
-        with np.errstate(over="ignore"):
-            try:
-                g_star = gamma_star(dref, np.zeros_like(dref), beta, lw, ll)
-            except OverflowError:
-                g_star = math.inf
-        out.append(
-            {
-                "run": run.name,
-                "loss": loss["name"],
-                "beta": beta,
-                "gamma": gamma if gamma is not None else "",
-                "convention": conv,
-                "R": share_r,
-                "step": step,
-                "n_pairs": len(rows),
-                "share_delta_ref_negative": float((dref < 0).mean()),
-                "share_in_u": m["share_in_u"],
-                "ranking_accuracy": m["ranking_accuracy"],
-                "trl_accuracy": m["trl_accuracy"],
-                "grad_weight_in_u": m.get("grad_weight_in_u", ""),
-                "grad_weight_outside_u": m.get("grad_weight_outside_u", ""),
-                "gamma_star_dr0": g_star,
-            }
-        )
-    return out
+    loss = manifest["loss"]
+    conv, beta = loss["convention"], float(manifest["settings"]["beta"])
+    settings = {
+        "loss": loss["name"],
+        "beta": beta,
+        "gamma": loss["params"].get("gamma", ""),
+        "normalize": conv,
+        "R": (manifest.get("corruption") or {}).get("share_R", 0.0),
+    }
+    step0 = sorted((run / "eval").glob("step-*.jsonl"), key=lambda p: int(p.stem.split("-")[1]))[0]
+    try:
+        g_star = reference_gamma_star(read_eval(step0), beta, conv)
+    except OverflowError:
+        g_star = math.inf
+    return [{**row, "gamma_star_dr0": g_star} for row in tidy_rows(run, run.name, settings)]
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -143,9 +103,9 @@ def main(argv: list[str]) -> int:
         run_rows = [r for r in rows if r["run"] == run]
         first, last = run_rows[0], run_rows[-1]
         gw = last["grad_weight_in_u"]
-        gws = f"{gw:.3g}" if gw != "" else "—"
+        gws = f"{gw:.3g}" if math.isfinite(gw) else "—"
         print(
-            f"| {run} | {last['R']} | {first['step']}→{last['step']} | {first['share_delta_ref_negative']:.3f} | "
+            f"| {run} | {last['R']} | {first['step']}→{last['step']} | {first['share_dref_neg']:.3f} | "
             f"{first['share_in_u']:.3f}→{last['share_in_u']:.3f} | {first['ranking_accuracy']:.3f}→"
             f"{last['ranking_accuracy']:.3f} | {last['trl_accuracy']:.3f} | {gws} | {first['gamma_star_dr0']:.4g} |"
         )
