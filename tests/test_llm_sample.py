@@ -176,8 +176,9 @@ def test_cli_sample_smoke_resume_and_pairs(tmp_path):
     part = tmp_path / "part.jsonl"
     full = tmp_path / "full.jsonl"
     assert main([*args, "--prompts", str(prompts2), "--out", str(part)]) == 0
-    with pytest.raises(FileExistsError, match="--resume"):
-        main([*args, "--prompts", str(prompts3), "--out", str(part)])
+    with pytest.raises(FileExistsError, match="--resume"):  # the error itself, shown with --debug
+        main([*args, "--prompts", str(prompts3), "--out", str(part), "--debug"])
+    assert main([*args, "--prompts", str(prompts3), "--out", str(part)]) == 2  # the CLI's one-line exit 2
     assert (
         main(
             [
