@@ -201,4 +201,4 @@ def test_cli_sample_smoke_resume_and_pairs(tmp_path):
     pairs = [json.loads(x) for x in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     assert pairs and all(not p["labelled"] for p in pairs)
     with pytest.raises(ValueError, match="different model or settings"):
-        main([*args, "--seed", "6", "--prompts", str(prompts3), "--out", str(part), "--resume"])
+        main([*args, "--seed", "6", "--prompts", str(prompts3), "--out", str(part), "--resume", "--debug"])

@@ -428,7 +428,7 @@ def test_resume_refuses_different_settings(model_dir, data_file, uninterrupted, 
     for f in uninterrupted.iterdir():
         (out / f.name).write_bytes(f.read_bytes())
     with pytest.raises(ValueError, match=r"refusing to resume .*settings.max_length: 1024 -> 64"):
-        main(_cli_args(model_dir, data_file, out, "--resume", "--max-length", "64"))
+        main(_cli_args(model_dir, data_file, out, "--resume", "--max-length", "64", "--debug"))
 
 
 def test_torchrun_two_processes_equal_single_process(model_dir, data_file, tmp_path, uninterrupted):
