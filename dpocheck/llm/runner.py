@@ -56,22 +56,10 @@ from .manifest import (
     tokenizer_info,
 )
 from .render import CHAT_TEMPLATE_CHOICES, resolve_chat_template
+from .scores import OPTIONAL_FIELDS, REQUIRED_FIELDS
 from .types import PreferencePair
 
-ROW_KEYS = (
-    "index",
-    "chosen_logp_sum",
-    "rejected_logp_sum",
-    "chosen_logp_mean",
-    "rejected_logp_mean",
-    "chosen_tokens",
-    "rejected_tokens",
-    "chosen_truncated",
-    "rejected_truncated",
-    "delta_reward",
-    "reward_source",
-    "subset",
-)
+ROW_KEYS = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)  # the row a scores reader accepts (one definition)
 ON_ERROR_CHOICES = ("raise", "skip")
 
 
