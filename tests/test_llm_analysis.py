@@ -84,7 +84,7 @@ def policy_dir(tmp_path: Path) -> Path:
 
 
 def _by_beta(report):
-    return {e["beta"]: e for e in report["per_beta"]}
+    return {e.beta: e for e in report.per_beta}
 
 
 def test_read_scores_sorted(ref_dir):
@@ -100,21 +100,49 @@ def test_violation_rates_hand_worked(ref_dir):
     t = A.read_scores(ref_dir)
     rep = A.analyze(t, betas=[0.1, 0.25, 1.0], normalization="sum", n_bootstrap=500, seed=3)
     by = _by_beta(rep)
-    assert [by[b]["violation_rate"]["value"] for b in (0.1, 0.25, 1.0)] == [0.25, 0.5, 0.5]
-    assert by[0.25]["violation_rate"]["count"] == 2 and by[0.25]["violation_rate"]["n"] == 4
-    assert by[0.1]["idealized_ranking_accuracy"]["value"] == 0.75
-    v = by[1.0]["violation_rate"]
-    assert v["claim"].startswith("C2") and v["beta"] == 1.0 and v["normalization"] == "sum"
-    ref = rep["reference"]
-    assert ref["reference_preference_rate"]["value"] == 0.5 and ref["u_nonempty_share"]["value"] == 0.5
-    sub = by[0.1]["violation_rate_by_subset"]
-    assert (sub["a"]["value"], sub["b"]["value"]) == (0.0, 0.5)
-    assert by[1.0]["violation_rate_by_subset"]["a"]["value"] == 0.5
+    assert [by[b].violation_rate.value for b in (0.1, 0.25, 1.0)] == [0.25, 0.5, 0.5]
+    assert by[0.25].violation_rate.count == 2 and by[0.25].violation_rate.n == 4
+    assert by[0.1].idealized_ranking_accuracy.value == 0.75
+    assert rep.at_beta(0.1) is by[0.1]
+    v = by[1.0].violation_rate
+    assert v.claim.startswith("C2") and v.beta == 1.0 and v.normalization == "sum"
+    ref = rep.reference
+    assert ref.reference_preference_rate.value == 0.5 and ref.u_nonempty_share.value == 0.5
+    sub = by[0.1].violation_rate_by_subset
+    assert (sub["a"].value, sub["b"].value) == (0.0, 0.5)
+    assert by[1.0].violation_rate_by_subset["a"].value == 0.5
     # δ_{π*} = δ_ref + Δr*/β at β = 1: 3, −3, −0.95, 2.5 → median (−0.95 + 2.5)/2 = 0.775
-    assert by[1.0]["delta_opt"]["median"] == pytest.approx(0.775)
+    assert by[1.0].delta_opt.median == pytest.approx(0.775)
     mean = A.analyze(t, betas=[1.0], normalization="mean", n_bootstrap=0)
-    assert mean["per_beta"][0]["violation_rate"]["value"] == 0.25
-    assert "perplexity" in mean["normalization_note"]
+    assert mean.per_beta[0].violation_rate.value == 0.25
+    assert "perplexity" in mean.normalization_note
+    with pytest.raises(KeyError, match="not in the report's grid"):
+        rep.at_beta(7.0)
+
+
+def test_report_json_layout(ref_dir, policy_dir):
+    """The typed report's as_dict is the on-disk JSON layout (key order included) that readers rely on."""
+    rep = A.analyze(A.read_scores(ref_dir), betas=[1.0], policy=A.read_scores(policy_dir), n_bootstrap=20)
+    d = json.loads(A.report_to_json(rep))
+    assert list(d) == [
+        "tool", "normalization", "normalization_note", "betas", "n_bootstrap", "seed",
+        "inputs", "delta_reward", "reference", "policy", "per_beta",
+    ]  # fmt: skip
+    e = d["per_beta"][0]
+    assert list(e) == [
+        "beta", "normalization", "violation_rate", "idealized_ranking_accuracy", "delta_opt",
+        "violation_rate_by_subset", "gamma_star", "violation_rate_with_cpo_margin", "policy",
+    ]  # fmt: skip
+    assert list(e["violation_rate"]) == ["value", "ci95", "count", "n", "claim", "beta", "normalization"]
+    assert list(e["gamma_star"]) == [
+        "claim", "beta", "normalization", "n_pairs_needing_margin", "log_gamma_star", "log10_gamma_star",
+        "gamma_star", "argmax_index", "note",
+    ]  # fmt: skip
+    assert e["violation_rate_with_cpo_margin"][0]["gamma"] == A.DEFAULT_GAMMAS[0]
+    assert list(d["reference"]["delta_ref"]) == ["n", "mean", "median", "min", "max", "normalization"]
+    assert d["policy"]["share_in_U"]["value"] == rep.policy.share_in_U.value == 0.25
+    assert d["per_beta"][0]["policy"]["dpo_loss_mean"]["log2"] == math.log(2.0)
+    assert A.report_to_json(rep) == A.report_to_json(rep.as_dict())
 
 
 def test_gamma_star_in_log_space(ref_dir):
@@ -122,34 +150,35 @@ def test_gamma_star_in_log_space(ref_dir):
     e^20 + e^19, so log γ*_1 = log 3 − (14 + log(1 + e^−4)) = −12.937… beats log γ*_2 = log 0.95 − (20 +
     log(1 + e^−1)) = −20.36…: γ* is pair 1's. A margin with γ ≤ γ*_pair leaves the pair violated."""
     t = A.read_scores(ref_dir)
-    e = A.analyze(t, betas=[1.0], gammas=[1e-9, 1e-6], n_bootstrap=0)["per_beta"][0]
-    gs = e["gamma_star"]
+    e = A.analyze(t, betas=[1.0], gammas=[1e-9, 1e-6], n_bootstrap=0).per_beta[0]
+    gs = e.gamma_star
     expect = math.log(3.0) - (14.0 + math.log1p(math.exp(-4.0)))
-    assert gs["log_gamma_star"] == pytest.approx(expect, abs=1e-12)
-    assert gs["gamma_star"] == pytest.approx(math.exp(expect), rel=1e-12)
-    assert gs["argmax_index"] == 1 and gs["n_pairs_needing_margin"] == 2
+    assert gs.log_gamma_star == pytest.approx(expect, abs=1e-12)
+    assert gs.log10_gamma_star == pytest.approx(expect / math.log(10.0), abs=1e-12)
+    assert gs.gamma_star == pytest.approx(math.exp(expect), rel=1e-12)
+    assert gs.argmax_index == 1 and gs.n_pairs_needing_margin == 2
     # γ = 1e-9 (log −20.7): above γ*_2 (−20.36)? no, −20.7 < −20.36 so pair 2 stays violated; pair 1 too.
     # γ = 1e-6 (log −13.8): pair 2 fixed (−13.8 > −20.36), pair 1 still violated (−13.8 < −12.94).
-    still = {x["gamma"]: x["value"] for x in e["violation_rate_with_cpo_margin"]}
+    still = {x.tag("gamma"): x.value for x in e.violation_rate_with_cpo_margin}
     assert still == {1e-9: 0.5, 1e-6: 0.25}
     # log margin per unit γ: smallest at pair 3, logaddexp(8, 8.5) = 8.5 + log(1 + e^-0.5); largest at pair 2,
     # logaddexp(20, 19) = 20 + log(1 + e^-1)
-    lm = A.analyze(t, betas=[1.0], n_bootstrap=0)["reference"]["log_margin_per_unit_gamma"]
-    assert lm["min"] == pytest.approx(8.5 + math.log1p(math.exp(-0.5)), abs=1e-12)
-    assert lm["max"] == pytest.approx(20.0 + math.log1p(math.exp(-1.0)), abs=1e-12)
+    lm = A.analyze(t, betas=[1.0], n_bootstrap=0).reference.log_margin_per_unit_gamma
+    assert lm.min == pytest.approx(8.5 + math.log1p(math.exp(-0.5)), abs=1e-12)
+    assert lm.max == pytest.approx(20.0 + math.log1p(math.exp(-1.0)), abs=1e-12)
 
 
 def test_policy_equal_reference_gives_log2_and_empty_U(ref_dir):
     """π_θ = π_ref ⇒ δ_θ = δ_ref on every pair: ℓ_DPO = softplus(0) = log 2 exactly, none in U, weight β/2."""
     t = A.read_scores(ref_dir)
     rep = A.analyze(t, betas=[0.1, 1.0], policy=t, n_bootstrap=100)
-    assert rep["policy"]["share_in_U"]["value"] == 0.0
-    assert rep["policy"]["implicit_reward_accuracy"]["value"] == 0.0
-    assert rep["policy"]["preference_accuracy"]["value"] == 0.5
-    for e in rep["per_beta"]:
-        assert e["policy"]["dpo_loss_mean"]["value"] == math.log(2.0)
-        w = e["policy"]["dpo_gradient_weight"]
-        assert w["min"] == w["max"] == e["beta"] / 2
+    assert rep.policy.share_in_U.value == 0.0
+    assert rep.policy.implicit_reward_accuracy.value == 0.0
+    assert rep.policy.preference_accuracy.value == 0.5
+    for e in rep.per_beta:
+        assert e.policy.dpo_loss_mean == math.log(2.0)
+        w = e.policy.dpo_gradient_weight
+        assert w.min == w.max == e.beta / 2 == w.at_reference
 
 
 def test_policy_metrics_hand_worked(ref_dir, policy_dir):
@@ -159,18 +188,18 @@ def test_policy_metrics_hand_worked(ref_dir, policy_dir):
     softplus(0.25)) / 4; weight on pair 1 (in U) = σ(−4 + 2) = σ(−2); exit weight there = σ(β·δ_ref) =
     σ(−4)."""
     rep = A.analyze(A.read_scores(ref_dir), betas=[1.0], policy=A.read_scores(policy_dir), n_bootstrap=0)
-    p = rep["policy"]
-    assert (p["share_in_U"]["value"], p["preference_accuracy"]["value"]) == (0.25, 0.5)
-    assert p["implicit_reward_accuracy"]["value"] == 0.5 and p["n_joined"] == 4
-    e = rep["per_beta"][0]["policy"]
+    p = rep.policy
+    assert (p.share_in_U.value, p.preference_accuracy.value) == (0.25, 0.5)
+    assert p.implicit_reward_accuracy.value == 0.5 and p.n_joined == 4
+    e = rep.per_beta[0].policy
 
     def sp(x):
         return math.log1p(math.exp(x))
 
-    assert e["dpo_loss_mean"]["value"] == pytest.approx((sp(-1) + sp(-2) + sp(0.5) + sp(0.25)) / 4, abs=1e-14)
+    assert e.dpo_loss_mean == pytest.approx((sp(-1) + sp(-2) + sp(0.5) + sp(0.25)) / 4, abs=1e-14)
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
-    assert e["dpo_gradient_weight_in_U"]["mean"] == pytest.approx(sig(-2.0), abs=1e-15)
-    assert e["exit_gradient_weight_in_U"]["mean"] == pytest.approx(sig(-4.0), abs=1e-15)
+    assert e.dpo_gradient_weight_in_U.mean == pytest.approx(sig(-2.0), abs=1e-15)
+    assert e.exit_gradient_weight_in_U.mean == pytest.approx(sig(-4.0), abs=1e-15)
 
 
 def test_bootstrap_ci_seeded_and_contains_estimate():
@@ -191,9 +220,12 @@ def test_bootstrap_ci_seeded_and_contains_estimate():
 
 def test_report_ci_contains_point_estimates(ref_dir):
     rep = A.analyze(A.read_scores(ref_dir), betas=[0.25], n_bootstrap=300, seed=1)
-    v = rep["per_beta"][0]["violation_rate"]
-    assert v["ci95"][0] <= v["value"] <= v["ci95"][1]
+    v = rep.per_beta[0].violation_rate
+    assert v.ci95[0] <= v.value <= v.ci95[1]
     assert rep == A.analyze(A.read_scores(ref_dir), betas=[0.25], n_bootstrap=300, seed=1)
+    # the idealized ranking accuracy is the mirrored share: 1 − rate, interval and count mirrored
+    acc = rep.per_beta[0].idealized_ranking_accuracy
+    assert acc.value == 1 - v.value and acc.ci95 == (1 - v.ci95[1], 1 - v.ci95[0]) and acc.count == v.n - v.count
 
 
 def test_no_delta_reward_is_never_invented(tmp_path):
@@ -204,18 +236,21 @@ def test_no_delta_reward_is_never_invented(tmp_path):
     dr = A.resolve_delta_reward(t)
     assert dr.values is None and "none" in dr.label
     rep = A.analyze(t, betas=[0.1], delta_reward=dr, n_bootstrap=0)
-    v = rep["per_beta"][0]["violation_rate"]
+    e = rep.per_beta[0]
+    assert e.violation_rate is None and "--assume-delta-reward" in e.unavailable_note
+    v = rep.as_dict()["per_beta"][0]["violation_rate"]
     assert v["value"] is None and "--assume-delta-reward" in v["note"]
-    assert "gamma_star" not in rep["per_beta"][0]
-    assert rep["reference"]["u_nonempty_share"]["value"] == 0.5
+    assert e.gamma_star is None and "gamma_star" not in rep.as_dict()["per_beta"][0]
+    assert rep.reference.u_nonempty_share.value == 0.5
     md = A.render_markdown(rep)
     assert "not computed" in md and "ASSUMED" not in md
     # a user-chosen constant is labelled as such: Δr* = 0.5, β = 0.1: margins 0.7, 0.1, 0.4, 0.55 → none
     # violated; β = 1: 2.5, −3.5, −0.5, 1 → 2 of 4
     assumed = A.resolve_delta_reward(t, assume=0.5)
     rep = A.analyze(t, betas=[0.1, 1.0], delta_reward=assumed, n_bootstrap=0)
-    assert [e["violation_rate"]["value"] for e in rep["per_beta"]] == [0.0, 0.5]
-    assert "ASSUMED" in rep["per_beta"][1]["violation_rate"]["delta_reward"]
+    assert [e.violation_rate.value for e in rep.per_beta] == [0.0, 0.5]
+    assert "ASSUMED" in rep.per_beta[1].violation_rate.tag("delta_reward")
+    assert "ASSUMED" in rep.as_dict()["per_beta"][1]["violation_rate"]["delta_reward"]
     assert "ASSUMED" in A.render_markdown(rep)
 
 
@@ -228,8 +263,9 @@ def test_delta_reward_file_joined_on_index(ref_dir, tmp_path):
     dr = A.resolve_delta_reward(t, delta_reward_file=f)
     assert dr.n_missing == 1 and "rw.jsonl" in dr.label
     rep = A.analyze(t, betas=[0.25], delta_reward=dr, n_bootstrap=0)
-    assert rep["per_beta"][0]["violation_rate"]["value"] == pytest.approx(1 / 3)
-    assert rep["delta_reward"]["n_without"] == 1
+    assert rep.per_beta[0].violation_rate.value == pytest.approx(1 / 3)
+    assert rep.delta_reward.n_without == 1 and "1 pairs have no Δr*" in rep.delta_reward.note
+    assert A.join_summary(rep) == ["Δr* join: 3 of 4 scored pairs joined, 1 without Δr*"]
     with pytest.raises(ValueError, match="not both"):
         A.resolve_delta_reward(t, delta_reward_file=f, assume=1.0)
 

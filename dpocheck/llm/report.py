@@ -13,6 +13,7 @@ import numpy as np
 
 from dpocheck.theory import delta_opt, undesirable_space_nonempty, violation_mask
 
+from .result_types import Share, ViolationsReport
 from .scores import DeltaReward, ScoreTable
 
 
@@ -27,135 +28,130 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return str(x)
 
 
-def _pct(share: dict[str, Any] | None) -> str:
-    if not share or share.get("value") is None:
+def _pct(share: Share | None) -> str:
+    if share is None or share.value is None:
         return "—"
-    s = f"{100 * share['value']:.1f} %"
-    if share.get("ci95"):
-        lo, hi = share["ci95"]
+    s = f"{100 * share.value:.1f} %"
+    if share.ci95:
+        lo, hi = share.ci95
         s += f" [{100 * lo:.1f}, {100 * hi:.1f}]"
     return s
 
 
-def join_summary(report: dict[str, Any]) -> list[str]:
+def join_summary(report: ViolationsReport) -> list[str]:
     """Joined / unjoined counts of the joins behind a report (Δr* file, policy scores), one line each."""
     lines = []
-    dr = report["delta_reward"]
-    if dr.get("available") and "joined on index" in dr["source"]:
+    dr = report.delta_reward
+    if dr.available and "joined on index" in dr.source:
         lines.append(
-            f"Δr* join: {dr['n_with']} of {report['inputs']['n_pairs']} scored pairs joined, "
-            f"{dr['n_without']} without Δr*"
+            f"Δr* join: {dr.n_with} of {report.inputs.n_pairs} scored pairs joined, {dr.n_without} without Δr*"
         )
-    if "policy" in report:
-        p = report["policy"]
+    if report.policy is not None:
+        p = report.policy
         lines.append(
-            f"policy join: {p['n_joined']} pairs joined, {p['n_reference_only']} reference-only, "
-            f"{p['n_policy_only']} policy-only (left out)"
+            f"policy join: {p.n_joined} pairs joined, {p.n_reference_only} reference-only, "
+            f"{p.n_policy_only} policy-only (left out)"
         )
     return lines
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def render_markdown(report: ViolationsReport) -> str:
     """The report as Markdown tables; every table names its claim, β and normalisation."""
-    norm = report["normalization"]
-    inp = report["inputs"]
-    ref = report["reference"]
+    norm = report.normalization
+    inp = report.inputs
+    ref = report.reference
     lines = [
-        f"# DPO–RLHF equivalence check on {inp['n_pairs']} scored pairs ({norm} log-probs)",
+        f"# DPO–RLHF equivalence check on {inp.n_pairs} scored pairs ({norm} log-probs)",
         "",
-        f"- scores: `{inp['scores']}` ({len(inp['shards'])} shard(s), "
-        f"{inp['n_duplicate_rows_dropped']} duplicate rows dropped, {inp['index_gaps']} index gaps, "
-        f"{inp['n_truncated_pairs']} pairs with a truncated response)",
-        f"- normalisation `{norm}`: {report['normalization_note']}",
-        f"- Δr* source: {report['delta_reward']['source']}",
-        f"- 95 % intervals: percentile bootstrap, {report['n_bootstrap']} resamples, seed {report['seed']}",
+        f"- scores: `{inp.scores}` ({len(inp.shards)} shard(s), "
+        f"{inp.n_duplicate_rows_dropped} duplicate rows dropped, {inp.index_gaps} index gaps, "
+        f"{inp.n_truncated_pairs} pairs with a truncated response)",
+        f"- normalisation `{norm}`: {report.normalization_note}",
+        f"- Δr* source: {report.delta_reward.source}",
+        f"- 95 % intervals: percentile bootstrap, {report.n_bootstrap} resamples, seed {report.seed}",
     ]
-    for w in inp["warnings"]:
+    for w in inp.warnings:
         lines.append(f"- WARNING: {w}")
     lines += [f"- {line}" for line in join_summary(report)]
-    if report["delta_reward"].get("note"):
-        lines.append(f"- {report['delta_reward']['note']}")
+    if report.delta_reward.available and report.delta_reward.note:
+        lines.append(f"- {report.delta_reward.note}")
+    lm = ref.log_margin_per_unit_gamma
     lines += [
         "",
         f"## Reference model (β-independent, {norm})",
         "",
         "| quantity | claim | value [95 % CI] |",
         "|---|---|---|",
-        f"| reference preference rate (δ_ref > 0) | {ref['reference_preference_rate']['claim']} | "
-        f"{_pct(ref['reference_preference_rate'])} |",
-        f"| U non-empty (δ_ref < 0) | {ref['u_nonempty_share']['claim']} | {_pct(ref['u_nonempty_share'])} |",
-        f"| median δ_ref | PAPER §1 | {_fmt(ref['delta_ref']['median'])} |",
-        f"| median log(1/π_ref(y_w) + 1/π_ref(y_l)) | {ref['log_margin_per_unit_gamma']['claim']} | "
-        f"{_fmt(ref['log_margin_per_unit_gamma']['median'])} ({ref['log_margin_per_unit_gamma']['note']}) |",
+        f"| reference preference rate (δ_ref > 0) | {ref.reference_preference_rate.claim} | "
+        f"{_pct(ref.reference_preference_rate)} |",
+        f"| U non-empty (δ_ref < 0) | {ref.u_nonempty_share.claim} | {_pct(ref.u_nonempty_share)} |",
+        f"| median δ_ref | PAPER §1 | {_fmt(ref.delta_ref.median)} |",
+        f"| median log(1/π_ref(y_w) + 1/π_ref(y_l)) | {lm.claim} | {_fmt(lm.median)} ({lm.note}) |",
         "",
     ]
-    if report["delta_reward"]["available"]:
-        label = " (ASSUMED constant Δr*)" if report["delta_reward"]["assumed"] else ""
+    first = report.per_beta[0]
+    if report.delta_reward.available:
+        label = " (ASSUMED constant Δr*)" if report.delta_reward.assumed else ""
+        margins = first.violation_rate_with_cpo_margin
         lines += [
             f"## Violation of the implicit assumption (C2, Eq. 11){label}, {norm} log-probs",
             "",
             "| β | violation rate (C2) [95 % CI] | idealized ranking accuracy (1 − rate) | violated / n | "
-            "log10 γ* (C8, Eq. 27) |"
-            + "".join(
-                f" still violated with γ = {g['gamma']:g} (C8) |"
-                for g in report["per_beta"][0]["violation_rate_with_cpo_margin"]
-            ),
-            "|---|---|---|---|---|" + "---|" * len(report["per_beta"][0]["violation_rate_with_cpo_margin"]),
+            "log10 γ* (C8, Eq. 27) |" + "".join(f" still violated with γ = {g.tag('gamma'):g} (C8) |" for g in margins),
+            "|---|---|---|---|---|" + "---|" * len(margins),
         ]
-        for e in report["per_beta"]:
-            v = e["violation_rate"]
-            gs = e["gamma_star"]
+        for e in report.per_beta:
+            v = e.violation_rate
+            assert v is not None and e.gamma_star is not None
             lines.append(
-                f"| {e['beta']:g} | {_pct(v)} | {_pct(e['idealized_ranking_accuracy'])} | "
-                f"{v['count']} / {v['n']} | "
-                f"{_fmt(gs.get('log10_gamma_star'))} |"
-                + "".join(f" {_pct(g)} |" for g in e["violation_rate_with_cpo_margin"])
+                f"| {e.beta:g} | {_pct(v)} | {_pct(e.idealized_ranking_accuracy)} | "
+                f"{v.count} / {v.n} | "
+                f"{_fmt(e.gamma_star.log10_gamma_star)} |"
+                + "".join(f" {_pct(g)} |" for g in e.violation_rate_with_cpo_margin)
             )
-        if report["per_beta"][0].get("violation_rate_by_subset"):
-            names = list(report["per_beta"][0]["violation_rate_by_subset"])
+        if first.violation_rate_by_subset:
+            names = list(first.violation_rate_by_subset)
             lines += [
                 "",
                 f"### Violation rate (C2) by subset, {norm} log-probs",
                 "",
-                "| β | "
-                + " | ".join(f"{n} (n={report['per_beta'][0]['violation_rate_by_subset'][n]['n']})" for n in names)
-                + " |",
+                "| β | " + " | ".join(f"{n} (n={first.violation_rate_by_subset[n].n})" for n in names) + " |",
                 "|---|" + "---|" * len(names),
             ]
-            for e in report["per_beta"]:
-                by = e["violation_rate_by_subset"]
-                lines.append(f"| {e['beta']:g} | " + " | ".join(_pct(by[n]) for n in names) + " |")
+            for e in report.per_beta:
+                by = e.violation_rate_by_subset or {}
+                lines.append(f"| {e.beta:g} | " + " | ".join(_pct(by[n]) for n in names) + " |")
     else:
         lines += [
             "## Violation rate (C2): not computed",
             "",
-            f"No reward gap Δr*: {report['delta_reward']['source']}. Reported above is what needs no Δr*.",
+            f"No reward gap Δr*: {report.delta_reward.source}. Reported above is what needs no Δr*.",
         ]
-    if "policy" in report:
-        p = report["policy"]
+    if report.policy is not None:
+        p = report.policy
         lines += [
             "",
-            f"## Trained policy vs reference ({norm} log-probs, {p['n_joined']} joined pairs)",
+            f"## Trained policy vs reference ({norm} log-probs, {p.n_joined} joined pairs)",
             "",
             "| quantity | claim | value [95 % CI] |",
             "|---|---|---|",
-            f"| share in U (δ_ref < δ_θ < 0) | {p['share_in_U']['claim']} | {_pct(p['share_in_U'])} |",
-            f"| preference accuracy (δ_θ > 0) | {p['preference_accuracy']['claim']} | "
-            f"{_pct(p['preference_accuracy'])} |",
-            f"| implicit-reward accuracy (δ_θ > δ_ref) | {p['implicit_reward_accuracy']['claim']} | "
-            f"{_pct(p['implicit_reward_accuracy'])} |",
+            f"| share in U (δ_ref < δ_θ < 0) | {p.share_in_U.claim} | {_pct(p.share_in_U)} |",
+            f"| preference accuracy (δ_θ > 0) | {p.preference_accuracy.claim} | {_pct(p.preference_accuracy)} |",
+            f"| implicit-reward accuracy (δ_θ > δ_ref) | {p.implicit_reward_accuracy.claim} | "
+            f"{_pct(p.implicit_reward_accuracy)} |",
             "",
             "| β | mean DPO loss (log 2 at π_ref) | mean DPO gradient weight (C4; β/2 at π_ref) | "
             "mean weight in U | mean exit weight in U (C4) |",
             "|---|---|---|---|---|",
         ]
-        for e in report["per_beta"]:
-            q = e["policy"]
+        for e in report.per_beta:
+            q = e.policy
+            assert q is not None
             lines.append(
-                f"| {e['beta']:g} | {_fmt(q['dpo_loss_mean']['value'])} | "
-                f"{_fmt(q['dpo_gradient_weight']['mean'])} "
-                f"(β/2 = {_fmt(e['beta'] / 2)}) | {_fmt(q['dpo_gradient_weight_in_U']['mean'])} | "
-                f"{_fmt(q['exit_gradient_weight_in_U']['mean'])} |"
+                f"| {e.beta:g} | {_fmt(q.dpo_loss_mean)} | "
+                f"{_fmt(q.dpo_gradient_weight.mean)} "
+                f"(β/2 = {_fmt(e.beta / 2)}) | {_fmt(q.dpo_gradient_weight_in_U.mean)} | "
+                f"{_fmt(q.exit_gradient_weight_in_U.mean)} |"
             )
     lines.append("")
     return "\n".join(lines)
@@ -229,8 +225,10 @@ def _json_default(x: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
-def report_to_json(report: dict[str, Any]) -> str:
-    """JSON text of a report; NaN/inf become null (strict JSON)."""
+def report_to_json(report: ViolationsReport | dict[str, Any]) -> str:
+    """JSON text of a report (its :meth:`~ViolationsReport.as_dict`); NaN/inf become null (strict JSON)."""
+    if isinstance(report, ViolationsReport):
+        report = report.as_dict()
 
     def clean(v: Any) -> Any:
         if isinstance(v, float) and not math.isfinite(v):

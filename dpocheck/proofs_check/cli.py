@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from dpocheck._io import write_text_atomic
+from dpocheck.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -84,13 +85,8 @@ def run_proofs(args: argparse.Namespace) -> int:
             print(f"{c.id:<28} {c.paper_ref:<40} expected: {c.expected}")
         return 0
     if args.resume and not args.json:
-        print("dpocheck proofs: error: --resume needs --json PATH (the report it resumes from)", file=sys.stderr)
-        return 2
-    try:
-        selected = select_claims(args.only)
-    except ValueError as err:
-        print(f"dpocheck proofs: error: {err}", file=sys.stderr)
-        return 2
+        raise InputError("--resume needs --json PATH (the report it resumes from)")
+    selected = select_claims(args.only)  # an unknown claim id is a ValueError: exit 2 through the CLI wrapper
     fingerprint = source_fingerprint()
     done = _load_resumable(args.json, args.profile, fingerprint) if args.resume and args.json.exists() else {}
     done = {k: v for k, v in done.items() if k in {c.id for c in selected}}

@@ -1,6 +1,10 @@
 """Closed-form theory of DPO vs RLHF on tabular bandits and at pair level (PAPER.md C1–C10).
 
 Pair-level functions accept numpy arrays, Python numbers or torch tensors (CPU/CUDA) and return the same kind.
+Modules: ``bandit`` (tabular bandits, the RLHF optimum, C1), ``pairs`` (pair quantities: δ*, violation, U, γ*;
+C1–C4, C8), ``losses`` (every loss with its exact derivative, C3–C10), ``registry`` (the one loss registry that
+sims, proofs_check, figures and the LLM trainer read), ``stationary`` (population stationary points, C5–C8),
+``ecpoc`` (exact E-CPOC, C9), ``report`` and ``cli`` (``dpocheck tabular``).
 """
 
 from .bandit import (
