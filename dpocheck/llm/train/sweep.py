@@ -1,0 +1,298 @@
+"""``dpocheck train-sweep``: run a declared sweep of ``dpocheck train`` runs, then its tidy table and figure.
+
+The sweep ``e2_llm`` (:func:`dpocheck.llm.train.experiment.e2_llm_entries`) is E2 at LLM scale (PAPER §5;
+C3, C4, C8): dpo and released_clip (β 0.1, ``sum``) and cpo_margin (β 2.5, ``mean``; γ = 0, the released
+demo's 0.05, γ*/2 and 1.5·γ*) at corruption ratios R = 0 and 0.4. Layout of ``OUT``::
+
+    runs/<entry>/         one ``dpocheck train`` folder per entry (manifest, metrics, eval/step-N.jsonl, final/)
+    sweep.json            the declared entries, the common settings, each γ resolved, per-run status and seconds
+    e2_llm.csv            tidy table: one row per run × eval step, recomputed from the eval files only
+    e2_llm.png            share in U and ranking accuracy over steps, one column per R
+    e2_llm.md             the last eval step of every run as a Markdown table
+
+γ*-relative entries resolve γ* (Eq. 27, Thm 4.9) from the reference log-probs of a finished run with the same
+R and seed (the corrupted reference is the same model: the SFT depends on data, R, seed and its own settings
+only), with Δr* = 0 where the data carry none (HH-RLHF), the assumption stated in the table. A finished run
+is reused only when its manifest's settings equal what the sweep would run (otherwise the sweep stops naming
+the setting); an unfinished one is resumed from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from dpocheck._io import write_text_atomic
+from dpocheck.errors import InputError
+from dpocheck.llm.manifest import read_manifest
+
+from .experiment import Entry, e2_llm_entries, read_eval, reference_gamma_star, resolve_gamma, tidy_rows
+from .settings import MANIFEST, TrainSettings, check_out_dir
+
+SWEEPS: dict[str, Callable[[int], list[Entry]]] = {"e2_llm": e2_llm_entries}
+# the declared size of each sweep (chosen so that one run takes ~4–5 min on 2 CPU cores with SmolLM2-135M)
+DECLARED_SIZES: dict[str, dict[str, Any]] = {
+    "e2_llm": {
+        "limit": 16,
+        "max_length": 128,
+        "batch_size": 4,
+        "epochs": 2.0,
+        "lr": 5e-5,
+        "eval_every": 4,
+        "save_steps": 4,
+    }
+}
+TABLE_FIELDS = (
+    "run",
+    "loss",
+    "beta",
+    "gamma",
+    "normalize",
+    "R",
+    "step",
+    "n_pairs",
+    "share_dref_neg",
+    "share_in_u",
+    "ranking_accuracy",
+    "trl_accuracy",
+    "grad_weight_in_u",
+    "gamma_star_dr0",
+)
+SWEEP_MANIFEST = "sweep.json"
+
+
+def entry_settings(entry: Entry, common: TrainSettings, out: Path, gamma: float | None) -> TrainSettings:
+    """The ``dpocheck train`` settings of one entry: the common settings plus the entry's loss, β, γ, R, seed."""
+    run_dir = out / "runs" / entry.name
+    return replace(
+        common,
+        loss=entry.loss,
+        beta=entry.beta,
+        gamma=gamma,
+        normalize=entry.normalize,
+        corrupt_reference=entry.corrupt if entry.corrupt > 0 else None,
+        seed=entry.seed,
+        out=str(run_dir),
+        resume=(run_dir / MANIFEST).is_file(),
+    )
+
+
+def _same_settings(manifest: dict[str, Any], settings: TrainSettings) -> str | None:
+    """None when a finished run's manifest has these settings (paths of the run itself aside), else the first
+    differing setting."""
+    old = dict(manifest.get("settings", {}))
+    new = settings.identity()
+    for key in sorted(set(old) | set(new)):
+        if key == "out":
+            continue
+        if old.get(key) != new.get(key):
+            return f"{key}: {old.get(key)!r} in the run, {new.get(key)!r} in the sweep"
+    return None
+
+
+def _is_complete(run_dir: Path) -> bool:
+    p = run_dir / MANIFEST
+    return p.is_file() and read_manifest(p).get("status") == "complete"
+
+
+def _gamma_star_for(entry: Entry, out: Path, done: list[Entry]) -> tuple[float, str]:
+    """γ* (Eq. 27, Δr* = 0 where unknown) of the reference of ``entry``'s R and seed, from a finished run."""
+    for other in done:
+        if other.corrupt == entry.corrupt and other.seed == entry.seed:
+            step0 = out / "runs" / other.name / "eval" / "step-0.jsonl"
+            if step0.is_file():
+                g = reference_gamma_star(read_eval(step0), entry.beta, entry.normalize)
+                return g, str(step0.relative_to(out))
+    raise InputError(
+        f"entry {entry.name}: γ = {entry.gamma} needs γ* of the R = {entry.corrupt:g} reference, and no finished "
+        "run of that R is in the sweep yet (include one, e.g. the dpo entry of that R, in --only)"
+    )
+
+
+def check_new_sweep_dir(out: Path) -> None:
+    """A new sweep's ``--out`` must be writable and new or empty (an earlier sweep folder has ``sweep.json``)."""
+    if out.is_dir() and any(out.iterdir()):
+        raise InputError(f"--out: {out} exists and holds no sweep ({SWEEP_MANIFEST}); choose a new folder")
+    check_out_dir(str(out), resume=False)
+
+
+def select(entries: list[Entry], only: list[str] | None) -> list[Entry]:
+    """The entries named in ``only`` (all when None); an unknown name is an InputError listing the known ones."""
+    if not only:
+        return entries
+    names = {e.name for e in entries}
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise InputError(f"--only: unknown entr{'y' if len(unknown) == 1 else 'ies'} {unknown}; known: {sorted(names)}")
+    return [e for e in entries if e.name in set(only)]
+
+
+def run_sweep(
+    sweep: str,
+    common: TrainSettings,
+    out: str | Path,
+    *,
+    only: list[str] | None = None,
+    keep_checkpoints: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run (or resume) every selected entry of a declared sweep, then write its table, figure and summary.
+
+    ``common`` carries the model, data and training sizes shared by every run (its loss fields are replaced per
+    entry). Returns the sweep manifest (also written to ``OUT/sweep.json`` after every run).
+    """
+    from .run import train
+
+    if sweep not in SWEEPS:
+        raise InputError(f"--sweep: unknown sweep {sweep!r}; declared: {sorted(SWEEPS)}")
+    out = Path(out).absolute()
+    if not (out / SWEEP_MANIFEST).is_file():  # a new sweep: --out must be new (or empty) and writable
+        check_new_sweep_dir(out)
+    entries = SWEEPS[sweep](common.seed)
+    chosen = select(entries, only)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {
+        "sweep": sweep,
+        "common": {k: v for k, v in asdict(common).items() if k not in ("out", "resume", "progress")},
+        "entries": {},
+    }
+    if (out / SWEEP_MANIFEST).is_file():
+        manifest["entries"] = json.loads((out / SWEEP_MANIFEST).read_text(encoding="utf-8")).get("entries", {})
+    done: list[Entry] = [e for e in entries if _is_complete(out / "runs" / e.name)]
+    for k, entry in enumerate(chosen, 1):
+        record: dict[str, Any] = {"loss": entry.loss, "beta": entry.beta, "normalize": entry.normalize}
+        record.update({"R": entry.corrupt, "seed": entry.seed, "gamma_declared": entry.gamma})
+        gamma: float | None
+        if isinstance(entry.gamma, str):
+            g_star, source = _gamma_star_for(entry, out, done)
+            gamma = resolve_gamma(entry.gamma, g_star)
+            record.update({"gamma_star_dr0": g_star, "gamma_star_source": source})
+        else:
+            gamma = resolve_gamma(entry.gamma, math.nan)
+        record["gamma"] = gamma
+        settings = entry_settings(entry, common, out, gamma)
+        run_dir = Path(settings.out)
+        if _is_complete(run_dir):
+            diff = _same_settings(read_manifest(run_dir / MANIFEST), settings)
+            if diff is not None:
+                raise InputError(f"{run_dir} is a finished run with other settings ({diff}); use another --out")
+            log(f"[{k}/{len(chosen)}] {entry.name}: finished earlier, reused")
+            record["status"] = "complete"
+        else:
+            log(f"[{k}/{len(chosen)}] {entry.name}: {'resuming' if settings.resume else 'training'}")
+            t0 = time.perf_counter()
+            train(settings)
+            record.update({"status": "complete", "seconds": round(time.perf_counter() - t0, 1)})
+            if entry not in done:
+                done.append(entry)
+        if not keep_checkpoints:
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # a finished run needs none to resume
+        manifest["entries"][entry.name] = record
+        write_text_atomic(out / SWEEP_MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    write_report(out)
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------------- report
+def run_table(run: Path) -> list[dict[str, Any]]:
+    """One tidy row per eval step of one ``dpocheck train`` folder, recomputed from its eval files (C3, C4, C8).
+
+    γ* (Thm 4.9) comes from the run's reference log-probs in the run's convention with Δr* = 0 for every pair.
+    """
+    manifest = read_manifest(run / MANIFEST)
+    loss = manifest["loss"]
+    conv, beta = loss["convention"], float(manifest["settings"]["beta"])
+    settings = {
+        "loss": loss["name"],
+        "beta": beta,
+        "gamma": loss["params"].get("gamma", ""),
+        "normalize": conv,
+        "R": (manifest.get("corruption") or {}).get("share_R", 0.0),
+    }
+    steps = sorted((run / "eval").glob("step-*.jsonl"), key=lambda p: int(p.stem.split("-")[1]))
+    if not steps:
+        return []
+    try:
+        g_star = reference_gamma_star(read_eval(steps[0]), beta, conv)
+    except OverflowError:
+        g_star = math.inf
+    return [{**row, "gamma_star_dr0": g_star} for row in tidy_rows(run, run.name, settings)]
+
+
+def sweep_rows(out: Path) -> list[dict[str, Any]]:
+    """The tidy rows of every finished run under ``OUT/runs``."""
+    rows: list[dict[str, Any]] = []
+    for run in sorted(p for p in (out / "runs").iterdir() if _is_complete(p)):
+        rows.extend(run_table(run))
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Share in U (top) and ranking accuracy (bottom) over steps; one column per R; drawn from the table only."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rs = sorted({r["R"] for r in rows})
+    fig, axes = plt.subplots(2, max(1, len(rs)), figsize=(5 * max(1, len(rs)), 7), squeeze=False, sharex=True)
+    for j, share_r in enumerate(rs):
+        for run in sorted({r["run"] for r in rows if r["R"] == share_r}):
+            pts = sorted((r["step"], r["share_in_u"], r["ranking_accuracy"]) for r in rows if r["run"] == run)
+            steps = [p[0] for p in pts]
+            axes[0][j].plot(steps, [p[1] for p in pts], marker="o", label=run)
+            axes[1][j].plot(steps, [p[2] for p in pts], marker="o", label=run)
+        axes[0][j].set_title(f"R = {share_r}")
+        axes[0][j].set_ylabel("share of training pairs in U (C3)")
+        axes[1][j].set_ylabel("ranking accuracy (δ_θ > 0)")
+        axes[1][j].set_xlabel("optimizer step")
+        axes[0][j].legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """First → last eval step of every run (shares over the whole training set), from the tidy rows."""
+    lines = [
+        "| run | R | step | δ_ref<0 | in U (C3) | ranking acc | TRL acc | grad w in U (C4) | γ* (Δr*=0, C8) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in sorted({r["run"] for r in rows}):
+        run_rows = sorted((r for r in rows if r["run"] == run), key=lambda r: r["step"])
+        first, last = run_rows[0], run_rows[-1]
+        gw = last["grad_weight_in_u"]
+        gws = f"{gw:.3g}" if math.isfinite(gw) else "—"
+        lines.append(
+            f"| {run} | {last['R']} | {first['step']}→{last['step']} | {first['share_dref_neg']:.3f} | "
+            f"{first['share_in_u']:.3f}→{last['share_in_u']:.3f} | {first['ranking_accuracy']:.3f}→"
+            f"{last['ranking_accuracy']:.3f} | {last['trl_accuracy']:.3f} | {gws} | {first['gamma_star_dr0']:.4g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, name: str = "e2_llm") -> list[Path]:
+    """``OUT/<name>.csv``, ``.png`` and ``.md`` from the finished runs under ``OUT/runs`` (nothing else read)."""
+    rows = sweep_rows(out)
+    if not rows:
+        raise InputError(f"{out / 'runs'}: no finished run with eval files to tabulate")
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=TABLE_FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    written = [write_text_atomic(out / f"{name}.csv", buf.getvalue())]
+    written.append(plot(rows, out / f"{name}.png"))
+    written.append(write_text_atomic(out / f"{name}.md", markdown_table(rows)))
+    return written
