@@ -136,3 +136,27 @@ def test_existing_folder_without_a_sweep_refused(setup, tmp_path, capsys):
     (tmp_path / "s" / "x").write_text("")
     assert cli_main(_argv(setup, tmp_path / "s")) == 2
     assert "holds no sweep" in capsys.readouterr().err
+
+
+def test_violations_reads_a_train_eval_file(swept, tmp_path, capsys):
+    """``violations --policy-scores RUN/eval/step-N.jsonl`` joins the run's per-pair policy log-probs with its
+    reference scores; the share in U equals the sweep table's; another data hash is refused."""
+    run = swept / "runs" / "dpo_R0_s0"
+    argv = ["violations", "--scores", str(run / "reference"), "--policy-scores", str(run / "eval" / "step-2.jsonl")]
+    argv += ["--beta", "0.1", "--assume-delta-reward", "0", "--quiet", "--no-plot", "--bootstrap", "0"]
+    assert cli_main([*argv, "--out", str(tmp_path / "v")]) == 0
+    rep = json.loads((tmp_path / "v" / "violations-sum.json").read_text())
+    with open(swept / "e2_llm.csv", newline="", encoding="utf-8") as f:
+        last = [r for r in csv.DictReader(f) if r["run"] == "dpo_R0_s0"][-1]
+    assert rep["policy"]["n_joined"] == int(last["n_pairs"]) == 6
+    assert rep["policy"]["share_in_U"]["value"] == pytest.approx(float(last["share_in_u"]), abs=1e-12)
+    assert rep["policy"]["preference_accuracy"]["value"] == pytest.approx(float(last["ranking_accuracy"]), abs=1e-12)
+    other = tmp_path / "other"
+    (other / "eval").mkdir(parents=True)
+    (other / "eval" / "step-2.jsonl").write_bytes((run / "eval" / "step-2.jsonl").read_bytes())
+    m = json.loads((run / "manifest.json").read_text())
+    m["data"]["sha256"] = "0" * 64
+    (other / "manifest.json").write_text(json.dumps(m))
+    argv[4] = str(other / "eval" / "step-2.jsonl")
+    assert cli_main([*argv, "--out", str(tmp_path / "v2")]) == 2
+    assert "data mismatch" in capsys.readouterr().err

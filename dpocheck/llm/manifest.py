@@ -80,14 +80,17 @@ def scored_pair_count(manifest: dict[str, Any] | None) -> int | None:
 
 def data_sha256(manifest: dict[str, Any] | None) -> str | None:
     """sha256 of the data file an output was made from: ``fingerprint.data.sha256`` (scores directory) or
-    ``identity.data.sha256`` (sidecar of ``dpocheck reward``); None when not recorded."""
+    ``identity.data.sha256`` (sidecar of ``dpocheck reward``) or ``data.sha256`` (a ``dpocheck train`` run);
+    None when not recorded."""
     for key in ("fingerprint", "identity"):
         fp = (manifest or {}).get(key)
         data = fp.get("data") if isinstance(fp, dict) else None
         v = data.get("sha256") if isinstance(data, dict) else None
         if isinstance(v, str):
             return v
-    return None
+    data = (manifest or {}).get("data")
+    v = data.get("sha256") if isinstance(data, dict) else None
+    return v if isinstance(v, str) else None
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,8 @@ def read_scores(directory: str | os.PathLike[str]) -> ScoreTable:
     """
     d = Path(directory)
     note = None
+    if _is_train_eval_file(d):
+        return _read_rows([d], d.parent.parent, read_manifest(d.parent.parent / MANIFEST), [], str(d))
     if d.is_file() and d.suffix == ".jsonl" and (d.parent / MANIFEST).is_file():
         note = f"{d} is a file; read the scores directory that holds it ({d.parent})"
         d = d.parent
@@ -159,6 +162,27 @@ def read_scores(directory: str | os.PathLike[str]) -> ScoreTable:
     if note:
         warnings.insert(0, note)
     shards = _select_shards(d, manifest, warnings)
+    return _read_rows(shards, d, manifest, warnings, str(d))
+
+
+def _is_train_eval_file(p: Path) -> bool:
+    """``RUN/eval/step-N.jsonl`` of a ``dpocheck train`` run: per-pair policy log-probs at step N (C3)."""
+    if not (p.is_file() and p.parent.name == "eval" and re.fullmatch(r"step-\d+\.jsonl", p.name)):
+        return False
+    mpath = p.parent.parent / MANIFEST
+    if not mpath.is_file():
+        return False
+    try:
+        manifest = read_manifest(mpath)
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "loss" in manifest and "settings" in manifest
+
+
+def _read_rows(
+    shards: list[Path], d: Path, manifest: dict[str, Any] | None, warnings: list[str], source: str
+) -> ScoreTable:
+    """Validated rows of ``shards`` as a :class:`ScoreTable` sorted by index (see :func:`read_scores`)."""
     rows: dict[int, tuple[dict[str, Any], str]] = {}
     n_dup = 0
     for shard in shards:
@@ -192,7 +216,7 @@ def read_scores(directory: str | os.PathLike[str]) -> ScoreTable:
         delta_reward=np.array([r["delta_reward"] for r in ordered], dtype=np.float64),
         reward_source=np.array([r["reward_source"] for r in ordered], dtype=object),
         subset=np.array([r["subset"] for r in ordered], dtype=object),
-        source=str(d),
+        source=source,
         shards=[s.name for s in shards],
         n_duplicates=n_dup,
         manifest=manifest,
