@@ -93,7 +93,12 @@ def test_runs_table_and_gamma_star(swept):
     assert float(first["share_in_u"]) == again[0]["share_in_u"] == 0.0  # π_θ = π_ref at step 0: U is empty
     assert float(first["ranking_accuracy"]) == pytest.approx(again[0]["ranking_accuracy"])
     assert (swept / "e2_llm.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| dpo_R0_s0 | 0.0 | 0→2 |" in (swept / "e2_llm.md").read_text()
+    md = (swept / "e2_llm.md").read_text()
+    assert "| dpo_R0_s0 | 0.0 | 0→2 |" in md and "Final policies" in md
+    final = json.loads((swept / "violations" / "dpo_R0_s0.json").read_text())
+    last = [r for r in table if r["run"] == "dpo_R0_s0"][-1]
+    assert final["policy"]["share_in_U"]["value"] == float(last["share_in_u"])  # the final policy is the last eval
+    assert final["per_beta"][0]["beta"] == 0.1 and "ASSUMED" in final["delta_reward"]["source"]
 
 
 def test_second_invocation_reuses_finished_runs(setup, swept, capsys):

@@ -8,7 +8,9 @@ demo's 0.05, γ*/2 and 1.5·γ*) at corruption ratios R = 0 and 0.4. Layout of `
     sweep.json            the declared entries, the common settings, each γ resolved, per-run status and seconds
     e2_llm.csv            tidy table: one row per run × eval step, recomputed from the eval files only
     e2_llm.png            share in U and ranking accuracy over steps, one column per R
-    e2_llm.md             the last eval step of every run as a Markdown table
+    e2_llm.md             the last eval step of every run as a Markdown table, then the final policies' analysis
+    violations/<run>.*    ``dpocheck violations`` of each run's final policy (its last eval file) against its own
+                          reference scores: share in U with a bootstrap interval (C3), C2 at the run's β
 
 γ*-relative entries resolve γ* (Eq. 27, Thm 4.9) from the reference log-probs of a finished run with the same
 R and seed (the corrupted reference is the same model: the SFT depends on data, R, seed and its own settings
@@ -281,8 +283,58 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def final_policy_report(run: Path, n_bootstrap: int = 1000) -> Any:
+    """The violations analysis (:func:`dpocheck.llm.results.analyze`) of a run's final policy — its last
+    ``eval/step-N.jsonl`` — against the run's reference scores, at the run's β and convention.
+
+    Δr*: from the data where the rows carry it, else the stated assumption Δr* = 0 (HH-RLHF has none).
+    """
+    from dpocheck.llm.results import analyze
+    from dpocheck.llm.scores import read_scores, resolve_delta_reward
+
+    manifest = read_manifest(run / MANIFEST)
+    conv, beta = manifest["loss"]["convention"], float(manifest["settings"]["beta"])
+    steps = sorted((run / "eval").glob("step-*.jsonl"), key=lambda p: int(p.stem.split("-")[1]))
+    ref = read_scores(run / "reference")
+    dr = resolve_delta_reward(ref)
+    if dr.values is None:
+        dr = resolve_delta_reward(ref, assume=0.0)
+    return analyze(
+        ref, betas=[beta], normalization=conv, delta_reward=dr, policy=read_scores(steps[-1]), n_bootstrap=n_bootstrap
+    )
+
+
+def _pct(share: Any) -> str:
+    if share is None or share.value is None:
+        return "—"
+    ci = f" [{100 * share.ci95[0]:.1f}, {100 * share.ci95[1]:.1f}]" if share.ci95 else ""
+    return f"{100 * share.value:.1f} %{ci}"
+
+
+def write_final_reports(out: Path) -> tuple[list[Path], str]:
+    """``OUT/violations/<run>.json`` and ``.md`` per finished run, and a Markdown table of their headline numbers."""
+    from dpocheck.llm.report import render_markdown, report_to_json
+
+    written: list[Path] = []
+    lines = [
+        "| run | pairs | share in U (C3) [95 % CI] | δ_θ > 0 [95 % CI] | δ_θ > δ_ref (TRL) | C2 violation at β, "
+        "Δr* = 0 [95 % CI] | mean DPO loss at β |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in sorted(p for p in (out / "runs").iterdir() if _is_complete(p) and (p / "reference").is_dir()):
+        rep = final_policy_report(run)
+        written.append(write_text_atomic(out / "violations" / f"{run.name}.json", report_to_json(rep)))
+        written.append(write_text_atomic(out / "violations" / f"{run.name}.md", render_markdown(rep)))
+        p, e = rep.policy, rep.per_beta[0]
+        lines.append(
+            f"| {run.name} | {p.n_joined} | {_pct(p.share_in_U)} | {_pct(p.preference_accuracy)} | "
+            f"{_pct(p.implicit_reward_accuracy)} | {_pct(e.violation_rate)} | {e.policy.dpo_loss_mean:.4g} |"
+        )
+    return written, "\n".join(lines) + "\n"
+
+
 def write_report(out: Path, name: str = "e2_llm") -> list[Path]:
-    """``OUT/<name>.csv``, ``.png`` and ``.md`` from the finished runs under ``OUT/runs`` (nothing else read)."""
+    """``OUT/<name>.csv``, ``.png``, ``.md`` and ``OUT/violations/`` from the finished runs under ``OUT/runs``."""
     rows = sweep_rows(out)
     if not rows:
         raise InputError(f"{out / 'runs'}: no finished run with eval files to tabulate")
@@ -294,5 +346,12 @@ def write_report(out: Path, name: str = "e2_llm") -> list[Path]:
     w.writerows(rows)
     written = [write_text_atomic(out / f"{name}.csv", buf.getvalue())]
     written.append(plot(rows, out / f"{name}.png"))
-    written.append(write_text_atomic(out / f"{name}.md", markdown_table(rows)))
-    return written
+    final, final_table = write_final_reports(out)
+    md = (
+        "## Share in U over training (whole training set, first → last eval)\n\n"
+        + markdown_table(rows)
+        + "\n## Final policies: `dpocheck violations` against each run's reference (bootstrap 1,000, seed 0)\n\n"
+        + final_table
+    )
+    written.append(write_text_atomic(out / f"{name}.md", md))
+    return written + final
