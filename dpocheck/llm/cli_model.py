@@ -157,7 +157,7 @@ def _check_score_args(args: argparse.Namespace) -> None:
     _require(args.shard_pairs > 0, f"--shard-pairs must be > 0, got {args.shard_pairs}")
     _require(args.limit is None or args.limit >= 0, f"--limit must be >= 0, got {args.limit}")
     _require(args.max_length >= 0, f"--max-length must be >= 0, got {args.max_length}")
-    _require(os.path.exists(args.model), f"--model {args.model}: no such file or directory")
+    _require(args.model is None or os.path.exists(args.model), f"--model {args.model}: no such file or directory")
 
 
 def _check_sample_args(args: argparse.Namespace) -> None:
@@ -168,7 +168,7 @@ def _check_sample_args(args: argparse.Namespace) -> None:
     _require(0 < args.top_p <= 1, f"--top-p must be in (0, 1], got {args.top_p}")
     _require(args.top_k >= 0, f"--top-k must be >= 0, got {args.top_k}")
     _require(args.limit is None or args.limit >= 0, f"--limit must be >= 0, got {args.limit}")
-    _require(os.path.exists(args.model), f"--model {args.model}: no such file or directory")
+    _require(args.model is None or os.path.exists(args.model), f"--model {args.model}: no such file or directory")
 
 
 def _score(args: argparse.Namespace) -> int:
