@@ -252,3 +252,68 @@ def test_no_progress_loading_writes_no_bar_to_stderr(tmp_path, capfd, source):
     assert hf_logging.is_progress_bar_enabled()  # restored afterwards
     assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
     assert loaded.source == source
+
+
+# ------------------------------------------------------------------------------------------------ runner under torchrun
+def _runner_worker(rank: int, port: int, root: str, results) -> None:
+    import os
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+
+    from dpocheck.llm.models import toy_model, toy_tokenizer
+    from dpocheck.llm.runner import ScoreSettings, score_to_directory
+    from dpocheck.llm.types import PreferencePair
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=60))
+    tok = toy_tokenizer()
+    model = toy_model(tok)
+    good = [PreferencePair(i, f"Question {i}?", "Yes, sure.", "No way.") for i in range(4)]
+    ident = {"model": "toy"}, {"data": "inline"}
+    try:
+        for case, pairs, settings in (
+            # rank 1 was given other settings: its fingerprint check fails, rank 0 must not wait in a barrier
+            ("fingerprint", good, ScoreSettings(batch_tokens=256 if rank == 1 else 512, chat_template="none")),
+            # rank 0 alone holds a record with an empty response
+            (
+                "bad_record",
+                good + [PreferencePair(9, "Q?", "", "No.")] * (rank == 0),
+                ScoreSettings(chat_template="none"),
+            ),
+        ):
+            try:
+                score_to_directory(
+                    model,
+                    tok,
+                    pairs,
+                    f"{root}/{case}",
+                    settings,
+                    model_identity=ident[0],
+                    data_identity=ident[1],
+                    show_progress=False,
+                )
+                results[(case, rank)] = "no error"
+            except Exception as exc:
+                results[(case, rank)] = f"{type(exc).__name__}: {exc}"
+    finally:
+        dist.destroy_process_group()
+
+
+def test_runner_stops_every_rank_with_the_failing_ranks_message(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_runner_worker, args=(port, str(tmp_path), results), nprocs=2, join=True)
+    fp0, fp1 = results[("fingerprint", 0)], results[("fingerprint", 1)]
+    assert fp0 == fp1 and fp0.startswith("InputError: rank 1 failed: InputError: rank 1: inputs differ"), fp0
+    bad0, bad1 = results[("bad_record", 0)], results[("bad_record", 1)]
+    assert bad0 == bad1 and bad0.startswith("InputError: rank 0 failed:") and "9" in bad0, bad0
