@@ -66,6 +66,13 @@ def default_pad_multiple(device: Any) -> int:
     return 64 if torch.device(device).type == "cuda" else 1
 
 
+def _new_cache(cls: Any, config: Any) -> Any:
+    """An empty key/value cache: transformers 5 builds it from the config, 4.x takes no arguments."""
+    if "config" in inspect.signature(cls.__init__).parameters:
+        return cls(config=config)
+    return cls()
+
+
 def _additive_mask(allowed: Any, dtype: Any) -> Any:
     import torch
 
@@ -309,7 +316,7 @@ def score_batch_shared(model: Any, batch: Sequence[EncodedPair], pad_id: int = 0
     allowed = causal[None] & pre_valid[:, None, :]
     positions = torch.arange(pmax, device=device)[None].expand(b, -1)
     names = _forward_kwargs(model)
-    cache = DynamicCache(config=model.config)
+    cache = _new_cache(DynamicCache, model.config)
     kwargs: dict[str, Any] = {
         "input_ids": pre_ids,
         "attention_mask": _additive_mask(allowed, dtype),

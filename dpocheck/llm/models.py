@@ -181,6 +181,14 @@ def load_tokenizer(path: str | os.PathLike[str] | None = None, trust_remote_code
     return tok
 
 
+def _dtype_kwarg() -> str:
+    """``from_pretrained``'s dtype argument: ``dtype`` from transformers 4.56, ``torch_dtype`` before."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
 def load_model(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -209,7 +217,7 @@ def load_model(
     kwargs: dict[str, Any] = {
         "local_files_only": True,
         "trust_remote_code": trust_remote_code,
-        "dtype": torch_dtype,
+        _dtype_kwarg(): torch_dtype,
         "device_map": {"": str(device)},
     }
     if attn_implementation is not None:
