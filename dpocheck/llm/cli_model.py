@@ -92,7 +92,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(prompt | chosen | rejected) with a block mask; cache = prompt pass, then both responses "
         "against its repeated key/value cache; none = every sequence in full",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--sdpa-backend",
+        choices=("auto", "math", "efficient", "flash", "cudnn"),
+        default="auto",
+        help="force one scaled-dot-product-attention kernel (auto: torch's choice; flash takes no custom mask)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (scoring and model loading)")
     p.add_argument(
         "--check-fp32",
         type=_positive_int,
@@ -190,6 +196,7 @@ def _check_sample_args(args: argparse.Namespace) -> None:
 def _score(args: argparse.Namespace) -> int:
     from . import data as data_mod
     from .distributed import finish_distributed, init_distributed
+    from .kernels import sdpa_backend
     from .manifest import sha256_file
     from .models import load_model, model_fingerprint
     from .render import resolve_chat_template
@@ -208,7 +215,13 @@ def _score(args: argparse.Namespace) -> int:
         on_error=args.on_error,
         limit=args.limit,
     )
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    loaded = load_model(
+        args.model,
+        dtype=args.dtype,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        progress=not args.no_progress,
+    )
     use_tpl = resolve_chat_template(loaded.tokenizer, args.chat_template)
     prompt_style = "chat" if use_tpl else "text"
     load = data_mod.load_pairs(
@@ -239,21 +252,23 @@ def _score(args: argparse.Namespace) -> int:
         },
         "model_parameters": loaded.n_parameters,
         "device": str(loaded.device),
+        "sdpa_backend": args.sdpa_backend,
         "logp_convention": "chosen/rejected_logp_sum: summed token log-probs of the response given the prompt; "
         "_mean: divided by the scored token count (per-token mean, the released code's convention)",
     }
-    run = score_to_directory(
-        loaded.model,
-        loaded.tokenizer,
-        load.pairs,
-        args.out,
-        settings,
-        model_identity=model_id,
-        data_identity=data_id,
-        resume=args.resume,
-        extra_manifest=extra,
-        show_progress=not args.no_progress,
-    )
+    with sdpa_backend(args.sdpa_backend):
+        run = score_to_directory(
+            loaded.model,
+            loaded.tokenizer,
+            load.pairs,
+            args.out,
+            settings,
+            model_identity=model_id,
+            data_identity=data_id,
+            resume=args.resume,
+            extra_manifest=extra,
+            show_progress=not args.no_progress,
+        )
     if rank == 0:
         summary = {
             "out": str(run.out_dir),
@@ -306,7 +321,13 @@ def _sample(args: argparse.Namespace) -> int:
 
     _check_sample_args(args)
     _setup_torch(args)
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    loaded = load_model(
+        args.model,
+        dtype=args.dtype,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        progress=not args.no_progress,
+    )
     prompts = read_prompts(args.prompts, limit=args.limit)
     settings = SampleSettings(
         k=args.k,
