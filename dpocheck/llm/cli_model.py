@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Any
@@ -182,7 +183,10 @@ def _check_sample_args(args: argparse.Namespace) -> None:
 
     _require(args.k > 0, f"--k must be > 0, got {args.k}")
     _require(args.max_new_tokens > 0, f"--max-new-tokens must be > 0, got {args.max_new_tokens}")
-    _require(args.temperature > 0, f"--temperature must be > 0, got {args.temperature}")
+    _require(
+        math.isfinite(args.temperature) and args.temperature > 0,
+        f"--temperature must be a finite number > 0, got {args.temperature}",
+    )
     _require(0 < args.top_p <= 1, f"--top-p must be in (0, 1], got {args.top_p}")
     _require(args.top_k >= 0, f"--top-k must be >= 0, got {args.top_k}")
     _require(args.limit is None or args.limit >= 0, f"--limit must be >= 0, got {args.limit}")

@@ -72,7 +72,10 @@ def finite_number(rec: dict[str, Any], name: str, rn: int) -> float:
     v = get_field(rec, name, rn)
     if not is_number(v):
         raise RecordError(rn, name, f"must be a number, got {type(v).__name__}", "wrong_type")
-    x = float(v)
+    try:
+        x = float(v)
+    except OverflowError:  # an integer beyond float range
+        raise RecordError(rn, name, f"must be finite, got an integer of {v.bit_length()} bits", "non_finite") from None
     if not math.isfinite(x):
         raise RecordError(rn, name, f"must be finite, got {x!r}", "non_finite")
     return x
