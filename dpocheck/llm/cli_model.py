@@ -293,6 +293,7 @@ def _score(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress,
         reader_skipped=load.skipped,
         n_records=load.n_records,
+        bound_memory=True,
     )
     if rank == 0:
         counts = run.counts or {}

@@ -21,9 +21,9 @@ its ``*_truncated`` flag set. A pair where no response token fits is an error.
 scored past the positions the model was trained on.
 
 **Batch plan.** Batches hold several pairs, bucketed by length under a padded-token budget (``batch_tokens``, the
-memory knob); consecutive batches form shards (the resume unit). A pair that alone needs more than
-``batch_tokens`` tokens in one forward pass is a bad record (reason ``over_batch_tokens``), so the budget bounds
-memory for every record. Both plans are deterministic functions of the
+memory knob); consecutive batches form shards (the resume unit). In ``dpocheck score`` a pair that alone needs
+more than ``batch_tokens`` tokens in one forward pass is a bad record (reason ``over_batch_tokens``), so the
+budget bounds memory for every record. Both plans are deterministic functions of the
 encoded pairs and the settings, so a resumed run reproduces the uninterrupted one.
 """
 
@@ -219,19 +219,25 @@ class EncodeResult:
 
 
 def encode_pairs(
-    tokenizer: Any, pairs: Iterable[PreferencePair], settings: ScoreSettings, use_chat_template: bool
+    tokenizer: Any,
+    pairs: Iterable[PreferencePair],
+    settings: ScoreSettings,
+    use_chat_template: bool,
+    *,
+    bound_memory: bool = False,
 ) -> EncodeResult:
     """Encode every pair; errors raise or are collected with their index and reason (``settings.on_error``).
 
-    A pair whose single-pair batch costs more than ``settings.batch_tokens`` padded tokens is such an error
-    (reason ``over_batch_tokens``): the budget must bound memory for every record.
+    With ``bound_memory`` (``dpocheck score``), a pair whose single-pair batch costs more than
+    ``settings.batch_tokens`` padded tokens is such an error (reason ``over_batch_tokens``), so the budget bounds
+    memory for every record; without it such a pair runs alone in its own batch.
     """
     kept, encoded, skipped = [], [], []
     for pair in pairs:
         try:
             enc = encode_pair(tokenizer, pair, use_chat_template=use_chat_template, max_length=settings.max_length)
             cost = padded_cost([enc], settings.prefix_mode)
-            if cost > settings.batch_tokens:
+            if bound_memory and cost > settings.batch_tokens:
                 raise ScoringError(
                     pair.index,
                     None,

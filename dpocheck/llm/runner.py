@@ -225,13 +225,16 @@ def score_to_directory(
     show_progress: bool = True,
     reader_skipped: dict[str, int] | None = None,
     n_records: int | None = None,
+    bound_memory: bool = False,
 ) -> ScoreRun:
     """Score ``pairs`` into ``out_dir`` (shards, manifest, merged ``scores.jsonl``); resumable; torchrun-aware.
 
     Rank r processes the shards k with k % world_size == r that are not complete yet (a shard file exists only
     once complete: it is written to a temp file and renamed). After a barrier, rank 0 checks every shard against
     the plan and merges them. ``reader_skipped`` (reason → count) and ``n_records`` are the reader's account of
-    the records that did not become pairs, added to the manifest's counts.
+    the records that did not become pairs, added to the manifest's counts. ``bound_memory`` (``dpocheck
+    score``): a pair that alone needs more than ``settings.batch_tokens`` tokens is a bad record
+    (``over_batch_tokens``, see :func:`~dpocheck.llm.encode.encode_pairs`) rather than a batch of its own.
     """
     from tqdm import tqdm
 
@@ -260,7 +263,7 @@ def score_to_directory(
         check_same_fingerprint(out, fp, rank)
 
     t0 = time.perf_counter()
-    enc = encode_pairs(tokenizer, pairs, settings, use_tpl)
+    enc = encode_pairs(tokenizer, pairs, settings, use_tpl, bound_memory=bound_memory)
     batches = plan_batches(enc.encoded, settings.batch_tokens, settings.prefix_mode)
     shards = plan_shards(batches, settings.shard_pairs)
     pad = _pad_id(tokenizer)
