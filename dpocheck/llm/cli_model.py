@@ -216,24 +216,19 @@ def _score(args: argparse.Namespace) -> int:
     _check_score_args(args)
     _setup_torch(args)
     rank, world = init_distributed()
-    # the data are read and checked before the weights load (the tokenizer says whether prompts become chat)
-    use_tpl = False
-    if args.chat_template != "none":
-        use_tpl = resolve_chat_template(models.load_tokenizer(args.model, args.trust_remote_code), args.chat_template)
-    prompt_style = "chat" if use_tpl else "text"
-    load = data_mod.load_pairs(
-        args.data,
-        args.format,
-        delta_reward_source=args.delta_reward_source,
-        limit=args.limit,
-        on_error=args.on_error,
-        prompt_style=prompt_style,
-    )
-    if rank == 0:
-        print(f"data: {load.summary()}", file=sys.stderr)
+    # the data are read and checked before the weights load: as text prompts first (whether prompts become chat
+    # messages depends on the tokenizer, which loads with the model); read again as chat when the template is used
+    read = dict(delta_reward_source=args.delta_reward_source, limit=args.limit, on_error=args.on_error)
+    load = data_mod.load_pairs(args.data, args.format, prompt_style="text", **read)
     loaded = models.load_model(
         args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
     )
+    use_tpl = resolve_chat_template(loaded.tokenizer, args.chat_template)
+    prompt_style = "chat" if use_tpl else "text"
+    if use_tpl:
+        load = data_mod.load_pairs(args.data, args.format, prompt_style="chat", **read)
+    if rank == 0:
+        print(f"data: {load.summary()}", file=sys.stderr)
     context = context_length(loaded.model, loaded.tokenizer)
     max_length = args.max_length if args.max_length > 0 else None
     if context is not None and (max_length is None or max_length > context):
