@@ -416,3 +416,21 @@ def test_containers_json_gzip_parquet_and_limit(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"x": 1}))
     with pytest.raises(ValueError, match="top-level JSON"):
         load_pairs(tmp_path / "bad.json")
+
+
+def test_huge_integer_reward_is_a_skipped_record_not_an_overflow(tmp_path):
+    f = tmp_path / "d.jsonl"
+    good = {"prompt": "q", "chosen": " a", "rejected": " b"}
+    f.write_text(json.dumps({**good, "delta_reward": 10**400}) + "\n" + json.dumps({**good, "delta_reward": 1}) + "\n")
+    res = load_pairs(f)
+    assert res.skipped == {"non_finite": 1} and [p.index for p in res.pairs] == [1]
+    assert "record 0 (line 1): field 'delta_reward' must be finite" in res.examples["non_finite"][0]
+    with pytest.raises(RecordError, match=rf"{f}: record 0 \(line 1\): field 'delta_reward'"):
+        load_pairs(f, on_error="raise")
+
+
+def test_record_not_telling_its_format_is_skipped_and_detection_moves_on(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"text": "x"}\n' + json.dumps({"prompt": "q", "chosen": " a", "rejected": " b"}) + "\n")
+    res = load_pairs(f)
+    assert res.format == "trl" and res.skipped == {"unknown_format": 1} and len(res.pairs) == 1

@@ -222,16 +222,22 @@ def _all_scores(rows):
     return {r["index"]: (r["chosen_logp_sum"], r["rejected_logp_sum"]) for r in rows}
 
 
+def _one_per_batch(tok, pairs, mode, use_chat_template=True):
+    """The smallest budget every pair fits in alone: two pairs always cost more, so each batch holds one."""
+    return max(padded_cost([encode_pair(tok, p, use_chat_template=use_chat_template)], mode) for p in pairs)
+
+
 def test_prefix_sharing_batching_and_order_do_not_change_scores(tok, model):
     """Packed and cache modes with big batches, one pair per batch, and reversed input all equal the unshared,
     one-pair-per-batch reference to ≤ 1e-4 nats per sequence (in practice ~1e-6)."""
     pairs = _pairs(12)
-    ref = _all_scores(score_pairs(model, tok, pairs, ScoreSettings(prefix_mode="none", batch_tokens=1))[0])
+    one_none, one_packed = (_one_per_batch(tok, pairs, m) for m in ("none", "packed"))
+    ref = _all_scores(score_pairs(model, tok, pairs, ScoreSettings(prefix_mode="none", batch_tokens=one_none))[0])
     variants = [
         ScoreSettings(prefix_mode="packed", batch_tokens=100_000),
-        ScoreSettings(prefix_mode="packed", batch_tokens=1),
+        ScoreSettings(prefix_mode="packed", batch_tokens=one_packed),
         ScoreSettings(prefix_mode="cache", batch_tokens=100_000),
-        ScoreSettings(prefix_mode="cache", batch_tokens=150),
+        ScoreSettings(prefix_mode="cache", batch_tokens=max(150, _one_per_batch(tok, pairs, "cache"))),
         ScoreSettings(prefix_mode="none", batch_tokens=100_000),
     ]
     for s in variants:
@@ -284,10 +290,11 @@ def test_non_finite_logp_raises_or_is_skipped(tok):
     poison = next(t for t in paris if t not in used_elsewhere)
     with torch.no_grad():
         bad_model.model.embed_tokens.weight[poison] = float("nan")
+    one = _one_per_batch(tok, pairs, "packed", use_chat_template=False)
     with pytest.raises(ScoringError, match=r"record 1: field 'chosen' has a non-finite log-probability"):
-        score_pairs(bad_model, tok, pairs, ScoreSettings(chat_template="none", batch_tokens=1))
+        score_pairs(bad_model, tok, pairs, ScoreSettings(chat_template="none", batch_tokens=one))
     rows, skipped = score_pairs(
-        bad_model, tok, pairs, ScoreSettings(chat_template="none", on_error="skip", batch_tokens=1)
+        bad_model, tok, pairs, ScoreSettings(chat_template="none", on_error="skip", batch_tokens=one)
     )
     assert [r["index"] for r in rows] == [0] and [(s["index"], s["reason"]) for s in skipped] == [(1, "non_finite")]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Any
@@ -63,9 +64,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-length",
         type=int,
         default=1024,
-        help="token budget per sequence; the prompt is cut from the left first (0: no limit)",
+        help="token budget per sequence; the prompt is cut from the left first, then the response from the "
+        "right, and the pair is flagged *_truncated (0: the model's context, from its config; a larger "
+        "value is capped at the context too)",
     )
-    p.add_argument("--batch-tokens", type=int, default=4096, help="memory budget: padded tokens per forward batch")
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=4096,
+        help="memory budget: padded tokens per forward batch; a pair that alone needs more is a bad record "
+        "(reason over_batch_tokens: skipped, or an error under --on-error raise)",
+    )
     p.add_argument(
         "--shard-pairs",
         type=int,
@@ -80,9 +89,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--on-error",
         choices=("raise", "skip"),
-        default="raise",
-        help="bad records / empty responses / non-finite log-probs: stop with an error naming the "
-        "record (raise) or skip and count them (skip)",
+        default="skip",
+        help="bad records (missing/empty fields, invalid JSON, a pair over --batch-tokens, non-finite "
+        "log-probs): skip and count them by reason, on screen and in the manifest (skip, the default, as for "
+        "reward and the readers), or stop with an error naming the record (raise)",
     )
     p.add_argument(
         "--prefix-mode",
@@ -174,48 +184,66 @@ def _require(ok: bool, message: str) -> None:
 
 
 def _check_score_args(args: argparse.Namespace) -> None:
-    """Reject bad score arguments before loading the model."""
+    """Reject bad score arguments, a model path without a model and an unwritable --out, before loading."""
+    from .manifest import MANIFEST
+    from .preflight import check_model_path, check_output_path
+
     _require(args.batch_tokens > 0, f"--batch-tokens must be > 0, got {args.batch_tokens}")
     _require(args.shard_pairs > 0, f"--shard-pairs must be > 0, got {args.shard_pairs}")
     _require(args.limit is None or args.limit >= 0, f"--limit must be >= 0, got {args.limit}")
     _require(args.max_length >= 0, f"--max-length must be >= 0, got {args.max_length}")
-    _require(args.model is None or os.path.exists(args.model), f"--model {args.model}: no such file or directory")
+    _require(args.max_length != 1, "--max-length must be 0 (the model's context) or >= 2, got 1")
+    args.model = str(check_model_path(args.model))
+    out = check_output_path(args.out, directory=True)
+    if not args.resume and (out / MANIFEST).exists():
+        raise FileExistsError(f"{out} already holds a scoring run; pass --resume or choose a new --out")
 
 
 def _check_sample_args(args: argparse.Namespace) -> None:
-    """Reject bad sampling parameters before loading the model."""
+    """Reject bad sampling parameters, a model path without a model and an unwritable --out, before loading."""
+    from .preflight import check_model_path, check_output_path
+
     _require(args.k > 0, f"--k must be > 0, got {args.k}")
     _require(args.max_new_tokens > 0, f"--max-new-tokens must be > 0, got {args.max_new_tokens}")
-    _require(args.temperature > 0, f"--temperature must be > 0, got {args.temperature}")
+    _require(
+        math.isfinite(args.temperature) and args.temperature > 0,
+        f"--temperature must be a finite number > 0, got {args.temperature}",
+    )
     _require(0 < args.top_p <= 1, f"--top-p must be in (0, 1], got {args.top_p}")
     _require(args.top_k >= 0, f"--top-k must be >= 0, got {args.top_k}")
     _require(args.limit is None or args.limit >= 0, f"--limit must be >= 0, got {args.limit}")
-    _require(args.model is None or os.path.exists(args.model), f"--model {args.model}: no such file or directory")
+    args.model = str(check_model_path(args.model))
+    out = check_output_path(args.out, directory=False)
+    if args.pairs_out:
+        check_output_path(args.pairs_out, directory=False, option="--pairs-out")
+    if out.exists() and not args.resume:
+        raise FileExistsError(f"{out} exists; pass --resume to continue it or choose a new --out")
+
+
+def _skip_line(scored: int, skipped: dict[str, int]) -> str:
+    """``scored N, skipped M (reason: count, …)``: the account of every record read."""
+    why = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items()))
+    return f"scored {scored}, skipped {sum(skipped.values())}" + (f" ({why})" if why else "")
 
 
 def _score(args: argparse.Namespace) -> int:
     from . import data as data_mod
+    from . import models
     from .distributed import finish_distributed, init_distributed
+    from .encode import context_length
     from .kernels import sdpa_backend
     from .manifest import sha256_file
-    from .models import load_model, model_fingerprint
     from .render import resolve_chat_template
     from .runner import ScoreSettings, score_to_directory
 
     _check_score_args(args)
     _setup_torch(args)
     rank, world = init_distributed()
-    settings = ScoreSettings(
-        max_length=args.max_length if args.max_length and args.max_length > 0 else None,
-        batch_tokens=args.batch_tokens,
-        chat_template=args.chat_template,
-        dtype=args.dtype,
-        prefix_mode=args.prefix_mode,
-        shard_pairs=args.shard_pairs,
-        on_error=args.on_error,
-        limit=args.limit,
-    )
-    loaded = load_model(
+    # the data are read and checked before the weights load: as text prompts first (whether prompts become chat
+    # messages depends on the tokenizer, which loads with the model); read again as chat when the template is used
+    read = dict(delta_reward_source=args.delta_reward_source, limit=args.limit, on_error=args.on_error)
+    load = data_mod.load_pairs(args.data, args.format, prompt_style="text", **read)
+    loaded = models.load_model(
         args.model,
         dtype=args.dtype,
         device=args.device,
@@ -224,17 +252,32 @@ def _score(args: argparse.Namespace) -> int:
     )
     use_tpl = resolve_chat_template(loaded.tokenizer, args.chat_template)
     prompt_style = "chat" if use_tpl else "text"
-    load = data_mod.load_pairs(
-        args.data,
-        args.format,
-        delta_reward_source=args.delta_reward_source,
-        limit=args.limit,
-        on_error=args.on_error,
-        prompt_style=prompt_style,
-    )
+    if use_tpl:
+        load = data_mod.load_pairs(args.data, args.format, prompt_style="chat", **read)
     if rank == 0:
         print(f"data: {load.summary()}", file=sys.stderr)
-    model_id = {**model_fingerprint(loaded.path), "source": loaded.source, "dtype": str(loaded.dtype)}
+    context = context_length(loaded.model, loaded.tokenizer)
+    max_length = args.max_length if args.max_length > 0 else None
+    if context is not None and (max_length is None or max_length > context):
+        if rank == 0:
+            asked = "0 (no limit)" if max_length is None else str(max_length)
+            print(
+                f"max-length: --max-length {asked} is capped at the model's context of {context} tokens "
+                "(longer sequences are truncated and flagged)",
+                file=sys.stderr,
+            )
+        max_length = context
+    settings = ScoreSettings(
+        max_length=max_length,
+        batch_tokens=args.batch_tokens,
+        chat_template=args.chat_template,
+        dtype=args.dtype,
+        prefix_mode=args.prefix_mode,
+        shard_pairs=args.shard_pairs,
+        on_error=args.on_error,
+        limit=args.limit,
+    )
+    model_id = {**models.model_fingerprint(loaded.path), "source": loaded.source, "dtype": str(loaded.dtype)}
     data_id = {
         "path": os.path.abspath(args.data),
         "sha256": sha256_file(args.data),
@@ -249,8 +292,12 @@ def _score(args: argparse.Namespace) -> int:
             "skipped": load.skipped,
             "examples": load.examples,
             "delta_reward_sources": load.delta_reward_sources,
+            "duplicates": load.n_duplicates,
+            "duplicate_examples": load.duplicate_examples,
+            "duplicates_scored": "each time (every record keeps its index)",
         },
         "model_parameters": loaded.n_parameters,
+        "model_context": context,
         "device": str(loaded.device),
         "sdpa_backend": args.sdpa_backend,
         "logp_convention": "chosen/rejected_logp_sum: summed token log-probs of the response given the prompt; "
@@ -268,15 +315,31 @@ def _score(args: argparse.Namespace) -> int:
             resume=args.resume,
             extra_manifest=extra,
             show_progress=not args.no_progress,
+            reader_skipped=load.skipped,
+            n_records=load.n_records,
+            bound_memory=True,
         )
     if rank == 0:
+        counts = run.counts or {}
+        by_reason = counts.get("skipped_by_reason", {})
+        line = _skip_line(counts.get("scored", 0), by_reason) + f" of {load.n_records} records read"
+        if load.n_duplicates:
+            line += f"; {load.n_duplicates} duplicate records (same prompt, chosen, rejected) scored each time"
+        n_trunc = counts.get("chosen_truncated", 0) + counts.get("rejected_truncated", 0)
+        line += f"; {n_trunc} sequences truncated to max_length={settings.max_length}"
+        print(line, file=sys.stderr)
         summary = {
             "out": str(run.out_dir),
+            "records": load.n_records,
             "pairs": run.n_pairs,
+            "scored": counts.get("scored"),
             "scored_this_session": run.n_scored_now,
             "shards": run.n_shards,
             "shards_done_before": run.shards_done_before,
-            "skipped": len(run.skipped) + load.n_skipped,
+            "skipped": sum(by_reason.values()),
+            "skipped_by_reason": by_reason,
+            "duplicates": load.n_duplicates,
+            "truncated": n_trunc,
             "seconds": round(run.seconds, 2),
             "tokens_per_second": round(run.tokens / run.seconds, 1) if run.seconds > 0 else None,
             "world_size": world,
@@ -320,6 +383,7 @@ def _sample(args: argparse.Namespace) -> int:
     from .sample import SampleSettings, form_pairs, read_prompts, sample_to_file
 
     _check_sample_args(args)
+    prompts = read_prompts(args.prompts, limit=args.limit)  # checked before the weights load
     _setup_torch(args)
     loaded = load_model(
         args.model,
@@ -328,7 +392,6 @@ def _sample(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
         progress=not args.no_progress,
     )
-    prompts = read_prompts(args.prompts, limit=args.limit)
     settings = SampleSettings(
         k=args.k,
         seed=args.seed,

@@ -8,10 +8,17 @@ Conventions (documented decisions):
 * **Record numbers** are 0-based positions of the records in the file (for JSONL: the non-blank lines, for
   JSON: the list items, for Parquet: the rows). ``PreferencePair.index`` is that number, and every error names
   it: ``record 17 (line 18): field 'chosen' is empty``. Blank JSONL lines are not records.
-* **Bad records** either raise :class:`RecordError` (``on_error="raise"``) or are skipped and counted by
-  reason in ``LoadResult.skipped`` (``on_error="skip"``, the default); nothing is dropped silently. If no pair
-  at all can be read (an empty file, or every record bad) the loader raises, since that means a wrong file or
-  format.
+* **Bad records: one default everywhere.** A record that cannot become a pair (a missing or empty field, a
+  wrong type, a line that is not JSON or not UTF-8, a truncated last line) is skipped and counted by reason in
+  ``LoadResult.skipped`` (``on_error="skip"``, the default of this reader and of ``dpocheck score`` and
+  ``dpocheck reward``); ``on_error="raise"`` (``--on-error raise``) stops at the first one with a
+  :class:`RecordError` naming file, record and field. Nothing is dropped silently: ``n_records`` =
+  ``len(pairs)`` + ``n_skipped``, and the commands print ``scored N, skipped M (reason: count, …)``. If no
+  pair at all can be read (an empty file, a file that is not JSON, every record bad) the loader raises, since
+  that means a wrong file or format.
+* **Duplicate records** (same prompt, chosen and rejected as an earlier record) are kept, so every record keeps
+  its index and is scored each time; they are counted (``LoadResult.n_duplicates``, with the first few
+  ``(record, first record)`` pairs in ``duplicate_examples``) and reported in the summary and the manifest.
 * **Empty responses** (empty or whitespace-only text) are an error (reason ``empty_response``): a pair whose
   response has no tokens has no log-probability to compare.
 * **chosen == rejected** (identical response texts) is an error (reason ``identical_responses``): δ_π ≡ 0 for
@@ -43,6 +50,7 @@ Untrusted input: only JSON and Parquet are parsed; nothing is unpickled.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +88,8 @@ class LoadResult:
     n_records: records read (including skipped ones); skipped: reason → count; examples: reason → the first
     few error messages; format: the record format used (``trl``, ``hh``, ``alpacaeval``); container:
     ``jsonl``, ``json`` or ``parquet`` (``+gz`` when compressed); delta_reward_sources: reward_source → number
-    of pairs (``none`` for pairs without Δr*).
+    of pairs (``none`` for pairs without Δr*); n_duplicates: pairs equal (prompt, chosen, rejected) to an earlier
+    pair, kept; duplicate_examples: the first few as ``[record, first record]``.
     """
 
     pairs: list[PreferencePair]
@@ -91,6 +100,8 @@ class LoadResult:
     container: str = ""
     examples: dict[str, list[str]] = field(default_factory=dict)
     delta_reward_sources: dict[str, int] = field(default_factory=dict)
+    n_duplicates: int = 0
+    duplicate_examples: list[list[int]] = field(default_factory=list)
 
     @property
     def n_skipped(self) -> int:
@@ -111,6 +122,8 @@ class LoadResult:
         if self.delta_reward_sources:
             src = ", ".join(f"{k}: {v}" for k, v in sorted(self.delta_reward_sources.items()))
             parts.append(f"Δr* sources ({src})")
+        if self.n_duplicates:
+            parts.append(f"{self.n_duplicates} duplicates of earlier records (kept, scored each time)")
         return "; ".join(parts)
 
 
@@ -179,6 +192,9 @@ def load_pairs(
     skipped: dict[str, int] = {}
     examples: dict[str, list[str]] = {}
     sources: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    n_dup = 0
+    dup_examples: list[list[int]] = []
     fmt = None if format == "auto" else format
     if fmt is not None:
         _check_source_for_format(fmt, delta_reward_source)
@@ -193,13 +209,16 @@ def load_pairs(
             if not isinstance(obj, dict):
                 raise RecordError(rn, None, f"must be a JSON object, got {type(obj).__name__}", "not_an_object")
             if fmt is None:
-                fmt = detect_format(obj)
+                try:
+                    fmt = detect_format(obj)
+                except InputError as err:  # this record says nothing of the format: try the next one
+                    raise RecordError(rn, None, str(err), "unknown_format") from None
                 _check_source_for_format(fmt, delta_reward_source)
             pair = _PARSERS[fmt](obj, rn, opts)
         except RecordError as err:
-            err = err.with_line(line)
             if on_error == "raise":
-                raise err
+                raise err.with_line(line, str(p)) from None
+            err = err.with_line(line)
             skipped[err.reason] = skipped.get(err.reason, 0) + 1
             ex = examples.setdefault(err.reason, [])
             if len(ex) < _MAX_EXAMPLES:
@@ -208,6 +227,12 @@ def load_pairs(
         pairs.append(pair)
         key = pair.reward_source or "none"
         sources[key] = sources.get(key, 0) + 1
+        ident = json.dumps([pair.prompt, pair.chosen, pair.rejected], ensure_ascii=False)
+        first = seen.setdefault(ident, pair.index)
+        if first != pair.index:
+            n_dup += 1
+            if len(dup_examples) < _MAX_EXAMPLES:
+                dup_examples.append([pair.index, first])
     result = LoadResult(
         pairs,
         n_records,
@@ -217,6 +242,8 @@ def load_pairs(
         kind + ("+gz" if gz else ""),
         examples,
         sources,
+        n_dup,
+        dup_examples,
     )
     if not pairs:
         if n_records == 0:

@@ -16,8 +16,14 @@ is cut from the left first (the same tokens from both; a leading BOS is kept; at
 then a response that is still too long is cut from the right. A sequence whose prompt or response was cut has
 its ``*_truncated`` flag set. A pair where no response token fits is an error.
 
+``dpocheck score`` never lets a sequence exceed the model's context (:func:`context_length`): ``max_length`` 0
+(no limit) or one above the context is capped at the context, so a longer sequence is truncated and flagged, not
+scored past the positions the model was trained on.
+
 **Batch plan.** Batches hold several pairs, bucketed by length under a padded-token budget (``batch_tokens``, the
-memory knob); consecutive batches form shards (the resume unit). Both plans are deterministic functions of the
+memory knob); consecutive batches form shards (the resume unit). In ``dpocheck score`` a pair that alone needs
+more than ``batch_tokens`` tokens in one forward pass is a bad record (reason ``over_batch_tokens``), so the
+budget bounds memory for every record. Both plans are deterministic functions of the
 encoded pairs and the settings, so a resumed run reproduces the uninterrupted one.
 """
 
@@ -78,6 +84,19 @@ def tokenize_with_boundary(
     p_ids = list(tokenizer(full_text[:boundary], add_special_tokens=add_special_tokens)["input_ids"])
     start = _common_prefix_len(ids, p_ids)
     return ids, start, start < len(p_ids)
+
+
+_SANE_CONTEXT = 10_000_000  # tokenizers without a limit report 1e30 as model_max_length
+
+
+def context_length(model: Any, tokenizer: Any = None) -> int | None:
+    """The model's context in tokens: its config's ``max_position_embeddings`` (or ``n_positions``), lowered to
+    the tokenizer's ``model_max_length`` where that is a real limit; None when neither says."""
+    config = getattr(model, "config", None)
+    limits = [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions")]
+    limits.append(getattr(tokenizer, "model_max_length", None))
+    sane = [int(v) for v in limits if isinstance(v, int) and not isinstance(v, bool) and 2 <= v < _SANE_CONTEXT]
+    return min(sane) if sane else None
 
 
 # ------------------------------------------------------------------------------------------------ encoding
@@ -200,13 +219,32 @@ class EncodeResult:
 
 
 def encode_pairs(
-    tokenizer: Any, pairs: Iterable[PreferencePair], settings: ScoreSettings, use_chat_template: bool
+    tokenizer: Any,
+    pairs: Iterable[PreferencePair],
+    settings: ScoreSettings,
+    use_chat_template: bool,
+    *,
+    bound_memory: bool = False,
 ) -> EncodeResult:
-    """Encode every pair; errors raise or are collected with their index and reason (``settings.on_error``)."""
+    """Encode every pair; errors raise or are collected with their index and reason (``settings.on_error``).
+
+    With ``bound_memory`` (``dpocheck score``), a pair whose single-pair batch costs more than
+    ``settings.batch_tokens`` padded tokens is such an error (reason ``over_batch_tokens``), so the budget bounds
+    memory for every record; without it such a pair runs alone in its own batch.
+    """
     kept, encoded, skipped = [], [], []
     for pair in pairs:
         try:
             enc = encode_pair(tokenizer, pair, use_chat_template=use_chat_template, max_length=settings.max_length)
+            cost = padded_cost([enc], settings.prefix_mode)
+            if bound_memory and cost > settings.batch_tokens:
+                raise ScoringError(
+                    pair.index,
+                    None,
+                    f"needs {cost} tokens in one forward pass ({settings.prefix_mode} mode), more than "
+                    f"--batch-tokens {settings.batch_tokens}; raise --batch-tokens or lower --max-length",
+                    "over_batch_tokens",
+                )
         except ScoringError as err:
             if settings.on_error == "raise":
                 raise

@@ -10,6 +10,10 @@ Text given to the reward model: the full text of :func:`dpocheck.llm.render.rend
 response tokens ``dpocheck score`` scores, so δ_ref and Δr* read every pair the same way (chat template when the
 tokenizer has one and ``chat_template`` is ``auto`` or ``model``; HH-style plain text otherwise).
 
+Bad records follow the readers' one default (:mod:`dpocheck.llm.data`): skipped and counted by reason
+(``on_error="skip"``), or an error naming file, record and field (``"raise"``). The model folder, the output
+path and the data are all checked before the weights load.
+
 Sequences longer than ``max_length`` tokens are cut from the *left* (the end, where the response is, is what a
 reward model reads) and flagged ``*_truncated``. Batches are right-padded; the model pools its last non-pad
 token as usual.
@@ -37,6 +41,7 @@ from dpocheck._io import write_text_atomic
 
 from .data import load_pairs
 from .manifest import read_manifest, sha256_file, sidecar_path, write_manifest
+from .preflight import check_model_path, check_output_path
 from .render import CHAT_TEMPLATE_CHOICES, render_texts, resolve_chat_template
 from .types import PreferencePair
 
@@ -299,6 +304,12 @@ def reward_file(
 
     settings = settings or RewardSettings()
     t0 = time.perf_counter()
+    # everything that can be checked is checked before the weights load: model folder, output path, data
+    check_model_path(reward_model, "--reward-model")
+    out_p = check_output_path(out, directory=False)
+    leftovers = [f for f in (out_p, out_p.with_name(out_p.name + ".partial"), sidecar_path(out_p)) if f.exists()]
+    if leftovers and not (resume or overwrite):
+        raise FileExistsError(f"{out_p} (or its .partial/.manifest.json) exists; pass --resume or --overwrite")
     loaded = load_pairs(
         data, settings.format, limit=settings.limit, on_error=on_error, prompt_style=settings.prompt_style
     )

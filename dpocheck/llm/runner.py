@@ -6,16 +6,20 @@ truncation flags (:data:`ROW_KEYS`, the contract with :mod:`dpocheck.llm.analysi
 :mod:`~dpocheck.llm.render`, tokens from :mod:`~dpocheck.llm.encode`, log-probs from
 :mod:`~dpocheck.llm.kernels`.
 
-**Bad pairs** (an empty response, no response token within ``max_length``, a non-finite log-prob) stop the run
-with an error naming the record (``on_error="raise"``) or are skipped and listed with their reason in the
-manifest (``on_error="skip"``).
+**Bad pairs** (an empty response, no response token within ``max_length``, a pair over ``batch_tokens``, a
+non-finite log-prob) stop the run with an error naming the record (``on_error="raise"``) or are skipped and
+listed with their reason in the manifest (``on_error="skip"``, the CLI's default, like the readers'). The
+manifest's counts hold ``records_read``, ``scored`` and ``skipped_by_reason`` (reader and scorer reasons
+together), with ``records_read = scored + sum(skipped_by_reason)``.
 
 **Output directory** (:func:`score_to_directory`): shards ``scores-<rank>-<k>.jsonl`` (written to a temp file and
 renamed, so a shard is complete or absent), ``manifest.json`` (:mod:`~dpocheck.llm.manifest`: model identity,
 data sha256, settings, tokenizer and chat template, counts) and, after all ranks finish, the merged
 ``scores.jsonl`` sorted by index. The batch plan is a deterministic function of the data and settings, and shard
 ``k`` always holds the same pairs, so a resumed run (``resume=True``) skips complete shards and reproduces the
-uninterrupted output exactly. Under ``torchrun`` the shards are dealt to ranks round-robin (``k % world_size``).
+uninterrupted output exactly; a shard file that is cut (a last line without its newline, a line that is not
+JSON) or does not hold the pairs of its plan is named on screen, removed and scored again. Under ``torchrun``
+the shards are dealt to ranks round-robin (``k % world_size``).
 """
 
 from __future__ import annotations
@@ -204,6 +208,7 @@ class ScoreRun:
     seconds: float
     tokens: int
     merged: Path | None
+    counts: dict[str, Any] | None = None
 
 
 def score_to_directory(
@@ -218,12 +223,18 @@ def score_to_directory(
     resume: bool = False,
     extra_manifest: dict[str, Any] | None = None,
     show_progress: bool = True,
+    reader_skipped: dict[str, int] | None = None,
+    n_records: int | None = None,
+    bound_memory: bool = False,
 ) -> ScoreRun:
     """Score ``pairs`` into ``out_dir`` (shards, manifest, merged ``scores.jsonl``); resumable; torchrun-aware.
 
     Rank r processes the shards k with k % world_size == r that are not complete yet (a shard file exists only
     once complete: it is written to a temp file and renamed). After a barrier, rank 0 checks every shard against
-    the plan and merges them.
+    the plan and merges them. ``reader_skipped`` (reason → count) and ``n_records`` are the reader's account of
+    the records that did not become pairs, added to the manifest's counts. ``bound_memory`` (``dpocheck
+    score``): a pair that alone needs more than ``settings.batch_tokens`` tokens is a bad record
+    (``over_batch_tokens``, see :func:`~dpocheck.llm.encode.encode_pairs`) rather than a batch of its own.
     """
     from tqdm import tqdm
 
@@ -256,7 +267,7 @@ def score_to_directory(
     try:
         if rank != 0:
             check_same_fingerprint(out, fp, rank)
-        enc = encode_pairs(tokenizer, pairs, settings, use_tpl)
+        enc = encode_pairs(tokenizer, pairs, settings, use_tpl, bound_memory=bound_memory)
     except Exception as exc:  # a bad record or a fingerprint mismatch on one rank stops all of them
         failure = exc
     raise_if_any_rank_failed(failure)
@@ -264,6 +275,13 @@ def score_to_directory(
     shards = plan_shards(batches, settings.shard_pairs)
     pad = _pad_id(tokenizer)
     done = _shard_files(out)
+    for k in [k for k in sorted(done) if k % world == rank and k < len(shards)]:
+        problem = _shard_problem(done[k], enc, shards[k])
+        if problem:
+            print(f"dpocheck score: {problem}; scoring shard {k} again", file=sys.stderr)
+            _skipped_file(done[k]).unlink(missing_ok=True)
+            done[k].unlink()
+            del done[k]
     mine = [k for k in range(len(shards)) if k % world == rank and k not in done]
     todo_pairs = sum(len(b) for k in mine for b in shards[k])
     n_tokens = 0
@@ -300,19 +318,53 @@ def score_to_directory(
         bar.close()
     seconds = time.perf_counter() - t0
     barrier()
-    merged = None
+    merged = counts = None
     if rank == 0:
-        merged = merge_shards(
+        merged, counts = merge_shards(
             out,
             enc,
             shards,
             settings.prefix_mode,
             session={"rank_0_seconds": seconds, "world_size": world, "tokens_rank_0": n_tokens},
+            reader_skipped=reader_skipped,
+            n_records=n_records,
         )
     barrier()
     return ScoreRun(
-        out, len(pairs), todo_pairs, len(shards), len(done), enc.skipped + skipped_now, seconds, n_tokens, merged
+        out,
+        len(pairs),
+        todo_pairs,
+        len(shards),
+        len(done),
+        enc.skipped + skipped_now,
+        seconds,
+        n_tokens,
+        merged,
+        counts,
     )
+
+
+def _shard_problem(path: Path, enc: EncodeResult, shard: Sequence[Sequence[int]]) -> str | None:
+    """Why a shard file on disk cannot be kept (cut, not JSON, other pairs than its plan), or None."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        last = data.count(b"\n") + 1
+        return f"shard {path} line {last} is cut (no newline at the end)"
+    indices = []
+    for n, line in enumerate(data.split(b"\n")[:-1], start=1):
+        try:
+            row = json.loads(line)
+            indices.append(int(row["index"]))
+        except (ValueError, TypeError, KeyError):
+            return f"shard {path} line {n} is not a score row"
+    sk = _skipped_file(path)
+    try:
+        indices += [int(r["index"]) for r in json.loads(sk.read_text())] if sk.exists() else []
+    except (ValueError, TypeError, KeyError):
+        return f"shard {path}: its {sk.name} is not valid"
+    if sorted(indices) != sorted(enc.pairs[i].index for b in shard for i in b):
+        return f"shard {path} does not hold the pairs its plan puts in it"
+    return None
 
 
 def merge_shards(
@@ -321,8 +373,14 @@ def merge_shards(
     shards: Sequence[Sequence[Sequence[int]]],
     prefix_mode: str,
     session: dict[str, Any],
-) -> Path:
-    """Check every shard against the plan, write ``scores.jsonl`` sorted by index, finish the manifest."""
+    *,
+    reader_skipped: dict[str, int] | None = None,
+    n_records: int | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Check every shard against the plan, write ``scores.jsonl`` sorted by index, finish the manifest.
+
+    Returns the merged file and the manifest's counts.
+    """
     files = _shard_files(out)
     missing = [k for k in range(len(shards)) if k not in files]
     if missing:
@@ -350,10 +408,17 @@ def merge_shards(
     write_atomic(merged, _jsonl(rows))
     real = sum(real_cost(e, prefix_mode) for e in enc.encoded)
     padded = sum(padded_cost([enc.encoded[i] for i in b], prefix_mode) for s in shards for b in s)
+    by_reason = dict(reader_skipped or {})
+    for item in skipped:
+        by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
+    pairs_in = len(enc.pairs) + len(enc.skipped)
     counts = {
-        "pairs_in": len(enc.pairs) + len(enc.skipped),
+        "records_read": pairs_in + sum((reader_skipped or {}).values()) if n_records is None else n_records,
+        "pairs_in": pairs_in,
         "scored": len(rows),
         "skipped": len(skipped),
+        "skipped_reading": sum((reader_skipped or {}).values()),
+        "skipped_by_reason": dict(sorted(by_reason.items())),
         "chosen_truncated": sum(r["chosen_truncated"] for r in rows),
         "rejected_truncated": sum(r["rejected_truncated"] for r in rows),
         "prompt_truncated": sum(e.prompt_truncated for e in enc.encoded),
@@ -365,4 +430,4 @@ def merge_shards(
         "padding_efficiency": real / padded if padded else 1.0,
     }
     complete_scores_manifest(out, counts, skipped, session)
-    return merged
+    return merged, counts

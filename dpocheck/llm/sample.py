@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dpocheck._io import write_text_atomic as write_atomic
+from dpocheck.errors import InputError
 
 from .encode import tokenize_with_boundary
 from .kernels import score_sequences
@@ -76,44 +77,58 @@ def read_prompts(path: str | os.PathLike[str], limit: int | None = None) -> list
     """Prompts from a ``.txt`` file (one per non-blank line) or JSONL (optionally gzip) with a ``prompt`` field.
 
     A JSONL prompt may be text or a list of ``{"role", "content"}`` messages; ``instruction`` (AlpacaEval) is
-    accepted when ``prompt`` is absent. Errors name the record (0-based, non-blank lines) and the field.
+    accepted when ``prompt`` is absent. Any bad prompt (not UTF-8, not JSON, a missing or empty field) is an
+    :class:`InputError` naming the file, the record (0-based, non-blank lines) and the field: a sampling run
+    has no skip policy, since a missing prompt would shift every later prompt's seed.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"prompts file not found: {p}")
     with open(p, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gz else open
-    with opener(p, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
-        lines = [ln for ln in fh.read().splitlines() if ln.strip()]
+    try:
+        with gzip.open(p, "rb") if gz else open(p, "rb") as fh:
+            data = fh.read()
+    except (EOFError, OSError) as err:
+        raise InputError(f"{p}: cannot be read ({err})") from err
+    raw_lines = [ln for ln in data.split(b"\n") if ln.strip()]
+    if not raw_lines:
+        raise InputError(f"{p}: contains no prompts")
     name = p.name.removesuffix(".gz")
     prompts: list[str | ChatMessages] = []
-    for i, line in enumerate(lines):
+    for i, raw in enumerate(raw_lines):
         if limit is not None and len(prompts) >= limit:
             break
+        where = f"{p}: record {i}"
+        try:
+            line = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as err:
+            raise InputError(f"{where}: is not valid UTF-8 ({err.reason})") from None
         if name.endswith(".txt"):
             prompts.append(line)
             continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"record {i}: not valid JSON ({err.msg})") from err
+            raise InputError(f"{where}: not valid JSON ({err.msg})") from None
+        except (ValueError, RecursionError) as err:
+            raise InputError(f"{where}: cannot be read as JSON ({type(err).__name__})") from None
         if not isinstance(rec, dict):
-            raise ValueError(f"record {i}: must be a JSON object")
+            raise InputError(f"{where}: must be a JSON object")
         field_name = "prompt" if "prompt" in rec else "instruction" if "instruction" in rec else None
         if field_name is None:
-            raise ValueError(f"record {i}: field 'prompt' is missing")
+            raise InputError(f"{where}: field 'prompt' is missing")
         value = rec[field_name]
         if isinstance(value, str):
             if not value.strip():
-                raise ValueError(f"record {i}: field '{field_name}' is empty")
+                raise InputError(f"{where}: field '{field_name}' is empty")
         elif isinstance(value, list) and all(
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
         ):
             if not value:
-                raise ValueError(f"record {i}: field '{field_name}' is an empty message list")
+                raise InputError(f"{where}: field '{field_name}' is an empty message list")
         else:
-            raise ValueError(f"record {i}: field '{field_name}' must be text or a list of chat messages")
+            raise InputError(f"{where}: field '{field_name}' must be text or a list of chat messages")
         prompts.append(value)
     return prompts
 

@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,19 +56,34 @@ def container_of(path: Path) -> str:
 RawRecord = tuple[int, "int | None", Any]  # (record number, line number or None, parsed object or RecordError)
 
 
+def _lines(fh: io.BufferedIOBase, path: Path) -> Iterator[bytes]:
+    """The file's lines; a cut or corrupt gzip stream is an InputError naming the file and the last good line."""
+    n = 0
+    try:
+        for raw in fh:
+            n += 1
+            yield raw
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise InputError(f"{path}: the compressed data is cut or corrupt after line {n} ({err})") from err
+
+
 def _iter_jsonl(path: Path) -> Iterator[RawRecord]:
     fh, _ = open_bytes(path)
     with fh:
         record = 0
-        for line_no, raw in enumerate(fh, start=1):
+        for line_no, raw in enumerate(_lines(fh, path), start=1):
             if not raw.strip():
                 continue
             try:
                 obj: Any = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as err:
-                obj = RecordError(record, None, f"is not valid UTF-8 ({err.reason})", "invalid_json", line_no)
+                obj = RecordError(record, None, f"is not valid UTF-8 ({err.reason})", "invalid_utf8", line_no)
             except json.JSONDecodeError as err:
-                obj = RecordError(record, None, f"is not valid JSON ({err.msg})", "invalid_json", line_no)
+                cut = "" if raw.endswith(b"\n") else ", the file's last line is cut"
+                obj = RecordError(record, None, f"is not valid JSON ({err.msg}{cut})", "invalid_json", line_no)
+            except (ValueError, RecursionError) as err:  # an integer too long to convert, nesting too deep
+                why = f"cannot be read as JSON ({type(err).__name__})"
+                obj = RecordError(record, None, why, "invalid_json", line_no)
             yield record, line_no, obj
             record += 1
 
@@ -77,8 +93,10 @@ def _iter_json(path: Path) -> Iterator[RawRecord]:
     with fh:
         try:
             data = json.loads(fh.read().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise InputError(f"{path}: not a valid JSON document ({err})") from err
+        except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+            raise InputError(f"{path}: the compressed data is cut or corrupt ({err})") from err
+        except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, a number too long, nesting too deep
+            raise InputError(f"{path}: not a valid JSON document ({type(err).__name__}: {err})") from err
     if isinstance(data, dict):
         lists = [k for k in ("data", "records", "rows", "examples") if isinstance(data.get(k), list)]
         if not lists:

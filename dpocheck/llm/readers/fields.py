@@ -21,21 +21,32 @@ PROBABILITY_FIELDS = ("preference_prob", "prob_chosen", "p_chosen")
 class RecordError(InputError):
     """A record that cannot become a preference pair; the message names the record number and the field."""
 
-    def __init__(self, record: int, field_name: str | None, message: str, reason: str, line: int | None = None):
+    def __init__(
+        self,
+        record: int,
+        field_name: str | None,
+        message: str,
+        reason: str,
+        line: int | None = None,
+        path: str | None = None,
+    ):
         self.record = record
         self.field = field_name
         self.reason = reason
         self.line = line
+        self.path = path
         self.detail = message
-        where = f"record {record}" + (f" (line {line})" if line is not None else "")
+        where = (f"{path}: " if path else "") + f"record {record}" + (f" (line {line})" if line is not None else "")
         what = f"field '{field_name}' " if field_name else ""
         super().__init__(f"{where}: {what}{message}")
 
-    def with_line(self, line: int | None) -> RecordError:
-        """The same error with the file's line number added to its message."""
-        if line is None or self.line is not None:
+    def with_line(self, line: int | None, path: str | None = None) -> RecordError:
+        """The same error with the file's line number (and the file) added to its message."""
+        line = self.line if line is None else line
+        path = self.path if path is None else path
+        if line == self.line and path == self.path:
             return self
-        return RecordError(self.record, self.field, self.detail, self.reason, line)
+        return RecordError(self.record, self.field, self.detail, self.reason, line, path)
 
 
 def is_number(v: Any) -> bool:
@@ -61,7 +72,10 @@ def finite_number(rec: dict[str, Any], name: str, rn: int) -> float:
     v = get_field(rec, name, rn)
     if not is_number(v):
         raise RecordError(rn, name, f"must be a number, got {type(v).__name__}", "wrong_type")
-    x = float(v)
+    try:
+        x = float(v)
+    except OverflowError:  # an integer beyond float range
+        raise RecordError(rn, name, f"must be finite, got an integer of {v.bit_length()} bits", "non_finite") from None
     if not math.isfinite(x):
         raise RecordError(rn, name, f"must be finite, got {x!r}", "non_finite")
     return x
