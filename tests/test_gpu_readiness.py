@@ -233,7 +233,7 @@ def _gguf_or_none():
     return default_model_path()
 
 
-@pytest.mark.parametrize("source", ["hf_folder", "gguf"])
+@pytest.mark.parametrize("source", ["hf_folder", pytest.param("gguf", marks=pytest.mark.slow)])
 def test_no_progress_loading_writes_no_bar_to_stderr(tmp_path, capfd, source):
     from transformers.utils import logging as hf_logging
 
