@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dpocheck.proofs_check import FAILS, get_claim, registry
 from dpocheck.proofs_check.cli import register
 
@@ -70,8 +72,14 @@ def test_cli_ok_status_prefix_selection_and_list(capsys):
 
 
 def test_cli_unknown_claim_is_an_argument_error(capsys):
-    assert _main(["proofs", "--only", "C42.nothing"]) == 2
-    assert "matches no claim" in capsys.readouterr().err
+    """Bad arguments go through the CLI's one error policy: exit 2 and one line (the handler raises)."""
+    from dpocheck.cli import main
+
+    assert main(["proofs", "--only", "C42.nothing"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dpocheck proofs: error: --only 'C42.nothing' matches no claim") and "Traceback" not in err
+    with pytest.raises(ValueError, match="matches no claim"):
+        _main(["proofs", "--only", "C42.nothing"])
 
 
 def test_cli_resume_reuses_saved_claims(tmp_path, capsys):
@@ -97,8 +105,10 @@ def test_cli_resume_reuses_saved_claims(tmp_path, capsys):
 
 
 def test_cli_resume_needs_json(capsys):
-    assert _main(["proofs", "--resume"]) == 2
-    assert "--resume needs --json" in capsys.readouterr().err
+    from dpocheck.cli import main
+
+    assert main(["proofs", "--resume"]) == 2
+    assert "dpocheck proofs: error: --resume needs --json" in capsys.readouterr().err
 
 
 def test_fingerprint_covers_every_checker_module():
