@@ -6,7 +6,8 @@ What lives where (data flows top to bottom; imports only go down the list or to 
 - ``render`` — the one way a pair becomes text (plain HH-style or chat template), for scoring, rewards, sampling.
 - ``encode`` — tokens with the prompt/response boundary, truncation, batch and shard plans.
 - ``kernels`` — log-prob kernels (packed, cache-shared, unshared); ``runner`` — sharded resumable ``score``;
-  ``distributed`` — torch.distributed helpers; ``manifest`` — the one writer/reader of run manifests.
+  ``distributed`` — torch.distributed helpers; ``manifest`` — the one writer/reader of run manifests;
+  ``precision`` — the fp32 check of bf16/fp16 scores (``score --check-fp32``).
 - ``preflight`` — checks before any model loads (the model path holds a model, ``--out`` can be written).
 - ``models`` — loading local models (HF folders, GGUF) and toy models; ``reward`` — Δr* from a reward model;
   ``sample`` — on-policy samples.

@@ -103,6 +103,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "against its repeated key/value cache; none = every sequence in full",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--check-fp32",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="after a bf16/fp16 run, rescore N random scored pairs with the same weights in fp32 and record the "
+        "gap of log-probs and δ_ref in manifest.json (precision_check; see docs/bf16.md); once per run",
+    )
+    p.add_argument("--check-fp32-seed", type=int, default=0, help="seed of the pairs --check-fp32 draws")
     p.set_defaults(func=_score)
 
     s = subparsers.add_parser(
@@ -144,6 +153,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--resume", action="store_true", help="keep prompts already complete in --out")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_sample)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _setup_torch(args: argparse.Namespace) -> None:
@@ -318,7 +334,35 @@ def _score(args: argparse.Namespace) -> int:
         }
         print(json.dumps(summary))
     finish_distributed()
+    if rank == 0 and args.check_fp32:
+        _check_fp32(args, loaded, load.pairs, settings)
     return 0
+
+
+def _check_fp32(args: argparse.Namespace, loaded: Any, pairs: Any, settings: Any) -> None:
+    """``--check-fp32 N``: rescore N random scored pairs in fp32 (same weights) and record the gap (C2's δ_ref)."""
+    import gc
+
+    import torch
+
+    from .models import load_model
+    from .precision import existing_check, record_fp32_check
+    from .report import precision_check_lines
+
+    if loaded.dtype in (torch.float32, torch.float64):
+        print(f"dpocheck score: --check-fp32: scored in {loaded.dtype} already; nothing to check", file=sys.stderr)
+        return
+    rec = existing_check(args.out, args.check_fp32, args.check_fp32_seed)
+    if rec is None:
+        tokenizer, device = loaded.tokenizer, loaded.device
+        loaded.model = None  # free the low-precision weights before loading the fp32 ones
+        gc.collect()
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+        ref = load_model(args.model, dtype="fp32", device=device, trust_remote_code=args.trust_remote_code)
+        rec = record_fp32_check(args.out, ref.model, tokenizer, pairs, settings, args.check_fp32, args.check_fp32_seed)
+    for line in precision_check_lines({"precision_check": rec}):
+        print(f"dpocheck score: {line}", file=sys.stderr)
 
 
 def _sample(args: argparse.Namespace) -> int:

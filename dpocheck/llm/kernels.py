@@ -10,37 +10,179 @@ ways to score the two responses of a pair (``prefix_mode``):
   the batch and both responses run against it;
 * ``none`` (:func:`score_sequences`): both full sequences, the unshared reference computation.
 
-Masks are explicit 4-D additive masks (right padding, no fully-masked rows); logits are computed only at scored
-positions. In fp32 every mode equals the unshared computation to ≤ 1e-4 nats per sequence (tested). On the
-shared HH-RLHF data with SmolLM2 the packed plan runs 99 % real tokens, the cache plan 50–80 % (its two
-responses pad to the longer one).
+Masks are explicit 4-D additive masks (right padding, no fully-masked rows). The output head is applied by this
+module to the hidden states of the scored positions only, in chunks of :data:`HEAD_CHUNK` rows (no full
+[batch, length, vocab] logits, and no ``logits_to_keep`` argument, which older transformers versions lack); a model
+whose own forward post-processes logits in a way this misses is detected once and scored through its own forward.
+Per-sequence sums are float64 and taken on the host for CUDA tensors, so they are deterministic (a GPU ``--resume``
+reproduces an uninterrupted run bit for bit, as on the CPU). In fp32 every mode equals the unshared computation
+to ≤ 1e-4 nats per sequence (tested). On the shared HH-RLHF data with SmolLM2 the packed plan runs 99 % real
+tokens, the cache plan 50–80 % (its two responses pad to the longer one).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from .encode import PREFIX_MODES, EncodedPair
 
+HEAD_CHUNK = 2048  # rows of hidden states per output-head matmul: bounds the logits' memory (rows × vocab)
+
 
 def _forward_kwargs(model: Any) -> dict[str, str]:
-    """Names of the cache argument and output field (``cache`` in transformers 5, ``past_key_values`` before)."""
+    """Names of the cache argument/output field (``cache`` in transformers 5, ``past_key_values`` before) and of
+    the boolean scored-positions argument (``logits_to_keep``, transformers ≥ 5; empty when not understood)."""
     cached = getattr(model, "_dpocheck_kwargs", None)
     if cached is not None:
         return cached
+    import transformers
+
     params = inspect.signature(model.forward).parameters
+    # a 2-D boolean logits_to_keep (scored positions only) is understood from transformers 5 on
+    bool_keep = "logits_to_keep" in params and int(transformers.__version__.split(".")[0]) >= 5
     names = {
         "cache_arg": "cache" if "cache" in params else "past_key_values",
-        "logits_to_keep": "logits_to_keep" if "logits_to_keep" in params else "",
+        "logits_to_keep": "logits_to_keep" if bool_keep else "",
     }
     try:
         model._dpocheck_kwargs = names
     except AttributeError:  # pragma: no cover - exotic wrappers
         pass
     return names
+
+
+@dataclass
+class _Head:
+    """How to get scored-position logits: the decoder and the output head, or (None) the model's own forward."""
+
+    decoder: Any
+    head: Any
+    softcap: float | None = None
+    scale: float | None = None
+
+    def logits(self, hidden: Any) -> Any:
+        import torch
+
+        x = self.head(hidden)
+        if self.scale is not None:
+            x = x * self.scale
+        if self.softcap is not None:
+            x = torch.tanh(x / self.softcap) * self.softcap
+        return x
+
+
+def _head_of(model: Any) -> _Head | None:
+    """The decoder + output head of a causal LM, checked once against the model's own logits (else None)."""
+    cached = getattr(model, "_dpocheck_head", False)
+    if cached is not False:
+        return cached
+    head = None
+    try:
+        decoder, out_emb = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):  # pragma: no cover - exotic wrappers
+        decoder = out_emb = None
+    if decoder is not None and out_emb is not None and decoder is not model:
+        cfg = getattr(model, "config", None)
+        scale = getattr(cfg, "logit_scale", None)
+        cand = _Head(decoder, out_emb, getattr(cfg, "final_logit_softcapping", None), scale)
+        head = cand if _head_matches(model, cand) else None
+    try:
+        model._dpocheck_head = head
+    except AttributeError:  # pragma: no cover
+        pass
+    return head
+
+
+def _head_matches(model: Any, head: _Head) -> bool:
+    """Decoder + head reproduce the model's own logits on a 4-token probe (relative 1e-3 of their scale)."""
+    import torch
+
+    device = next(model.parameters()).device
+    vocab = int(getattr(model.config, "vocab_size", 2))
+    ids = (torch.arange(4, device=device) * 7 % max(vocab, 1))[None]
+    with torch.no_grad():
+        ref = model(input_ids=ids, use_cache=False).logits.float()
+        mine = head.logits(head.decoder(input_ids=ids, use_cache=False)[0]).float()
+    if ref.shape != mine.shape:
+        return False
+    return bool((ref - mine).abs().max() <= 1e-3 * (1.0 + ref.abs().max()))
+
+
+def _kept_logps(model: Any, kwargs: dict[str, Any], ids: Any, keep: Any) -> tuple[Any, Any]:
+    """(float64 log-probs of the next token at every ``keep`` position in row-major order, the forward output).
+
+    ``keep[b, t]`` means position t's logits score token ``ids[b, t + 1]``; ``keep[:, -1]`` must be False.
+    """
+    if keep[:, -1].any():
+        raise RuntimeError("internal error: a kept position has no next token")
+    sel = keep[:, :-1]
+    targets = ids[:, 1:][sel]
+    head = _head_of(model)
+    if head is None:  # the model's own forward (wrappers such as DDP, or logits post-processed by the model)
+        if _forward_kwargs(model)["logits_to_keep"]:
+            out = model(**kwargs, logits_to_keep=keep)
+            return _scored_logps(out.logits, targets), out
+        out = model(**kwargs)  # full [B, L, V] logits: correct for any model, more memory
+        return _scored_logps(out.logits[:, :-1][sel], targets), out
+    out = head.decoder(**kwargs)
+    hidden = out[0][:, :-1][sel]
+    import torch
+
+    logp = torch.empty(hidden.shape[0], dtype=torch.float64, device=hidden.device)
+    for i in range(0, hidden.shape[0], HEAD_CHUNK):
+        logp[i : i + HEAD_CHUNK] = _scored_logps(head.logits(hidden[i : i + HEAD_CHUNK]), targets[i : i + HEAD_CHUNK])
+    return logp, out
+
+
+def _segment_sums(logp: Any, slot: Any, n: int) -> tuple[Any, Any]:
+    """float64 sums of ``logp`` per ``slot`` (n slots) and whether each slot's values were all finite.
+
+    On the CPU, ``index_add_`` adds in order (deterministic); CUDA tensors are summed on the host, since CUDA's
+    float64 ``index_add_`` uses atomics whose order varies from run to run.
+    """
+    import torch
+
+    device = logp.device
+    if device.type != "cpu":
+        logp, slot = logp.cpu(), slot.cpu()
+    sums = torch.zeros(n, dtype=torch.float64)
+    sums.index_add_(0, slot, logp)
+    finite = torch.ones(n, dtype=torch.bool)
+    bad = ~torch.isfinite(logp)
+    if bad.any():
+        finite[slot[bad]] = False
+    return sums, finite
+
+
+SDPA_BACKENDS = ("auto", "math", "efficient", "flash", "cudnn")
+
+
+@contextmanager
+def sdpa_backend(name: str) -> Iterator[None]:
+    """Force torch's scaled-dot-product-attention backend (``auto``: torch's own choice) for the enclosed calls.
+
+    With dpocheck's explicit 4-D masks flash attention never applies on CUDA; ``math`` always works; a backend
+    that cannot run a given call raises torch's "No available kernel" RuntimeError.
+    """
+    if name not in SDPA_BACKENDS:
+        raise ValueError(f"--sdpa-backend must be one of {SDPA_BACKENDS}, got {name!r}")
+    if name == "auto":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {
+        "math": SDPBackend.MATH,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+    }[name]
+    with sdpa_kernel([backend]):
+        yield
 
 
 def _additive_mask(allowed: Any, dtype: Any) -> Any:
@@ -71,12 +213,10 @@ def _scored_logps(logits: Any, targets: Any, chunk: int = 2048) -> Any:
 
 
 def _run_scored(model: Any, ids: Any, mask4: Any, positions: Any, keep: Any, cache: Any = None) -> tuple[Any, Any]:
-    """One forward pass returning fp32 log-probs of the next tokens at ``keep`` positions, row by row.
+    """One forward pass returning float64 per-row sums of the next-token log-probs at ``keep`` positions.
 
     ``keep[b, t]`` means the logits at position t are scored against token ``ids[b, t + 1]``.
     """
-    import torch
-
     names = _forward_kwargs(model)
     kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask4, "position_ids": positions}
     if cache is not None:
@@ -84,24 +224,9 @@ def _run_scored(model: Any, ids: Any, mask4: Any, positions: Any, keep: Any, cac
         kwargs["use_cache"] = True
     else:
         kwargs["use_cache"] = False
-    if names["logits_to_keep"]:
-        kwargs["logits_to_keep"] = keep
-    out = model(**kwargs)
-    targets = ids[:, 1:][keep[:, :-1]]
-    logits = out.logits
-    if logits.dim() == 3:
-        logits = logits[:, :-1][keep[:, :-1]]
-    elif keep[:, -1].any():  # logits_to_keep returned [N, V]: the last column must not be kept
-        raise RuntimeError("internal error: a kept position has no next token")
-    logp = _scored_logps(logits, targets)
+    logp, _ = _kept_logps(model, kwargs, ids, keep)
     rows = keep[:, :-1].nonzero()[:, 0]
-    sums = torch.zeros(ids.shape[0], dtype=torch.float64, device=ids.device)
-    sums.index_add_(0, rows, logp)
-    finite = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
-    bad = ~torch.isfinite(logp)
-    if bad.any():
-        finite[rows[bad]] = False
-    return sums, finite
+    return _segment_sums(logp, rows, ids.shape[0])
 
 
 @dataclass
@@ -190,9 +315,8 @@ def score_batch_shared(model: Any, batch: Sequence[EncodedPair], pad_id: int = 0
         names["cache_arg"]: cache,
         "use_cache": True,
     }
-    if names["logits_to_keep"]:
-        kwargs["logits_to_keep"] = 1
-    out = model(**kwargs)
+    head = _head_of(model)
+    out = (head.decoder if head is not None else model)(**kwargs)  # pass 1 needs keys/values only, no logits
     returned = getattr(out, names["cache_arg"], None)
     if returned is not None:
         cache = returned
@@ -219,7 +343,7 @@ def score_batch_shared(model: Any, batch: Sequence[EncodedPair], pad_id: int = 0
     return _to_scores(sums, counts, finite)
 
 
-def pack_pairs(batch: Sequence[EncodedPair], pad_id: int = 0) -> tuple[Any, Any, Any, Any, Any]:
+def pack_pairs(batch: Sequence[EncodedPair], pad_id: int = 0, pad_multiple: int = 1) -> tuple[Any, Any, Any, Any, Any]:
     """The packed layout of a batch of pairs as CPU tensors ``(ids, seg, pos, keep, which)``, each [B, L].
 
     Row r is ``prompt | chosen continuation | rejected continuation`` (continuations start with the last shared
@@ -227,12 +351,15 @@ def pack_pairs(batch: Sequence[EncodedPair], pad_id: int = 0) -> tuple[Any, Any,
     −1 padding; ``pos`` restarts the rejected continuation's positions where the prompt ends; ``keep[r, t]``
     marks the positions whose logits score token ``ids[r, t + 1]`` and ``which`` says for which response (0
     chosen, 1 rejected). Used by :func:`score_batch_packed` and by the trainer's policy forward (one layout).
+    ``pad_multiple`` rounds the row length up (64 on CUDA: fused attention kernels are shape-sensitive).
     """
     import torch
 
+    if pad_multiple < 1:
+        raise ValueError(f"pad_multiple must be >= 1, got {pad_multiple}")
     b = len(batch)
     rows_len = [e.prefix_len + len(e.chosen_ids) + len(e.rejected_ids) - 2 * e.prefix_len for e in batch]
-    lmax = max(rows_len)
+    lmax = -(-max(rows_len) // pad_multiple) * pad_multiple
     ids = torch.full((b, lmax), pad_id, dtype=torch.long)
     seg = torch.full((b, lmax), -1, dtype=torch.long)
     pos = torch.zeros((b, lmax), dtype=torch.long)
@@ -274,20 +401,36 @@ def packed_attention_mask(seg: Any, dtype: Any) -> Any:
     return _additive_mask(allowed, dtype)
 
 
-def score_batch_packed(model: Any, batch: Sequence[EncodedPair], pad_id: int = 0) -> list[SequenceScore]:
+def default_pad_multiple(device: Any) -> int:
+    """Packed row lengths are padded to a multiple of 64 on CUDA (fused SDPA kernels), not at all elsewhere."""
+    return 64 if getattr(device, "type", str(device)) == "cuda" else 1
+
+
+def padding_efficiency(batch: Sequence[EncodedPair], pad_multiple: int = 1) -> float:
+    """Real tokens / padded tokens of the packed layout of ``batch`` (1.0 = no padding)."""
+    rows = [len(e.chosen_ids) + len(e.rejected_ids) - e.prefix_len for e in batch]
+    lmax = -(-max(rows) // pad_multiple) * pad_multiple
+    return sum(rows) / (lmax * len(rows))
+
+
+def score_batch_packed(
+    model: Any, batch: Sequence[EncodedPair], pad_id: int = 0, pad_multiple: int | None = None
+) -> list[SequenceScore]:
     """Prefix-shared scores of a batch of pairs in one pass: [chosen₀, rejected₀, chosen₁, …].
 
     Each pair is one row ``prompt | chosen continuation | rejected continuation`` (continuations start with the
     last shared token, as in :func:`score_batch_shared`). The rejected continuation's positions restart where
     the prompt ends and an explicit 4-D mask lets each continuation see the prompt and itself only, so every
     token sees exactly the context it has in its own sequence, the prompt's keys/values are computed once, and
-    the two responses need no padding to a common length. Rows are right-padded to the batch's longest.
+    the two responses need no padding to a common length. Rows are right-padded to the batch's longest, rounded
+    up to ``pad_multiple`` (default :func:`default_pad_multiple`).
     """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     if min(e.prefix_len for e in batch) < 1:
         raise ValueError("score_batch_packed needs prefix_len >= 1 for every pair")
-    ids, seg, pos, keep, which = (t.to(device) for t in pack_pairs(batch, pad_id))
+    pm = default_pad_multiple(device) if pad_multiple is None else pad_multiple
+    ids, seg, pos, keep, which = (t.to(device) for t in pack_pairs(batch, pad_id, pm))
     # the scored token at a kept position t is ids[t + 1], except at the end of the chosen continuation,
     # where the next id in the row is the rejected continuation's first token: keep never marks that position.
     sums, finite = _run_scored_rows(model, ids, packed_attention_mask(seg, dtype), pos, keep, which)
@@ -306,26 +449,11 @@ def packed_counts(keep: Any, which: Any) -> list[int]:
 
 def _run_scored_rows(model: Any, ids: Any, mask4: Any, positions: Any, keep: Any, which: Any) -> tuple[Any, Any]:
     """Like :func:`_run_scored`, but sums per (row, which) into a [B, 2] table."""
-    import torch
-
-    names = _forward_kwargs(model)
     kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask4, "position_ids": positions, "use_cache": False}
-    if names["logits_to_keep"]:
-        kwargs["logits_to_keep"] = keep
-    out = model(**kwargs)
-    targets = ids[:, 1:][keep[:, :-1]]
-    logits = out.logits
-    if logits.dim() == 3:
-        logits = logits[:, :-1][keep[:, :-1]]
-    logp = _scored_logps(logits, targets)
+    logp, _ = _kept_logps(model, kwargs, ids, keep)
     nz = keep[:, :-1].nonzero()
     slot = nz[:, 0] * 2 + which[:, :-1][keep[:, :-1]]
-    sums = torch.zeros(ids.shape[0] * 2, dtype=torch.float64, device=ids.device)
-    sums.index_add_(0, slot, logp)
-    finite = torch.ones(ids.shape[0] * 2, dtype=torch.bool, device=ids.device)
-    bad = ~torch.isfinite(logp)
-    if bad.any():
-        finite[slot[bad]] = False
+    sums, finite = _segment_sums(logp, slot, ids.shape[0] * 2)
     return sums.reshape(-1, 2), finite.reshape(-1, 2)
 
 

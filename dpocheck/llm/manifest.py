@@ -10,7 +10,8 @@ once complete, ``counts`` (how many items the output holds and how many inputs w
   match for ``--resume``), ``status``, ``world_size``, ``row_keys``, ``tokenizer_detail``, whatever the caller
   adds (the CLI adds ``load``, ``model_parameters``, ``device``, ``logp_convention``), and once merged
   ``counts`` (``pairs_in``, ``scored``, ``skipped``, truncation, shard and token counts), ``skipped`` (one entry
-  per pair skipped by the scorer) and ``sessions`` (one entry per run that wrote into the directory).
+  per pair skipped by the scorer) and ``sessions`` (one entry per run that wrote into the directory); after
+  ``--check-fp32 N``, ``precision_check`` (:mod:`~dpocheck.llm.precision`: N, seed, dtypes, the gap stats).
 * **Sidecar of a JSONL output** (``dpocheck reward``, ``dpocheck sample``): ``OUT.manifest.json`` beside ``OUT``
   with the command's identity (model, data) and ``settings``, ``status`` and, when complete, ``counts``.
 
@@ -205,5 +206,15 @@ def complete_scores_manifest(
             "sessions": [*manifest.get("sessions", []), session],
         }
     )
+    write_manifest(out / MANIFEST, manifest)
+    return manifest
+
+
+def record_precision_check(out: Path, check: dict[str, Any]) -> dict[str, Any]:
+    """Store the fp32 check of a complete scores directory as its manifest's ``precision_check`` (replacing one)."""
+    manifest = read_manifest(out / MANIFEST)
+    if not is_complete(manifest):
+        raise InputError(f"{out}: the scoring run is not complete; the fp32 check needs the merged scores")
+    manifest["precision_check"] = check
     write_manifest(out / MANIFEST, manifest)
     return manifest

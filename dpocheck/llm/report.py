@@ -55,6 +55,24 @@ def join_summary(report: ViolationsReport) -> list[str]:
     return lines
 
 
+def precision_check_lines(manifest: dict[str, Any] | None) -> list[str]:
+    """The scorer's recorded fp32 check (``dpocheck score --check-fp32 N``) as one line; none when not recorded."""
+    rec = (manifest or {}).get("precision_check")
+    if not isinstance(rec, dict) or not isinstance(rec.get("gap"), dict):
+        return []
+    parts = []
+    for key, g in rec["gap"].items():
+        if isinstance(g, dict):
+            parts.append(
+                f"{key} max {_fmt(g.get('max_abs'), 3)} / median {_fmt(g.get('median_abs'), 3)} / "
+                f"p90 {_fmt(g.get('p90_abs'), 3)}"
+            )
+    return [
+        f"precision: {rec.get('dtype_scored')} scores vs an fp32 rescore of {rec.get('n_checked')} random pairs "
+        f"(seed {rec.get('seed')}, same weights), |Δ| in nats: " + "; ".join(parts)
+    ]
+
+
 def render_markdown(report: ViolationsReport) -> str:
     """The report as Markdown tables; every table names its claim, β and normalisation."""
     norm = report.normalization
@@ -73,6 +91,7 @@ def render_markdown(report: ViolationsReport) -> str:
     for w in inp.warnings:
         lines.append(f"- WARNING: {w}")
     lines += [f"- {line}" for line in join_summary(report)]
+    lines += [f"- {line}" for line in precision_check_lines(inp.manifest)]
     if report.delta_reward.available and report.delta_reward.note:
         lines.append(f"- {report.delta_reward.note}")
     lm = ref.log_margin_per_unit_gamma

@@ -246,11 +246,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     rs = sorted({r["R"] for r in rows})
     fig, axes = plt.subplots(2, max(1, len(rs)), figsize=(5 * max(1, len(rs)), 7), squeeze=False, sharex=True)
     for j, share_r in enumerate(rs):
-        for run in sorted({r["run"] for r in rows if r["R"] == share_r}):
+        for k, run in enumerate(sorted({r["run"] for r in rows if r["R"] == share_r})):
             pts = sorted((r["step"], r["share_in_u"], r["ranking_accuracy"]) for r in rows if r["run"] == run)
+            loss = next(r["loss"] for r in rows if r["run"] == run)
+            # overlapping curves stay visible: a wide pale line for dpo, dashed for the released loss, markers
+            style = {"dpo": ("-", 4.0, 0.45), "released_clip": ("--", 1.8, 0.9)}.get(loss, (":", 1.5, 0.9))
+            kw = {"ls": style[0], "lw": style[1], "alpha": style[2], "marker": "osD^vx*"[k % 7], "label": run}
             steps = [p[0] for p in pts]
-            axes[0][j].plot(steps, [p[1] for p in pts], marker="o", label=run)
-            axes[1][j].plot(steps, [p[2] for p in pts], marker="o", label=run)
+            axes[0][j].plot(steps, [p[1] for p in pts], **kw)
+            axes[1][j].plot(steps, [p[2] for p in pts], **kw)
         axes[0][j].set_title(f"R = {share_r}")
         axes[0][j].set_ylabel("share of training pairs in U (C3)")
         axes[1][j].set_ylabel("ranking accuracy (δ_θ > 0)")
