@@ -102,7 +102,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(prompt | chosen | rejected) with a block mask; cache = prompt pass, then both responses "
         "against its repeated key/value cache; none = every sequence in full",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--sdpa-backend",
+        choices=("auto", "math", "efficient", "flash", "cudnn"),
+        default="auto",
+        help="force one scaled-dot-product-attention kernel (auto: torch's choice; flash takes no custom mask)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (scoring and model loading)")
     p.add_argument(
         "--check-fp32",
         type=_positive_int,
@@ -225,6 +231,7 @@ def _score(args: argparse.Namespace) -> int:
     from . import models
     from .distributed import finish_distributed, init_distributed
     from .encode import context_length
+    from .kernels import sdpa_backend
     from .manifest import sha256_file
     from .render import resolve_chat_template
     from .runner import ScoreSettings, score_to_directory
@@ -237,7 +244,11 @@ def _score(args: argparse.Namespace) -> int:
     read = dict(delta_reward_source=args.delta_reward_source, limit=args.limit, on_error=args.on_error)
     load = data_mod.load_pairs(args.data, args.format, prompt_style="text", **read)
     loaded = models.load_model(
-        args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
+        args.model,
+        dtype=args.dtype,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        progress=not args.no_progress,
     )
     use_tpl = resolve_chat_template(loaded.tokenizer, args.chat_template)
     prompt_style = "chat" if use_tpl else "text"
@@ -288,24 +299,26 @@ def _score(args: argparse.Namespace) -> int:
         "model_parameters": loaded.n_parameters,
         "model_context": context,
         "device": str(loaded.device),
+        "sdpa_backend": args.sdpa_backend,
         "logp_convention": "chosen/rejected_logp_sum: summed token log-probs of the response given the prompt; "
         "_mean: divided by the scored token count (per-token mean, the released code's convention)",
     }
-    run = score_to_directory(
-        loaded.model,
-        loaded.tokenizer,
-        load.pairs,
-        args.out,
-        settings,
-        model_identity=model_id,
-        data_identity=data_id,
-        resume=args.resume,
-        extra_manifest=extra,
-        show_progress=not args.no_progress,
-        reader_skipped=load.skipped,
-        n_records=load.n_records,
-        bound_memory=True,
-    )
+    with sdpa_backend(args.sdpa_backend):
+        run = score_to_directory(
+            loaded.model,
+            loaded.tokenizer,
+            load.pairs,
+            args.out,
+            settings,
+            model_identity=model_id,
+            data_identity=data_id,
+            resume=args.resume,
+            extra_manifest=extra,
+            show_progress=not args.no_progress,
+            reader_skipped=load.skipped,
+            n_records=load.n_records,
+            bound_memory=True,
+        )
     if rank == 0:
         counts = run.counts or {}
         by_reason = counts.get("skipped_by_reason", {})
@@ -372,7 +385,13 @@ def _sample(args: argparse.Namespace) -> int:
     _check_sample_args(args)
     prompts = read_prompts(args.prompts, limit=args.limit)  # checked before the weights load
     _setup_torch(args)
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    loaded = load_model(
+        args.model,
+        dtype=args.dtype,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        progress=not args.no_progress,
+    )
     settings = SampleSettings(
         k=args.k,
         seed=args.seed,

@@ -10,14 +10,15 @@ ways to score the two responses of a pair (``prefix_mode``):
   the batch and both responses run against it;
 * ``none`` (:func:`score_sequences`): both full sequences, the unshared reference computation.
 
-Masks are explicit 4-D additive masks (right padding, no fully-masked rows). The output head is applied by this
-module to the hidden states of the scored positions only, in chunks of :data:`HEAD_CHUNK` rows (no full
-[batch, length, vocab] logits, and no ``logits_to_keep`` argument, which older transformers versions lack); a model
-whose own forward post-processes logits in a way this misses is detected once and scored through its own forward.
-Per-sequence sums are float64 and taken on the host for CUDA tensors, so they are deterministic (a GPU ``--resume``
-reproduces an uninterrupted run bit for bit, as on the CPU). In fp32 every mode equals the unshared computation
-to ≤ 1e-4 nats per sequence (tested). On the shared HH-RLHF data with SmolLM2 the packed plan runs 99 % real
-tokens, the cache plan 50–80 % (its two responses pad to the longer one).
+Masks are explicit 4-D additive masks (right padding, no fully-masked rows). The base model (``get_decoder()``)
+returns hidden states; dpocheck applies the output head (``get_output_embeddings()``) itself to the hidden states
+of scored positions only, in chunks of ≤ 2048 rows, with the log-softmax in fp32 (no ``logits_to_keep``, so any
+transformers version with these two accessors works, and no [tokens × vocab] logits tensor is ever held). On CUDA
+the per-sequence sums are dense row reductions (deterministic, so ``--resume`` reproduces a run bit for bit) and
+packed rows are padded to a multiple of 64 tokens (``pad_multiple``) for the fused SDPA kernels; on the CPU the
+sums are float64 ``index_add_`` in token order and nothing is padded. In fp32 every mode equals the unshared
+computation to ≤ 1e-4 nats per sequence (tested). On the shared HH-RLHF data with SmolLM2 the packed plan runs
+99 % real tokens, the cache plan 50–80 % (its two responses pad to the longer one).
 """
 
 from __future__ import annotations
@@ -30,146 +31,19 @@ from typing import Any
 
 from .encode import PREFIX_MODES, EncodedPair
 
-HEAD_CHUNK = 2048  # rows of hidden states per output-head matmul: bounds the logits' memory (rows × vocab)
-
-
-def _forward_kwargs(model: Any) -> dict[str, str]:
-    """Names of the cache argument/output field (``cache`` in transformers 5, ``past_key_values`` before) and of
-    the boolean scored-positions argument (``logits_to_keep``, transformers ≥ 5; empty when not understood)."""
-    cached = getattr(model, "_dpocheck_kwargs", None)
-    if cached is not None:
-        return cached
-    import transformers
-
-    params = inspect.signature(model.forward).parameters
-    # a 2-D boolean logits_to_keep (scored positions only) is understood from transformers 5 on
-    bool_keep = "logits_to_keep" in params and int(transformers.__version__.split(".")[0]) >= 5
-    names = {
-        "cache_arg": "cache" if "cache" in params else "past_key_values",
-        "logits_to_keep": "logits_to_keep" if bool_keep else "",
-    }
-    try:
-        model._dpocheck_kwargs = names
-    except AttributeError:  # pragma: no cover - exotic wrappers
-        pass
-    return names
-
-
-@dataclass
-class _Head:
-    """How to get scored-position logits: the decoder and the output head, or (None) the model's own forward."""
-
-    decoder: Any
-    head: Any
-    softcap: float | None = None
-    scale: float | None = None
-
-    def logits(self, hidden: Any) -> Any:
-        import torch
-
-        x = self.head(hidden)
-        if self.scale is not None:
-            x = x * self.scale
-        if self.softcap is not None:
-            x = torch.tanh(x / self.softcap) * self.softcap
-        return x
-
-
-def _head_of(model: Any) -> _Head | None:
-    """The decoder + output head of a causal LM, checked once against the model's own logits (else None)."""
-    cached = getattr(model, "_dpocheck_head", False)
-    if cached is not False:
-        return cached
-    head = None
-    try:
-        decoder, out_emb = model.get_decoder(), model.get_output_embeddings()
-    except (AttributeError, NotImplementedError):  # pragma: no cover - exotic wrappers
-        decoder = out_emb = None
-    if decoder is not None and out_emb is not None and decoder is not model:
-        cfg = getattr(model, "config", None)
-        scale = getattr(cfg, "logit_scale", None)
-        cand = _Head(decoder, out_emb, getattr(cfg, "final_logit_softcapping", None), scale)
-        head = cand if _head_matches(model, cand) else None
-    try:
-        model._dpocheck_head = head
-    except AttributeError:  # pragma: no cover
-        pass
-    return head
-
-
-def _head_matches(model: Any, head: _Head) -> bool:
-    """Decoder + head reproduce the model's own logits on a 4-token probe (relative 1e-3 of their scale)."""
-    import torch
-
-    device = next(model.parameters()).device
-    vocab = int(getattr(model.config, "vocab_size", 2))
-    ids = (torch.arange(4, device=device) * 7 % max(vocab, 1))[None]
-    with torch.no_grad():
-        ref = model(input_ids=ids, use_cache=False).logits.float()
-        mine = head.logits(head.decoder(input_ids=ids, use_cache=False)[0]).float()
-    if ref.shape != mine.shape:
-        return False
-    return bool((ref - mine).abs().max() <= 1e-3 * (1.0 + ref.abs().max()))
-
-
-def _kept_logps(model: Any, kwargs: dict[str, Any], ids: Any, keep: Any) -> tuple[Any, Any]:
-    """(float64 log-probs of the next token at every ``keep`` position in row-major order, the forward output).
-
-    ``keep[b, t]`` means position t's logits score token ``ids[b, t + 1]``; ``keep[:, -1]`` must be False.
-    """
-    if keep[:, -1].any():
-        raise RuntimeError("internal error: a kept position has no next token")
-    sel = keep[:, :-1]
-    targets = ids[:, 1:][sel]
-    head = _head_of(model)
-    if head is None:  # the model's own forward (wrappers such as DDP, or logits post-processed by the model)
-        if _forward_kwargs(model)["logits_to_keep"]:
-            out = model(**kwargs, logits_to_keep=keep)
-            return _scored_logps(out.logits, targets), out
-        out = model(**kwargs)  # full [B, L, V] logits: correct for any model, more memory
-        return _scored_logps(out.logits[:, :-1][sel], targets), out
-    out = head.decoder(**kwargs)
-    hidden = out[0][:, :-1][sel]
-    import torch
-
-    logp = torch.empty(hidden.shape[0], dtype=torch.float64, device=hidden.device)
-    for i in range(0, hidden.shape[0], HEAD_CHUNK):
-        logp[i : i + HEAD_CHUNK] = _scored_logps(head.logits(hidden[i : i + HEAD_CHUNK]), targets[i : i + HEAD_CHUNK])
-    return logp, out
-
-
-def _segment_sums(logp: Any, slot: Any, n: int) -> tuple[Any, Any]:
-    """float64 sums of ``logp`` per ``slot`` (n slots) and whether each slot's values were all finite.
-
-    On the CPU, ``index_add_`` adds in order (deterministic); CUDA tensors are summed on the host, since CUDA's
-    float64 ``index_add_`` uses atomics whose order varies from run to run.
-    """
-    import torch
-
-    device = logp.device
-    if device.type != "cpu":
-        logp, slot = logp.cpu(), slot.cpu()
-    sums = torch.zeros(n, dtype=torch.float64)
-    sums.index_add_(0, slot, logp)
-    finite = torch.ones(n, dtype=torch.bool)
-    bad = ~torch.isfinite(logp)
-    if bad.any():
-        finite[slot[bad]] = False
-    return sums, finite
-
-
+HEAD_CHUNK = 2048  # rows of hidden states per output-head matmul (bounds the logits held at once)
 SDPA_BACKENDS = ("auto", "math", "efficient", "flash", "cudnn")
 
 
 @contextmanager
-def sdpa_backend(name: str) -> Iterator[None]:
-    """Force torch's scaled-dot-product-attention backend (``auto``: torch's own choice) for the enclosed calls.
+def sdpa_backend(name: str = "auto") -> Iterator[None]:
+    """Force one scaled-dot-product-attention backend inside the block (``auto``: torch's own choice).
 
-    With dpocheck's explicit 4-D masks flash attention never applies on CUDA; ``math`` always works; a backend
-    that cannot run a given call raises torch's "No available kernel" RuntimeError.
+    ``math`` is the reference; ``efficient``/``flash``/``cudnn`` are the fused kernels (flash takes no custom
+    mask, so with the packed 4-D mask it has no kernel and torch raises). Uses ``torch.nn.attention.sdpa_kernel``.
     """
     if name not in SDPA_BACKENDS:
-        raise ValueError(f"--sdpa-backend must be one of {SDPA_BACKENDS}, got {name!r}")
+        raise ValueError(f"sdpa backend must be one of {SDPA_BACKENDS}, got {name!r}")
     if name == "auto":
         yield
         return
@@ -181,8 +55,22 @@ def sdpa_backend(name: str) -> Iterator[None]:
         "flash": SDPBackend.FLASH_ATTENTION,
         "cudnn": SDPBackend.CUDNN_ATTENTION,
     }[name]
-    with sdpa_kernel([backend]):
+    with sdpa_kernel(backend):
         yield
+
+
+def default_pad_multiple(device: Any) -> int:
+    """Row-length multiple of packed batches: 64 on CUDA (fused SDPA kernels like aligned shapes), 1 elsewhere."""
+    import torch
+
+    return 64 if torch.device(device).type == "cuda" else 1
+
+
+def _new_cache(cls: Any, config: Any) -> Any:
+    """An empty key/value cache: transformers 5 builds it from the config, 4.x takes no arguments."""
+    if "config" in inspect.signature(cls.__init__).parameters:
+        return cls(config=config)
+    return cls()
 
 
 def _additive_mask(allowed: Any, dtype: Any) -> Any:
@@ -193,27 +81,157 @@ def _additive_mask(allowed: Any, dtype: Any) -> Any:
     return torch.where(allowed, zero, neg)[:, None, :, :]
 
 
-def _scored_logps(logits: Any, targets: Any, chunk: int = 2048) -> Any:
+def _round_up(n: int, multiple: int) -> int:
+    if multiple < 1:
+        raise ValueError(f"pad_multiple must be >= 1, got {multiple}")
+    return -(-n // multiple) * multiple
+
+
+def _forward_kwargs(model: Any) -> dict[str, str]:
+    """Name of the cache argument (``cache`` in transformers 5, ``past_key_values`` before) of the base model."""
+    cached = getattr(model, "_dpocheck_kwargs", None)
+    if cached is not None:
+        return cached
+    parts = _decoder_and_head(model)
+    fwd = parts[0].forward if parts is not None else model.forward
+    params = inspect.signature(fwd).parameters
+    names = {"cache_arg": "cache" if "cache" in params else "past_key_values"}
+    try:
+        model._dpocheck_kwargs = names
+    except AttributeError:  # pragma: no cover - exotic wrappers
+        pass
+    return names
+
+
+def _decoder_and_head(model: Any) -> tuple[Any, Any] | None:
+    """(base model, output head) of a causal LM; None for wrappers that hide them (DDP: their forward must run)."""
+    get_decoder = getattr(model, "get_decoder", None)
+    get_head = getattr(model, "get_output_embeddings", None)
+    if get_decoder is None or get_head is None:
+        return None
+    decoder, head = get_decoder(), get_head()
+    if decoder is None or head is None or decoder is model:
+        return None
+    return decoder, head
+
+
+def _bool_logits_to_keep(model: Any) -> bool:
+    """Whether a wrapper's model understands a 2-D boolean ``logits_to_keep`` (transformers ≥ 5)."""
+    import transformers
+
+    inner = model
+    while hasattr(inner, "module") and not hasattr(inner, "config"):
+        inner = inner.module
+    forward = getattr(inner, "forward", None)
+    if forward is None or int(transformers.__version__.split(".")[0]) < 5:
+        return False
+    return "logits_to_keep" in inspect.signature(forward).parameters
+
+
+def _head_logits(model: Any, head: Any, hidden: Any) -> Any:
+    """The causal LM's logits from final hidden states, with the logit adjustments some heads apply after the
+    matmul (Cohere's ``logit_scale``, Granite's ``logits_scaling``, Gemma-2/3's ``final_logit_softcapping``)."""
+    import torch
+
+    logits = head(hidden)
+    cfg = getattr(model, "config", None)
+    scale = getattr(model, "logit_scale", None)
+    if isinstance(scale, (int, float)) and scale != 1:
+        logits = logits * scale
+    scaling = getattr(cfg, "logits_scaling", None)
+    if scaling not in (None, 1, 1.0):
+        logits = logits / scaling
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def _logps_from_logits(x: Any, targets: Any) -> Any:
+    """float64 log softmax(x)[target]; the normaliser in the logits' precision but at least fp32."""
+    import torch
+
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    picked = x.gather(-1, targets[:, None]).squeeze(-1)
+    return picked.double() - torch.logsumexp(x, dim=-1).double()
+
+
+def _scored_logps(logits: Any, targets: Any, chunk: int = HEAD_CHUNK) -> Any:
     """float64 log-probs log softmax(logits)[target] for [N, V] logits, chunk by chunk.
 
     The normaliser logsumexp is computed in the logits' precision but at least fp32 (bf16/fp16 logits are
     upcast; float64 models stay float64); its rounding is ~1e-7 nats per token in fp32, far below the fp32
     forward pass's own noise. The difference target − logsumexp and the sums are taken in float64.
     """
+    parts = [
+        _logps_from_logits(logits[i : i + chunk], targets[i : i + chunk]) for i in range(0, logits.shape[0], chunk)
+    ]
+    return _cat(parts, logits)
+
+
+def _cat(parts: list[Any], like: Any) -> Any:
     import torch
 
-    out = torch.empty(logits.shape[0], dtype=torch.float64, device=logits.device)
-    for i in range(0, logits.shape[0], chunk):
-        x = logits[i : i + chunk]
-        if x.dtype not in (torch.float32, torch.float64):
-            x = x.float()
-        picked = x.gather(-1, targets[i : i + chunk, None]).squeeze(-1)
-        out[i : i + chunk] = picked.double() - torch.logsumexp(x, dim=-1).double()
-    return out
+    if not parts:
+        return torch.empty(0, dtype=torch.float64, device=like.device)
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _scored_forward(model: Any, kwargs: dict[str, Any], keep: Any, targets: Any) -> tuple[Any, Any]:
+    """(float64 log-probs of ``targets`` at the kept positions ``keep[:, :-1]``, the model output).
+
+    With a base model and head exposed, the head runs on the kept hidden states only, ≤ HEAD_CHUNK rows at a
+    time; otherwise (a wrapper such as DistributedDataParallel) the wrapper's forward runs and its full logits
+    are indexed.
+    """
+    parts = _decoder_and_head(model)
+    sel = keep[:, :-1]
+    if parts is None:
+        if _bool_logits_to_keep(model):  # transformers ≥ 5 keeps only the scored positions' logits itself
+            out = model(**kwargs, logits_to_keep=keep)
+            return _scored_logps(out.logits, targets), out
+        out = model(**kwargs)
+        return _scored_logps(out.logits[:, :-1][sel], targets), out
+    decoder, head = parts
+    out = decoder(**kwargs)
+    hidden = out[0][:, :-1][sel]
+    chunks = [
+        _logps_from_logits(_head_logits(model, head, hidden[i : i + HEAD_CHUNK]), targets[i : i + HEAD_CHUNK])
+        for i in range(0, hidden.shape[0], HEAD_CHUNK)
+    ]
+    return _cat(chunks, hidden), out
+
+
+def _segment_sums(logp: Any, slot: Any, n_slots: int, dense: bool | None = None) -> tuple[Any, Any]:
+    """Per-slot float64 sums of token log-probs and their all-finite flags; ``slot`` is non-decreasing.
+
+    CPU: ``index_add_`` (sequential, deterministic). CUDA: the tokens are laid out as a dense [slots, max
+    tokens] table (zeros elsewhere) and summed along rows, a deterministic reduction (float64 ``index_add_``
+    uses atomics on CUDA, whose order varies run to run). ``dense`` forces one way (default: by device).
+    """
+    import torch
+
+    dev = logp.device
+    finite = torch.ones(n_slots, dtype=torch.bool, device=dev)
+    bad = ~torch.isfinite(logp)
+    if bad.any():
+        finite[slot[bad]] = False
+    if not (dev.type == "cuda" if dense is None else dense):
+        sums = torch.zeros(n_slots, dtype=torch.float64, device=dev)
+        sums.index_add_(0, slot, logp)
+        return sums, finite
+    counts = torch.bincount(slot, minlength=n_slots)
+    starts = torch.cumsum(counts, 0) - counts
+    offset = torch.arange(slot.shape[0], device=dev) - starts[slot]
+    width = int(counts.max()) if slot.numel() else 0
+    table = torch.zeros((n_slots, max(width, 1)), dtype=torch.float64, device=dev)
+    table = table.index_put((slot, offset), logp)
+    return table.sum(1), finite
 
 
 def _run_scored(model: Any, ids: Any, mask4: Any, positions: Any, keep: Any, cache: Any = None) -> tuple[Any, Any]:
-    """One forward pass returning float64 per-row sums of the next-token log-probs at ``keep`` positions.
+    """One forward pass returning float64 per-row sums of next-token log-probs at ``keep`` positions.
 
     ``keep[b, t]`` means the logits at position t are scored against token ``ids[b, t + 1]``.
     """
@@ -224,7 +242,10 @@ def _run_scored(model: Any, ids: Any, mask4: Any, positions: Any, keep: Any, cac
         kwargs["use_cache"] = True
     else:
         kwargs["use_cache"] = False
-    logp, _ = _kept_logps(model, kwargs, ids, keep)
+    if keep[:, -1].any():
+        raise RuntimeError("internal error: a kept position has no next token")
+    targets = ids[:, 1:][keep[:, :-1]]
+    logp, _ = _scored_forward(model, kwargs, keep, targets)
     rows = keep[:, :-1].nonzero()[:, 0]
     return _segment_sums(logp, rows, ids.shape[0])
 
@@ -250,17 +271,21 @@ def _to_scores(sums: Any, counts: Sequence[int], finite: Any) -> list[SequenceSc
     ]
 
 
-def score_sequences(model: Any, sequences: Sequence[tuple[Sequence[int], int]], pad_id: int = 0) -> list[SequenceScore]:
+def score_sequences(
+    model: Any, sequences: Sequence[tuple[Sequence[int], int]], pad_id: int = 0, pad_multiple: int | None = None
+) -> list[SequenceScore]:
     """Score full sequences in one right-padded batch, no cache: Σ_{t ≥ start} log π(ids[t] | ids[:t]).
 
     ``sequences`` holds (ids, start) with 1 ≤ start < len(ids). This is the unshared reference computation.
+    Rows are padded to a multiple of ``pad_multiple`` (default :func:`default_pad_multiple` of the device).
     """
     import torch
 
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     n = len(sequences)
-    lmax = max(len(s) for s, _ in sequences)
+    mult = default_pad_multiple(device) if pad_multiple is None else pad_multiple
+    lmax = _round_up(max(len(s) for s, _ in sequences), mult)
     ids = torch.full((n, lmax), pad_id, dtype=torch.long)
     valid = torch.zeros((n, lmax), dtype=torch.bool)
     keep = torch.zeros((n, lmax), dtype=torch.bool)
@@ -307,7 +332,7 @@ def score_batch_shared(model: Any, batch: Sequence[EncodedPair], pad_id: int = 0
     allowed = causal[None] & pre_valid[:, None, :]
     positions = torch.arange(pmax, device=device)[None].expand(b, -1)
     names = _forward_kwargs(model)
-    cache = DynamicCache(config=model.config)
+    cache = _new_cache(DynamicCache, model.config)
     kwargs: dict[str, Any] = {
         "input_ids": pre_ids,
         "attention_mask": _additive_mask(allowed, dtype),
@@ -315,9 +340,9 @@ def score_batch_shared(model: Any, batch: Sequence[EncodedPair], pad_id: int = 0
         names["cache_arg"]: cache,
         "use_cache": True,
     }
-    head = _head_of(model)
-    out = (head.decoder if head is not None else model)(**kwargs)  # pass 1 needs keys/values only, no logits
-    returned = getattr(out, names["cache_arg"], None)
+    parts = _decoder_and_head(model)
+    out = parts[0](**kwargs) if parts is not None else model(**kwargs)  # the prompt pass needs no head
+    returned = getattr(out, names["cache_arg"], None) or getattr(out, "past_key_values", None)
     if returned is not None:
         cache = returned
     cache.batch_repeat_interleave(2)
@@ -347,19 +372,17 @@ def pack_pairs(batch: Sequence[EncodedPair], pad_id: int = 0, pad_multiple: int 
     """The packed layout of a batch of pairs as CPU tensors ``(ids, seg, pos, keep, which)``, each [B, L].
 
     Row r is ``prompt | chosen continuation | rejected continuation`` (continuations start with the last shared
-    token), right-padded with ``pad_id`` to the longest row. ``seg`` is 0 for the prompt, 1 chosen, 2 rejected,
-    −1 padding; ``pos`` restarts the rejected continuation's positions where the prompt ends; ``keep[r, t]``
-    marks the positions whose logits score token ``ids[r, t + 1]`` and ``which`` says for which response (0
-    chosen, 1 rejected). Used by :func:`score_batch_packed` and by the trainer's policy forward (one layout).
-    ``pad_multiple`` rounds the row length up (64 on CUDA: fused attention kernels are shape-sensitive).
+    token), right-padded with ``pad_id`` to the longest row (rounded up to a multiple of ``pad_multiple``). ``seg``
+    is 0 for the prompt, 1 chosen, 2 rejected, −1 padding; ``pos`` restarts the rejected continuation's positions
+    where the prompt ends; ``keep[r, t]`` marks the positions whose logits score token ``ids[r, t + 1]`` and
+    ``which`` says for which response (0 chosen, 1 rejected). Used by :func:`score_batch_packed` and by the
+    trainer's policy forward (one layout).
     """
     import torch
 
-    if pad_multiple < 1:
-        raise ValueError(f"pad_multiple must be >= 1, got {pad_multiple}")
     b = len(batch)
     rows_len = [e.prefix_len + len(e.chosen_ids) + len(e.rejected_ids) - 2 * e.prefix_len for e in batch]
-    lmax = -(-max(rows_len) // pad_multiple) * pad_multiple
+    lmax = _round_up(max(rows_len), pad_multiple)
     ids = torch.full((b, lmax), pad_id, dtype=torch.long)
     seg = torch.full((b, lmax), -1, dtype=torch.long)
     pos = torch.zeros((b, lmax), dtype=torch.long)
@@ -401,18 +424,6 @@ def packed_attention_mask(seg: Any, dtype: Any) -> Any:
     return _additive_mask(allowed, dtype)
 
 
-def default_pad_multiple(device: Any) -> int:
-    """Packed row lengths are padded to a multiple of 64 on CUDA (fused SDPA kernels), not at all elsewhere."""
-    return 64 if getattr(device, "type", str(device)) == "cuda" else 1
-
-
-def padding_efficiency(batch: Sequence[EncodedPair], pad_multiple: int = 1) -> float:
-    """Real tokens / padded tokens of the packed layout of ``batch`` (1.0 = no padding)."""
-    rows = [len(e.chosen_ids) + len(e.rejected_ids) - e.prefix_len for e in batch]
-    lmax = -(-max(rows) // pad_multiple) * pad_multiple
-    return sum(rows) / (lmax * len(rows))
-
-
 def score_batch_packed(
     model: Any, batch: Sequence[EncodedPair], pad_id: int = 0, pad_multiple: int | None = None
 ) -> list[SequenceScore]:
@@ -423,14 +434,14 @@ def score_batch_packed(
     the prompt ends and an explicit 4-D mask lets each continuation see the prompt and itself only, so every
     token sees exactly the context it has in its own sequence, the prompt's keys/values are computed once, and
     the two responses need no padding to a common length. Rows are right-padded to the batch's longest, rounded
-    up to ``pad_multiple`` (default :func:`default_pad_multiple`).
+    up to a multiple of ``pad_multiple`` (default :func:`default_pad_multiple`: 64 on CUDA, 1 on the CPU).
     """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     if min(e.prefix_len for e in batch) < 1:
         raise ValueError("score_batch_packed needs prefix_len >= 1 for every pair")
-    pm = default_pad_multiple(device) if pad_multiple is None else pad_multiple
-    ids, seg, pos, keep, which = (t.to(device) for t in pack_pairs(batch, pad_id, pm))
+    mult = default_pad_multiple(device) if pad_multiple is None else pad_multiple
+    ids, seg, pos, keep, which = (t.to(device) for t in pack_pairs(batch, pad_id, mult))
     # the scored token at a kept position t is ids[t + 1], except at the end of the chosen continuation,
     # where the next id in the row is the rejected continuation's first token: keep never marks that position.
     sums, finite = _run_scored_rows(model, ids, packed_attention_mask(seg, dtype), pos, keep, which)
@@ -450,20 +461,27 @@ def packed_counts(keep: Any, which: Any) -> list[int]:
 def _run_scored_rows(model: Any, ids: Any, mask4: Any, positions: Any, keep: Any, which: Any) -> tuple[Any, Any]:
     """Like :func:`_run_scored`, but sums per (row, which) into a [B, 2] table."""
     kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask4, "position_ids": positions, "use_cache": False}
-    logp, _ = _kept_logps(model, kwargs, ids, keep)
+    targets = ids[:, 1:][keep[:, :-1]]
+    logp, _ = _scored_forward(model, kwargs, keep, targets)
     nz = keep[:, :-1].nonzero()
+    # row-major order and chosen before rejected within a row: slot is non-decreasing
     slot = nz[:, 0] * 2 + which[:, :-1][keep[:, :-1]]
     sums, finite = _segment_sums(logp, slot, ids.shape[0] * 2)
     return sums.reshape(-1, 2), finite.reshape(-1, 2)
 
 
 def score_batch(
-    model: Any, batch: Sequence[EncodedPair], pad_id: int = 0, prefix_mode: str = "packed"
+    model: Any,
+    batch: Sequence[EncodedPair],
+    pad_id: int = 0,
+    prefix_mode: str = "packed",
+    pad_multiple: int | None = None,
 ) -> list[SequenceScore]:
     """Scores [chosen₀, rejected₀, chosen₁, …] of a batch, prefix-shared where possible.
 
     prefix_mode: ``packed`` (:func:`score_batch_packed`), ``cache`` (:func:`score_batch_shared`) or ``none``
     (:func:`score_sequences`). Pairs with a one-token shared prefix (nothing to share) always go unshared.
+    ``pad_multiple``: row-length multiple of the packed and unshared layouts (default: 64 on CUDA, 1 on the CPU).
     """
     if prefix_mode not in PREFIX_MODES:
         raise ValueError(f"prefix_mode must be one of {PREFIX_MODES}, got {prefix_mode!r}")
@@ -472,8 +490,11 @@ def score_batch(
     shared_set = set(shared_rows)
     plain_rows = [r for r in range(len(batch)) if r not in shared_set]
     if shared_rows:
-        fn = score_batch_packed if prefix_mode == "packed" else score_batch_shared
-        res = fn(model, [batch[r] for r in shared_rows], pad_id)
+        rows_in = [batch[r] for r in shared_rows]
+        if prefix_mode == "packed":
+            res = score_batch_packed(model, rows_in, pad_id, pad_multiple)
+        else:
+            res = score_batch_shared(model, rows_in, pad_id)
         for k, r in enumerate(shared_rows):
             out[2 * r], out[2 * r + 1] = res[2 * k], res[2 * k + 1]
     if plain_rows:
@@ -481,7 +502,7 @@ def score_batch(
         for r in plain_rows:
             e = batch[r]
             seqs += [(e.chosen_ids, e.chosen_start), (e.rejected_ids, e.rejected_start)]
-        res = score_sequences(model, seqs, pad_id)
+        res = score_sequences(model, seqs, pad_id, pad_multiple)
         for k, r in enumerate(plain_rows):
             out[2 * r], out[2 * r + 1] = res[2 * k], res[2 * k + 1]
     return [s for s in out if s is not None]

@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,42 @@ def model_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {"path": str(p), "files": entries}
 
 
+@contextmanager
+def quiet_loading(enabled: bool = True) -> Iterator[None]:
+    """Silence transformers' loading bars inside the block (``enabled=False``: no-op), restoring them afterwards.
+
+    Covers transformers' own bars (``transformers.utils.logging.disable_progress_bar``: "Loading weights",
+    checkpoint shards, hub) and the GGUF de-quantisation bar, which uses ``tqdm.auto`` directly.
+    """
+    if not enabled:
+        yield
+        return
+    import functools
+    import importlib
+
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    patched = []
+    for name in ("transformers.modeling_gguf_pytorch_utils",):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:  # pragma: no cover - gguf support absent
+            continue
+        original = getattr(mod, "tqdm", None)
+        if original is not None:
+            mod.tqdm = functools.partial(original, disable=True)
+            patched.append((mod, original))
+    try:
+        yield
+    finally:
+        for mod, original in patched:
+            mod.tqdm = original
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 @dataclass
 class LoadedModel:
     """A causal LM ready for scoring, with where it came from."""
@@ -143,6 +181,14 @@ def load_tokenizer(path: str | os.PathLike[str] | None = None, trust_remote_code
     return tok
 
 
+def _dtype_kwarg() -> str:
+    """``from_pretrained``'s dtype argument: ``dtype`` from transformers 4.56, ``torch_dtype`` before."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
 def load_model(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -150,8 +196,12 @@ def load_model(
     device: Any = None,
     trust_remote_code: bool = False,
     attn_implementation: str | None = "sdpa",
+    progress: bool = True,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer from a local folder or GGUF file, in eval mode, on ``device``.
+
+    The weights are materialised directly on ``device`` (``device_map``), not in host RAM first; ``progress=False``
+    silences transformers' loading and de-quantisation bars (:func:`quiet_loading`).
 
     dtype ``auto`` means bf16 on CUDA and fp32 on the CPU. A folder must hold ``config.json``; safetensors
     weights are preferred (``use_safetensors`` when any ``*.safetensors`` file is present). GGUF files are
@@ -167,23 +217,27 @@ def load_model(
     kwargs: dict[str, Any] = {
         "local_files_only": True,
         "trust_remote_code": trust_remote_code,
-        "dtype": torch_dtype,
+        _dtype_kwarg(): torch_dtype,
+        "device_map": {"": str(device)},
     }
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     if is_gguf(p):
         source = "gguf"
-        model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, **kwargs)
+        with quiet_loading(not progress):
+            model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, **kwargs)
     elif p.is_dir():
         if not (p / "config.json").is_file():
             raise FileNotFoundError(f"{p} has no config.json: not a Hugging Face model folder")
         source = "hf_folder"
         if any(p.glob("*.safetensors")):
             kwargs["use_safetensors"] = True
-        model = AutoModelForCausalLM.from_pretrained(str(p), **kwargs)
+        with quiet_loading(not progress):
+            model = AutoModelForCausalLM.from_pretrained(str(p), **kwargs)
     else:
         raise FileNotFoundError(f"model path {p} is neither a Hugging Face folder nor a GGUF file")
-    model.to(device)
+    if any(t.device != device for t in model.parameters()):  # a loader that ignored device_map
+        model.to(device)
     model.eval()
     model.requires_grad_(False)
     tokenizer = load_tokenizer(p, trust_remote_code=trust_remote_code)

@@ -37,7 +37,7 @@ from typing import Any
 from dpocheck._io import write_text_atomic as write_atomic
 from dpocheck.errors import InputError
 
-from .distributed import barrier, dist_info
+from .distributed import barrier, dist_info, raise_if_any_rank_failed
 from .encode import (
     PREFIX_MODES,
     EncodedPair,
@@ -244,26 +244,33 @@ def score_to_directory(
     tok = tokenizer_info(tokenizer, use_tpl)
     fp = scores_fingerprint(model_identity, data_identity, asdict(settings), tok)
 
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        open_scores_manifest(
-            out,
-            fp,
-            resume=resume,
-            world_size=world,
-            row_keys=list(ROW_KEYS),
-            tokenizer_detail=tok,
-            extra=extra_manifest,
-        )
-        for f in out.iterdir():  # leftovers of a killed writer
-            if f.name.startswith(".") and ".tmp-" in f.name:
-                f.unlink()
-    barrier()
-    if rank != 0:
-        check_same_fingerprint(out, fp, rank)
-
+    failure: Exception | None = None
+    try:
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            open_scores_manifest(
+                out,
+                fp,
+                resume=resume,
+                world_size=world,
+                row_keys=list(ROW_KEYS),
+                tokenizer_detail=tok,
+                extra=extra_manifest,
+            )
+            for f in out.iterdir():  # leftovers of a killed writer
+                if f.name.startswith(".") and ".tmp-" in f.name:
+                    f.unlink()
+    except Exception as exc:  # every rank stops with rank 0's message (resume mismatch, bad output dir)
+        failure = exc
+    raise_if_any_rank_failed(failure)
     t0 = time.perf_counter()
-    enc = encode_pairs(tokenizer, pairs, settings, use_tpl, bound_memory=bound_memory)
+    try:
+        if rank != 0:
+            check_same_fingerprint(out, fp, rank)
+        enc = encode_pairs(tokenizer, pairs, settings, use_tpl, bound_memory=bound_memory)
+    except Exception as exc:  # a bad record or a fingerprint mismatch on one rank stops all of them
+        failure = exc
+    raise_if_any_rank_failed(failure)
     batches = plan_batches(enc.encoded, settings.batch_tokens, settings.prefix_mode)
     shards = plan_shards(batches, settings.shard_pairs)
     pad = _pad_id(tokenizer)
