@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dpocheck._io import write_text_atomic
 
+from .cli_args import add_data_args
 from .results import DEFAULT_BETAS, DEFAULT_GAMMAS
 
 
@@ -118,9 +119,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "reward_chosen, reward_rejected, delta_reward) atomically; --resume continues after a kill.",
     )
     r.add_argument("--reward-model", required=True, help="local Hugging Face folder of a reward model")
-    r.add_argument("--data", required=True, help="preference data file (JSONL/JSON, optionally .gz, or Parquet)")
+    add_data_args(r, delta_reward_source=False)
     r.add_argument("--out", required=True, help="output JSONL file")
-    r.add_argument("--format", default="auto", choices=("auto", "trl", "hh", "alpacaeval"), help="record format")
     r.add_argument(
         "--prompt-style",
         default="text",
@@ -132,8 +132,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--chat-template", choices=("auto", "model", "none"), default="auto")
     r.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     r.add_argument("--device", default=None, help="torch device (default: CUDA if available, else CPU)")
-    r.add_argument("--limit", type=int, default=None, help="only the first N records of the data")
-    r.add_argument("--on-error", choices=("skip", "raise"), default="skip", help="bad records: skip+count or stop")
     r.add_argument("--resume", action="store_true", help="continue a killed run into --out (same inputs only)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     r.add_argument("--trust-remote-code", action="store_true", help="allow the model folder's own code to run")

@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Any
 
+from .cli_args import add_data_args
+
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -51,13 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Run the same command under torchrun to shard the pairs across processes.",
     )
     _add_model_args(p)
-    p.add_argument("--data", required=True, help="preference data file (JSONL/JSON, optionally .gz, or Parquet)")
-    p.add_argument("--format", default="auto", help="record format: auto, trl, hh, alpacaeval")
-    p.add_argument(
-        "--delta-reward-source",
-        default="auto",
-        help="where Δr* comes from (see dpocheck.llm.data): auto, none, delta_reward, "
-        "score_columns, probability, soft_preference",
+    add_data_args(
+        p,
+        on_error_help="bad records (missing/empty fields, invalid JSON, a pair over --batch-tokens, non-finite "
+        "log-probs): skip and count them by reason, on screen and in the manifest (skip, the default, as for "
+        "reward and the readers), or stop with an error naming the record (raise)",
     )
     p.add_argument("--out", required=True, help="output directory (shards, manifest.json, scores.jsonl)")
     p.add_argument(
@@ -85,15 +85,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out (same inputs only)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N records of the data")
-    p.add_argument(
-        "--on-error",
-        choices=("raise", "skip"),
-        default="skip",
-        help="bad records (missing/empty fields, invalid JSON, a pair over --batch-tokens, non-finite "
-        "log-probs): skip and count them by reason, on screen and in the manifest (skip, the default, as for "
-        "reward and the readers), or stop with an error naming the record (raise)",
-    )
     p.add_argument(
         "--prefix-mode",
         choices=("packed", "cache", "none"),

@@ -10,29 +10,19 @@ import json
 from dataclasses import replace
 
 from dpocheck.errors import InputError
+from dpocheck.llm.cli_args import add_data_args
 from dpocheck.llm.cli_model import _add_model_args
 
 
 def _add_data_args(p: argparse.ArgumentParser, data: str | None = None, sizes: dict[str, object] | None = None) -> None:
-    """The data reader and truncation options, with the meanings and defaults of ``dpocheck score``.
+    """The data-reading options of every command (:mod:`dpocheck.llm.cli_args`) and the token budgets.
 
     ``data``: a declared sweep's default data file (else ``--data`` is required); ``sizes``: its declared
-    ``limit`` and ``max_length``.
+    ``limit`` and ``max_length``. Bad records stop training by default (``--on-error raise``): a run's pairs are
+    its experiment; ``--on-error skip`` skips and counts them as ``score`` does.
     """
     sizes = sizes or {}
-    p.add_argument(
-        "--data",
-        required=data is None,
-        default=data,
-        help="preference data file (JSONL/JSON, optionally .gz, or Parquet)" + (f"; default {data}" if data else ""),
-    )
-    p.add_argument("--format", default="auto", help="record format: auto, trl, hh, alpacaeval")
-    p.add_argument(
-        "--delta-reward-source",
-        default="auto",
-        help="where Δr* comes from (see dpocheck.llm.data): auto, none, delta_reward, "
-        "score_columns, probability, soft_preference",
-    )
+    add_data_args(p, data=data, limit=sizes.get("limit"), on_error="raise")  # type: ignore[arg-type]
     p.add_argument(
         "--max-length",
         type=int,
@@ -44,13 +34,6 @@ def _add_data_args(p: argparse.ArgumentParser, data: str | None = None, sizes: d
         type=int,
         default=4096,
         help="memory budget of the no-grad scoring passes (reference, eval): padded tokens per forward batch",
-    )
-    p.add_argument("--limit", type=int, default=sizes.get("limit"), help="only the first N records of the data")
-    p.add_argument(
-        "--on-error",
-        choices=("raise", "skip"),
-        default="raise",
-        help="bad records / empty responses: stop with an error naming the record (raise) or skip and count them",
     )
 
 
