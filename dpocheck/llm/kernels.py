@@ -13,7 +13,9 @@ ways to score the two responses of a pair (``prefix_mode``):
 Masks are explicit 4-D additive masks (right padding, no fully-masked rows). The base model (``get_decoder()``)
 returns hidden states; dpocheck applies the output head (``get_output_embeddings()``) itself to the hidden states
 of scored positions only, in chunks of ≤ 2048 rows, with the log-softmax in fp32 (no ``logits_to_keep``, so any
-transformers version with these two accessors works, and no [tokens × vocab] logits tensor is ever held). On CUDA
+transformers version with these two accessors works, and no [tokens × vocab] logits tensor is ever held). A model
+whose own forward changes the logits otherwise (e.g. a subclass adding a bias) is detected once on a 4-token probe
+and scored through its own forward. On CUDA
 the per-sequence sums are dense row reductions (deterministic, so ``--resume`` reproduces a run bit for bit) and
 packed rows are padded to a multiple of 64 tokens (``pad_multiple``) for the fused SDPA kernels; on the CPU the
 sums are float64 ``index_add_`` in token order and nothing is padded. In fp32 every mode equals the unshared
@@ -104,15 +106,42 @@ def _forward_kwargs(model: Any) -> dict[str, str]:
 
 
 def _decoder_and_head(model: Any) -> tuple[Any, Any] | None:
-    """(base model, output head) of a causal LM; None for wrappers that hide them (DDP: their forward must run)."""
+    """(base model, output head) of a causal LM; None for wrappers that hide them (DDP: their forward must run)
+    and for models whose own forward changes the logits in a way the head cannot reproduce (checked once per
+    model on a 4-token probe, cached on the model)."""
+    cached = getattr(model, "_dpocheck_parts", False)
+    if cached is not False:
+        return cached
+    parts = None
     get_decoder = getattr(model, "get_decoder", None)
     get_head = getattr(model, "get_output_embeddings", None)
-    if get_decoder is None or get_head is None:
-        return None
-    decoder, head = get_decoder(), get_head()
-    if decoder is None or head is None or decoder is model:
-        return None
-    return decoder, head
+    if get_decoder is not None and get_head is not None:
+        decoder, head = get_decoder(), get_head()
+        if decoder is not None and head is not None and decoder is not model and _head_reproduces(model, decoder, head):
+            parts = (decoder, head)
+    try:
+        model._dpocheck_parts = parts
+    except AttributeError:  # pragma: no cover - exotic wrappers
+        pass
+    return parts
+
+
+def _head_reproduces(model: Any, decoder: Any, head: Any) -> bool:
+    """Decoder + head (+ the known logit adjustments) give the model's own logits on a 4-token probe."""
+    import torch
+
+    try:
+        device = next(model.parameters()).device
+        vocab = max(int(getattr(model.config, "vocab_size", 2) or 2), 2)
+        ids = (torch.arange(1, 5, device=device) * 7 % vocab)[None]
+        with torch.no_grad():
+            ref = model(input_ids=ids, use_cache=False).logits.float()
+            mine = _head_logits(model, head, decoder(input_ids=ids, use_cache=False)[0]).float()
+    except (RuntimeError, TypeError, ValueError, AttributeError, StopIteration):
+        return False
+    if ref.shape != mine.shape:
+        return False
+    return bool((ref - mine).abs().max() <= 1e-3 * (1.0 + ref.abs().max()))
 
 
 def _bool_logits_to_keep(model: Any) -> bool:
