@@ -17,7 +17,6 @@ CHEAP_CLAIM = "C1.key-identity"
 def test_demo_toy_end_to_end(tmp_path, capsys) -> None:
     """The demo (toy size, one proofs claim) exits 0 and writes proofs, the tabular report, every figure, the
     manifest and report.md with its sections; the output folder is printed at the end."""
-    pytest.importorskip("dpocheck.proofs_check")
     out = tmp_path / "demo"
     status = main(["demo", "--out", str(out), "--size", "toy", "--claims", CHEAP_CLAIM])
     assert status == 0

@@ -28,7 +28,8 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return str(x)
 
 
-def _pct(share: Share | None) -> str:
+def format_share(share: Share | None) -> str:
+    """A share as ``12.5 % [6.2, 18.8]`` (its bootstrap interval when there is one), ``—`` when undefined."""
     if share is None or share.value is None:
         return "—"
     s = f"{100 * share.value:.1f} %"
@@ -102,8 +103,8 @@ def render_markdown(report: ViolationsReport) -> str:
         "| quantity | claim | value [95 % CI] |",
         "|---|---|---|",
         f"| reference preference rate (δ_ref > 0) | {ref.reference_preference_rate.claim} | "
-        f"{_pct(ref.reference_preference_rate)} |",
-        f"| U non-empty (δ_ref < 0) | {ref.u_nonempty_share.claim} | {_pct(ref.u_nonempty_share)} |",
+        f"{format_share(ref.reference_preference_rate)} |",
+        f"| U non-empty (δ_ref < 0) | {ref.u_nonempty_share.claim} | {format_share(ref.u_nonempty_share)} |",
         f"| median δ_ref | PAPER §1 | {_fmt(ref.delta_ref.median)} |",
         f"| median log(1/π_ref(y_w) + 1/π_ref(y_l)) | {lm.claim} | {_fmt(lm.median)} ({lm.note}) |",
         "",
@@ -123,10 +124,10 @@ def render_markdown(report: ViolationsReport) -> str:
             v = e.violation_rate
             assert v is not None and e.gamma_star is not None
             lines.append(
-                f"| {e.beta:g} | {_pct(v)} | {_pct(e.idealized_ranking_accuracy)} | "
+                f"| {e.beta:g} | {format_share(v)} | {format_share(e.idealized_ranking_accuracy)} | "
                 f"{v.count} / {v.n} | "
                 f"{_fmt(e.gamma_star.log10_gamma_star)} |"
-                + "".join(f" {_pct(g)} |" for g in e.violation_rate_with_cpo_margin)
+                + "".join(f" {format_share(g)} |" for g in e.violation_rate_with_cpo_margin)
             )
         if first.violation_rate_by_subset:
             names = list(first.violation_rate_by_subset)
@@ -139,7 +140,7 @@ def render_markdown(report: ViolationsReport) -> str:
             ]
             for e in report.per_beta:
                 by = e.violation_rate_by_subset or {}
-                lines.append(f"| {e.beta:g} | " + " | ".join(_pct(by[n]) for n in names) + " |")
+                lines.append(f"| {e.beta:g} | " + " | ".join(format_share(by[n]) for n in names) + " |")
     else:
         lines += [
             "## Violation rate (C2): not computed",
@@ -154,10 +155,11 @@ def render_markdown(report: ViolationsReport) -> str:
             "",
             "| quantity | claim | value [95 % CI] |",
             "|---|---|---|",
-            f"| share in U (δ_ref < δ_θ < 0) | {p.share_in_U.claim} | {_pct(p.share_in_U)} |",
-            f"| preference accuracy (δ_θ > 0) | {p.preference_accuracy.claim} | {_pct(p.preference_accuracy)} |",
+            f"| share in U (δ_ref < δ_θ < 0) | {p.share_in_U.claim} | {format_share(p.share_in_U)} |",
+            f"| preference accuracy (δ_θ > 0) | {p.preference_accuracy.claim} | "
+            f"{format_share(p.preference_accuracy)} |",
             f"| implicit-reward accuracy (δ_θ > δ_ref) | {p.implicit_reward_accuracy.claim} | "
-            f"{_pct(p.implicit_reward_accuracy)} |",
+            f"{format_share(p.implicit_reward_accuracy)} |",
             "",
             "| β | mean DPO loss (log 2 at π_ref) | mean DPO gradient weight (C4; β/2 at π_ref) | "
             "mean weight in U | mean exit weight in U (C4) |",

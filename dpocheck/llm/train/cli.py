@@ -151,7 +151,7 @@ def _train_sweep(args: argparse.Namespace) -> int:
 
     from .experiment import resolve_gamma
     from .settings import TrainSettings
-    from .sweep import SWEEPS, check_new_sweep_dir, run_sweep, select, write_report
+    from .sweep import SWEEPS, run_sweep, select, write_report
 
     if args.sweep not in SWEEPS:
         raise InputError(f"--sweep: unknown sweep {args.sweep!r}; declared: {sorted(SWEEPS)}")
@@ -175,8 +175,6 @@ def _train_sweep(args: argparse.Namespace) -> int:
             g = e.gamma if isinstance(e.gamma, str) else resolve_gamma(e.gamma, 0.0)
             print(f"{e.name:<34} loss={e.loss} beta={e.beta:g} normalize={e.normalize} R={e.corrupt:g} gamma={g}")
         return 0
-    if not (out / "sweep.json").is_file():
-        check_new_sweep_dir(out)
     from .settings import validate
 
     validate(replace(common, out=str(out / "runs" / "probe")))  # bad common settings fail before any training

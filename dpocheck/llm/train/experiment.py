@@ -48,6 +48,12 @@ def e2_llm_entries(seed: int = 0) -> list[Entry]:
     return out
 
 
+def eval_files(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every ``eval/step-N.jsonl`` of a ``dpocheck train`` folder, in step order."""
+    found = ((re.fullmatch(r"step-(\d+)", p.stem), p) for p in (run_dir / "eval").glob("step-*.jsonl"))
+    return sorted((int(m.group(1)), p) for m, p in found if m)
+
+
 def read_eval(path: Path) -> list[dict[str, Any]]:
     """Rows of one ``eval/step-N.jsonl`` file."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -74,10 +80,7 @@ def tidy_rows(run_dir: Path, run: str, settings: dict[str, Any]) -> list[dict[st
     """One row per eval step of a run folder, recomputed from ``eval/step-N.jsonl`` (C3, C4)."""
     rows = []
     conv, beta = settings["normalize"], float(settings["beta"])
-    files = sorted(
-        (int(m.group(1)), p) for p in (run_dir / "eval").glob("step-*.jsonl") if (m := re.match(r"step-(\d+)", p.stem))
-    )
-    for step, p in files:
+    for step, p in eval_files(run_dir):
         ev = read_eval(p)
         d = np.array([r["delta_theta"] for r in ev])
         dref = np.array([r["delta_ref"] for r in ev])

@@ -35,7 +35,7 @@ from dpocheck._io import write_text_atomic
 from dpocheck.errors import InputError
 from dpocheck.llm.manifest import read_manifest
 
-from .experiment import Entry, e2_llm_entries, read_eval, reference_gamma_star, resolve_gamma, tidy_rows
+from .experiment import Entry, e2_llm_entries, eval_files, read_eval, reference_gamma_star, resolve_gamma, tidy_rows
 from .settings import MANIFEST, TrainSettings, check_out_dir
 
 SWEEPS: dict[str, Callable[[int], list[Entry]]] = {"e2_llm": e2_llm_entries}
@@ -218,11 +218,11 @@ def run_table(run: Path) -> list[dict[str, Any]]:
         "normalize": conv,
         "R": (manifest.get("corruption") or {}).get("share_R", 0.0),
     }
-    steps = sorted((run / "eval").glob("step-*.jsonl"), key=lambda p: int(p.stem.split("-")[1]))
+    steps = eval_files(run)
     if not steps:
         return []
     try:
-        g_star = reference_gamma_star(read_eval(steps[0]), beta, conv)
+        g_star = reference_gamma_star(read_eval(steps[0][1]), beta, conv)
     except OverflowError:
         g_star = math.inf
     return [{**row, "gamma_star_dr0": g_star} for row in tidy_rows(run, run.name, settings)]
@@ -298,26 +298,18 @@ def final_policy_report(run: Path, n_bootstrap: int = 1000) -> Any:
 
     manifest = read_manifest(run / MANIFEST)
     conv, beta = manifest["loss"]["convention"], float(manifest["settings"]["beta"])
-    steps = sorted((run / "eval").glob("step-*.jsonl"), key=lambda p: int(p.stem.split("-")[1]))
+    steps = eval_files(run)
     ref = read_scores(run / "reference")
     dr = resolve_delta_reward(ref)
     if dr.values is None:
         dr = resolve_delta_reward(ref, assume=0.0)
-    return analyze(
-        ref, betas=[beta], normalization=conv, delta_reward=dr, policy=read_scores(steps[-1]), n_bootstrap=n_bootstrap
-    )
-
-
-def _pct(share: Any) -> str:
-    if share is None or share.value is None:
-        return "—"
-    ci = f" [{100 * share.ci95[0]:.1f}, {100 * share.ci95[1]:.1f}]" if share.ci95 else ""
-    return f"{100 * share.value:.1f} %{ci}"
+    policy = read_scores(steps[-1][1])
+    return analyze(ref, betas=[beta], normalization=conv, delta_reward=dr, policy=policy, n_bootstrap=n_bootstrap)
 
 
 def write_final_reports(out: Path) -> tuple[list[Path], str]:
     """``OUT/violations/<run>.json`` and ``.md`` per finished run, and a Markdown table of their headline numbers."""
-    from dpocheck.llm.report import render_markdown, report_to_json
+    from dpocheck.llm.report import format_share, render_markdown, report_to_json
 
     written: list[Path] = []
     lines = [
@@ -331,8 +323,9 @@ def write_final_reports(out: Path) -> tuple[list[Path], str]:
         written.append(write_text_atomic(out / "violations" / f"{run.name}.md", render_markdown(rep)))
         p, e = rep.policy, rep.per_beta[0]
         lines.append(
-            f"| {run.name} | {p.n_joined} | {_pct(p.share_in_U)} | {_pct(p.preference_accuracy)} | "
-            f"{_pct(p.implicit_reward_accuracy)} | {_pct(e.violation_rate)} | {e.policy.dpo_loss_mean:.4g} |"
+            f"| {run.name} | {p.n_joined} | {format_share(p.share_in_U)} | {format_share(p.preference_accuracy)} "
+            f"| {format_share(p.implicit_reward_accuracy)} | {format_share(e.violation_rate)} "
+            f"| {e.policy.dpo_loss_mean:.4g} |"
         )
     return written, "\n".join(lines) + "\n"
 
