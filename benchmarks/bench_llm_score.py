@@ -132,11 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     import torch
 
-    from dpocheck.llm.data import default_data_dir, load_pairs
-    from dpocheck.llm.encode import encode_pairs, real_cost
+    from dpocheck.llm.data.load import default_data_dir, load_pairs
     from dpocheck.llm.models import default_model_path, load_model
-    from dpocheck.llm.render import render_texts
-    from dpocheck.llm.runner import ScoreSettings, score_pairs
+    from dpocheck.llm.scoring.encode import encode_pairs, real_cost
+    from dpocheck.llm.scoring.render import render_texts
+    from dpocheck.llm.scoring.runner import score_pairs
+    from dpocheck.llm.scoring.settings import ScoreSettings
 
     torch.set_num_threads(args.threads)
     lm = load_model(dtype="fp32", device="cpu")

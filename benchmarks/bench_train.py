@@ -79,7 +79,7 @@ def write_pairs(n: int, path: Path) -> Path:
     """The first ``n`` HH-RLHF harmless-base test records, as a JSONL file."""
     import gzip
 
-    from dpocheck.llm.data import default_data_dir
+    from dpocheck.llm.data.load import default_data_dir
 
     src = default_data_dir() / "hh-rlhf-harmless-base-test.jsonl.gz"
     with gzip.open(src, "rt", encoding="utf-8") as fh:
@@ -146,7 +146,7 @@ def run_dpocheck(a: argparse.Namespace, data: Path, work: Path) -> dict:
 
 def _token_rows(s, work: Path) -> list[dict]:
     """The training rows' token ids (the same for TRL), rebuilt from the reference scores just written."""
-    from dpocheck.llm.data import load_pairs
+    from dpocheck.llm.data.load import load_pairs
     from dpocheck.llm.models import load_tokenizer
     from dpocheck.llm.train.run import training_rows
     from dpocheck.llm.train.settings import resolve_loss, resolve_model_path

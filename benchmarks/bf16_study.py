@@ -6,7 +6,7 @@ Four phases, each resumable (``all`` runs them in order):
    arithmetic is that of ``docs/real_scores``) against the stored ``docs/real_scores/{hh,alpacaeval}`` rows,
    byte for byte; records the largest |Δ|. Also records the module class and parameter dtype of the bf16 model
    (what "bf16" means on this CPU: plain ``nn.Linear`` with bf16 weights; the log-softmax upcast to fp32 in
-   :func:`dpocheck.llm.kernels._scored_logps`).
+   :func:`dpocheck.llm.scoring.kernels._scored_logps`).
 2. ``score``: ``dpocheck score`` on the first ``--hh`` / ``--alpacaeval`` records in fp32 and in bf16, same
    settings as ``docs/real_scores`` (chat template auto, max-length 1024, batch-tokens 4096, packed, shard-pairs
    64, on-error skip) and ``--threads``; both dtypes share one batch plan, so they differ only in dtype. Each run
@@ -16,7 +16,7 @@ Four phases, each resumable (``all`` runs them in order):
    responses, δ_ref in both conventions), the share of pairs whose C2 verdict (``dpocheck.theory.violation_mask``)
    flips at each β of the grid with Wilson 95 % intervals, and the bf16/fp32 speed ratio (sequence tokens per
    second of the two runs, from their manifests). Δr*: AlpacaEval's soft preference logit(q) (the rows'
-   ``delta_reward``, see :mod:`dpocheck.llm.data`); HH has none, so Δr* = 0 is ASSUMED and the verdict is the sign
+   ``delta_reward``, see :mod:`dpocheck.llm.data.load`); HH has none, so Δr* = 0 is ASSUMED and the verdict is the sign
    of δ_ref (then it does not depend on β). Writes ``benchmarks/results/bf16_study.json``.
 
     python benchmarks/bf16_study.py all --hh 500 --alpacaeval 200 --threads 1 [--work DIR]
@@ -96,11 +96,13 @@ def verify(threads: int) -> dict[str, Any]:
     """Today's fp32 scores of one batch of the full plan vs the stored docs/real_scores rows (byte for byte)."""
     import torch
 
+    from dpocheck._io import read_jsonl
     from dpocheck.llm import data as data_mod
-    from dpocheck.llm.encode import encode_pairs, plan_batches
-    from dpocheck.llm.models import load_model
-    from dpocheck.llm.render import resolve_chat_template
-    from dpocheck.llm.runner import ScoreSettings, _pad_id, _score_planned_batch, read_jsonl
+    from dpocheck.llm.models import load_model, pad_token_id
+    from dpocheck.llm.scoring.encode import encode_pairs, plan_batches
+    from dpocheck.llm.scoring.render import resolve_chat_template
+    from dpocheck.llm.scoring.runner import _score_planned_batch
+    from dpocheck.llm.scoring.settings import ScoreSettings
 
     torch.set_num_threads(threads)
     out: dict[str, Any] = {}
@@ -113,7 +115,7 @@ def verify(threads: int) -> dict[str, Any]:
         enc = encode_pairs(loaded.tokenizer, load.pairs, settings, use_tpl)
         batches = plan_batches(enc.encoded, settings.batch_tokens, settings.prefix_mode)
         batch = [b for b in batches if len(b) >= 5][0]
-        rows, _ = _score_planned_batch(loaded.model, enc, batch, _pad_id(loaded.tokenizer), settings)
+        rows, _ = _score_planned_batch(loaded.model, enc, batch, pad_token_id(loaded.tokenizer), settings)
         keys = ("chosen_logp_sum", "rejected_logp_sum", "chosen_logp_mean", "rejected_logp_mean")
         equal = sum(all(r[k] == stored[r["index"]][k] for k in keys) for r in rows)
         gap = max(abs(r[k] - stored[r["index"]][k]) for r in rows for k in ("chosen_logp_sum", "rejected_logp_sum"))
@@ -136,10 +138,11 @@ def speed(threads: int, rounds: int = 3) -> dict[str, Any]:
     import torch
 
     from dpocheck.llm import data as data_mod
-    from dpocheck.llm.encode import encode_pairs, plan_batches, real_cost
-    from dpocheck.llm.models import load_model
-    from dpocheck.llm.render import resolve_chat_template
-    from dpocheck.llm.runner import ScoreSettings, _pad_id, _score_planned_batch
+    from dpocheck.llm.models import load_model, pad_token_id
+    from dpocheck.llm.scoring.encode import encode_pairs, plan_batches, real_cost
+    from dpocheck.llm.scoring.render import resolve_chat_template
+    from dpocheck.llm.scoring.runner import _score_planned_batch
+    from dpocheck.llm.scoring.settings import ScoreSettings
 
     torch.set_num_threads(threads)
     models = {dt: load_model(None, dtype=dt, device="cpu") for dt in ("fp32", "bf16")}
@@ -155,7 +158,7 @@ def speed(threads: int, rounds: int = 3) -> dict[str, Any]:
         for dt, m in models.items():
             t = time.perf_counter()
             for b in chosen:
-                _score_planned_batch(m.model, enc, b, _pad_id(tok), settings)
+                _score_planned_batch(m.model, enc, b, pad_token_id(tok), settings)
             if r > 0:  # round 0 is the warm-up
                 best[dt] = min(best[dt], time.perf_counter() - t)
     tps = {dt: tokens / best[dt] for dt in models}
@@ -208,7 +211,7 @@ def _speed(directory: Path) -> dict[str, float]:
 
 def analyze_one(name: str, work: Path) -> dict[str, Any]:
     """Error distribution, C2 verdict flips per β (both conventions) and speed of one data set."""
-    from dpocheck.llm.scores import read_scores
+    from dpocheck.llm.analysis.scores import read_scores
     from dpocheck.theory import violation_mask
 
     t32, t16 = read_scores(work / f"{name}-fp32"), read_scores(work / f"{name}-bf16")
@@ -230,7 +233,7 @@ def analyze_one(name: str, work: Path) -> dict[str, Any]:
     dr = t32.delta_reward
     has = ~np.isnan(dr)
     if has.all():
-        out["delta_reward"] = "rows' delta_reward (AlpacaEval soft preference logit(q), dpocheck.llm.data)"
+        out["delta_reward"] = "rows' delta_reward (AlpacaEval soft preference logit(q), dpocheck.llm.data.load)"
         d_r = dr
     else:
         out["delta_reward"] = "none in the data: Δr* = 0 ASSUMED, the C2 verdict is δ_ref ≤ 0 (β-independent)"

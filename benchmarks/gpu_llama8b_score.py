@@ -3,7 +3,7 @@
 Builds ``LlamaConfig`` with the Llama-3-8B shapes (vocab 128256, hidden 4096, 32 layers, 32 heads, 8 KV heads,
 MLP 14336), initialises random weights directly on the GPU in bf16, makes synthetic preference pairs as token ids
 (prompt 64–512 tokens, responses 32–384 tokens) and scores them with the same code as ``dpocheck score``
-(dpocheck.llm.encode + kernels: length-bucketed batches, prefix-shared packed rows padded to ``--pad-multiple``,
+(dpocheck.llm.scoring.encode + kernels: length-bucketed batches, prefix-shared packed rows padded to ``--pad-multiple``,
 the output head applied by dpocheck to scored positions only).
 
 Two MFU figures are printed with their definitions (peak: ``--peak-tflops``, default the device's dense bf16
@@ -66,7 +66,7 @@ TINY = {
 
 def synthetic_pairs(n: int, vocab: int, seed: int, tiny: bool) -> list:
     """Random-id pairs as EncodedPair: shared prompt, then two responses of different lengths."""
-    from dpocheck.llm.encode import EncodedPair
+    from dpocheck.llm.scoring.encode import EncodedPair
 
     rng = random.Random(seed)
     p_lo, p_hi, r_lo, r_hi = (4, 40, 2, 30) if tiny else (64, 512, 32, 384)
@@ -128,7 +128,7 @@ def model_flops(cfg, n_layer_params: int, n_head_params: int, tokens: int, score
 
 def check_packed_vs_unshared(model, pairs, scores: dict, dtype) -> tuple[float, float]:
     """(largest |packed − unshared| in nats over the pairs' sequences, the dtype's tolerance)."""
-    from dpocheck.llm.kernels import score_batch
+    from dpocheck.llm.scoring.kernels import score_batch
 
     ref = score_batch(model, pairs, 0, "none")
     diffs = [abs(scores[e.index][j] - ref[2 * k + j].logp_sum) for k, e in enumerate(pairs) for j in (0, 1)]
@@ -137,7 +137,7 @@ def check_packed_vs_unshared(model, pairs, scores: dict, dtype) -> tuple[float, 
 
 def probe_sdpa(model, batch, pad_multiple: int) -> list[str]:
     """SDPA backends that run the packed 4-D mask on this device (one small batch each)."""
-    from dpocheck.llm.kernels import SDPA_BACKENDS, score_batch, sdpa_backend
+    from dpocheck.llm.scoring.kernels import SDPA_BACKENDS, score_batch, sdpa_backend
 
     ok = []
     for name in SDPA_BACKENDS[1:]:
@@ -172,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from dpocheck.llm.encode import plan_batches, real_cost
-    from dpocheck.llm.kernels import default_pad_multiple, pack_pairs, packed_counts, score_batch, sdpa_backend
     from dpocheck.llm.models import resolve_dtype
+    from dpocheck.llm.scoring.encode import plan_batches, real_cost
+    from dpocheck.llm.scoring.kernels import default_pad_multiple, pack_pairs, packed_counts, score_batch, sdpa_backend
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = resolve_dtype(args.dtype, device)

@@ -1,11 +1,12 @@
-"""Atomic file writes shared by every command: readers see the old file or the complete new one, never half."""
+"""Atomic file writes shared by every command (readers see the old file or the complete new one, never half), and
+the one JSONL reader and writer."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,20 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
 def write_json_atomic(path: str | os.PathLike[str], data: Any, *, indent: int = 1) -> Path:
     """Strict JSON (no NaN/inf) written atomically, with a trailing newline."""
     return write_text_atomic(path, json.dumps(data, indent=indent, allow_nan=False, ensure_ascii=False) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------------ JSONL
+def jsonl_text(rows: Iterable[Any]) -> str:
+    """Rows as JSONL text: one strict-JSON object a line (UTF-8 kept, no NaN/inf), each ending with a newline."""
+    return "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in rows)
+
+
+def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[Any]) -> Path:
+    """Write rows as JSONL (:func:`jsonl_text`) atomically to ``path``; returns the path."""
+    return write_text_atomic(path, jsonl_text(rows))
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
+    """The rows of a JSONL file (blank lines ignored); a line that is not JSON raises ``json.JSONDecodeError``."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]

@@ -23,9 +23,9 @@ COMMAND_MODULES = (
     "dpocheck.proofs_check.cli",  # proofs
     "dpocheck.sims.cli",  # sim
     "dpocheck.figures.cli",  # figures, demo
-    "dpocheck.llm.cli_model",  # score, sample
-    "dpocheck.llm.cli_data",  # violations, reward
-    "dpocheck.llm.train.cli",  # train
+    "dpocheck.llm.cli.score",  # score, sample
+    "dpocheck.llm.cli.analysis",  # violations, reward
+    "dpocheck.llm.cli.train",  # train
 )
 
 _DEBUG_HELP = "show the full traceback of an error instead of one line"

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from dpocheck.cli import main
 from dpocheck.errors import InputError
-from dpocheck.llm.data import load_pairs
+from dpocheck.llm.data.load import load_pairs
 from dpocheck.llm.manifest import MANIFEST, read_manifest, sidecar_path
 from dpocheck.llm.models import save_toy_model
 

@@ -30,7 +30,7 @@ def test_tiny_run_passes_its_check_and_reports_both_mfu_definitions(bench, tmp_p
 def test_check_fails_on_a_plain_causal_mask(bench, monkeypatch, tmp_path):
     import torch
 
-    from dpocheck.llm import kernels
+    from dpocheck.llm.scoring import kernels
 
     def causal_only(seg, dtype):
         n = seg.shape[1]
@@ -44,7 +44,7 @@ def test_check_fails_on_a_plain_causal_mask(bench, monkeypatch, tmp_path):
 def test_peak_table_and_true_flops(bench):
     from types import SimpleNamespace
 
-    from dpocheck.llm.encode import EncodedPair
+    from dpocheck.llm.scoring.encode import EncodedPair
 
     assert bench.device_peak_tflops("NVIDIA H200") == 989.0
     assert bench.device_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0

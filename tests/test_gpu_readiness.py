@@ -3,7 +3,7 @@
 import pytest
 
 from dpocheck.errors import InputError
-from dpocheck.llm.distributed import dist_timeout_seconds
+from dpocheck.llm.scoring.distributed import dist_timeout_seconds
 
 
 def test_dist_timeout_default_and_override(monkeypatch):
@@ -25,7 +25,7 @@ def _worker(rank: int, port: int, results) -> None:
 
     import torch.distributed as dist
 
-    from dpocheck.llm.distributed import raise_if_any_rank_failed
+    from dpocheck.llm.scoring.distributed import raise_if_any_rank_failed
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
@@ -53,7 +53,7 @@ def test_failure_on_one_rank_stops_all_with_same_message():
 
 
 def test_raise_if_any_rank_failed_single_process():
-    from dpocheck.llm.distributed import raise_if_any_rank_failed
+    from dpocheck.llm.scoring.distributed import raise_if_any_rank_failed
 
     raise_if_any_rank_failed(None)
     with pytest.raises(ValueError, match="x"):
@@ -65,7 +65,7 @@ def _synthetic_pairs(n: int, vocab: int, seed: int = 0) -> list:
     """Random-id pairs sharing a prompt, with different first response tokens (as the GPU benchmark makes)."""
     import random
 
-    from dpocheck.llm.encode import EncodedPair
+    from dpocheck.llm.scoring.encode import EncodedPair
 
     rng = random.Random(seed)
     out = []
@@ -108,7 +108,7 @@ def test_head_is_applied_by_dpocheck_without_the_lm_forward(tiny_lm, monkeypatch
     """The kernels call the base model and the output head; the LM's own forward (and logits_to_keep) never runs."""
     import torch
 
-    from dpocheck.llm.kernels import score_batch
+    from dpocheck.llm.scoring.kernels import score_batch
 
     pairs = _synthetic_pairs(5, 97)
     with torch.inference_mode():
@@ -136,7 +136,7 @@ def test_head_is_applied_by_dpocheck_without_the_lm_forward(tiny_lm, monkeypatch
 def test_head_chunking_and_wrapper_fallback_give_the_same_scores(tiny_lm, monkeypatch):
     import torch
 
-    from dpocheck.llm import kernels
+    from dpocheck.llm.scoring import kernels
 
     pairs = _synthetic_pairs(6, 97, seed=1)
     with torch.inference_mode():
@@ -162,7 +162,7 @@ def test_dense_segment_sums_match_index_add_and_repeat_exactly():
     """The CUDA-path sums (dense row reduction, deterministic) equal the CPU index_add_ sums to 1e-12."""
     import torch
 
-    from dpocheck.llm.kernels import _segment_sums
+    from dpocheck.llm.scoring.kernels import _segment_sums
 
     g = torch.Generator().manual_seed(0)
     counts = torch.tensor([3, 0, 5, 1, 7, 2])
@@ -181,7 +181,7 @@ def test_dense_segment_sums_match_index_add_and_repeat_exactly():
 def test_padding_rows_to_a_multiple_of_64_keeps_scores(tiny_lm):
     import torch
 
-    from dpocheck.llm.kernels import pack_pairs, score_batch
+    from dpocheck.llm.scoring.kernels import pack_pairs, score_batch
 
     pairs = _synthetic_pairs(5, 97, seed=2)
     ids, *_ = pack_pairs(pairs, 0, 64)
@@ -200,7 +200,7 @@ SDPA_TOL = 1e-4  # nats per sequence, fp32: fused kernels reorder the softmax su
 def test_packed_mask_under_each_sdpa_backend_matches_math(tiny_lm, backend):
     import torch
 
-    from dpocheck.llm.kernels import score_batch, sdpa_backend
+    from dpocheck.llm.scoring.kernels import score_batch, sdpa_backend
 
     pairs = _synthetic_pairs(6, 97, seed=3)
     with torch.inference_mode():
@@ -215,7 +215,7 @@ def test_packed_mask_under_each_sdpa_backend_matches_math(tiny_lm, backend):
 
 
 def test_sdpa_backend_rejects_unknown_names():
-    from dpocheck.llm.kernels import sdpa_backend
+    from dpocheck.llm.scoring.kernels import sdpa_backend
 
     with pytest.raises(ValueError, match="sdpa backend"):
         with sdpa_backend("fastest"):
@@ -262,9 +262,10 @@ def _runner_worker(rank: int, port: int, root: str, results) -> None:
     import torch
     import torch.distributed as dist
 
+    from dpocheck.llm.data.types import PreferencePair
     from dpocheck.llm.models import toy_model, toy_tokenizer
-    from dpocheck.llm.runner import ScoreSettings, score_to_directory
-    from dpocheck.llm.types import PreferencePair
+    from dpocheck.llm.scoring.runner import score_to_directory
+    from dpocheck.llm.scoring.settings import ScoreSettings
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -325,7 +326,7 @@ def test_ddp_like_wrapper_keeps_only_scored_logits(tiny_lm):
     import torch
     import transformers
 
-    from dpocheck.llm import kernels
+    from dpocheck.llm.scoring import kernels
 
     seen = {}
 

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from dpocheck.llm import analysis as A
-from dpocheck.llm.cli_data import register  # noqa: F401  (the CLI module must import cheaply)
+from dpocheck.llm.cli.analysis import register  # noqa: F401  (the CLI module must import cheaply)
 
 REF = [
     # index, logp_w, logp_l, Δr*, |w|, |l|, subset
@@ -140,7 +140,7 @@ def test_report_json_layout(ref_dir, policy_dir):
     ]  # fmt: skip
     assert e["violation_rate_with_cpo_margin"][0]["gamma"] == A.DEFAULT_GAMMAS[0]
     assert list(d["reference"]["delta_ref"]) == ["n", "mean", "median", "min", "max", "normalization"]
-    assert d["policy"]["share_in_U"]["value"] == rep.policy.share_in_U.value == 0.25
+    assert d["policy"]["share_in_u"]["value"] == rep.policy.share_in_u.value == 0.25
     assert d["per_beta"][0]["policy"]["dpo_loss_mean"]["log2"] == math.log(2.0)
     assert A.report_to_json(rep) == A.report_to_json(rep.as_dict())
 
@@ -172,9 +172,9 @@ def test_policy_equal_reference_gives_log2_and_empty_U(ref_dir):
     """π_θ = π_ref ⇒ δ_θ = δ_ref on every pair: ℓ_DPO = softplus(0) = log 2 exactly, none in U, weight β/2."""
     t = A.read_scores(ref_dir)
     rep = A.analyze(t, betas=[0.1, 1.0], policy=t, n_bootstrap=100)
-    assert rep.policy.share_in_U.value == 0.0
+    assert rep.policy.share_in_u.value == 0.0
     assert rep.policy.implicit_reward_accuracy.value == 0.0
-    assert rep.policy.preference_accuracy.value == 0.5
+    assert rep.policy.ranking_accuracy.value == 0.5
     for e in rep.per_beta:
         assert e.policy.dpo_loss_mean == math.log(2.0)
         w = e.policy.dpo_gradient_weight
@@ -189,7 +189,7 @@ def test_policy_metrics_hand_worked(ref_dir, policy_dir):
     σ(−4)."""
     rep = A.analyze(A.read_scores(ref_dir), betas=[1.0], policy=A.read_scores(policy_dir), n_bootstrap=0)
     p = rep.policy
-    assert (p.share_in_U.value, p.preference_accuracy.value) == (0.25, 0.5)
+    assert (p.share_in_u.value, p.ranking_accuracy.value) == (0.25, 0.5)
     assert p.implicit_reward_accuracy.value == 0.5 and p.n_joined == 4
     e = rep.per_beta[0].policy
 
@@ -198,8 +198,8 @@ def test_policy_metrics_hand_worked(ref_dir, policy_dir):
 
     assert e.dpo_loss_mean == pytest.approx((sp(-1) + sp(-2) + sp(0.5) + sp(0.25)) / 4, abs=1e-14)
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
-    assert e.dpo_gradient_weight_in_U.mean == pytest.approx(sig(-2.0), abs=1e-15)
-    assert e.exit_gradient_weight_in_U.mean == pytest.approx(sig(-4.0), abs=1e-15)
+    assert e.dpo_gradient_weight_in_u.mean == pytest.approx(sig(-2.0), abs=1e-15)
+    assert e.exit_gradient_weight_in_u.mean == pytest.approx(sig(-4.0), abs=1e-15)
 
 
 def test_bootstrap_ci_seeded_and_contains_estimate():
@@ -353,7 +353,7 @@ def test_cli_violations_end_to_end(ref_dir, policy_dir, tmp_path, capsys):
         assert (out / f"fig1-{norm}.png").read_bytes()[:4] == b"\x89PNG"
     rep = json.loads((out / "violations-sum.json").read_text())
     assert [e["violation_rate"]["value"] for e in rep["per_beta"]] == [0.25, 0.5, 0.5]
-    assert rep["policy"]["share_in_U"]["value"] == 0.25
+    assert rep["policy"]["share_in_u"]["value"] == 0.25
     # assumed constant and the no-Δr* path also run; bad input gives exit status 2 and a message
     assert (
         main(
@@ -398,13 +398,13 @@ def test_cli_violations_end_to_end(ref_dir, policy_dir, tmp_path, capsys):
 def _manifest(d: Path, sha: str, scored: int | None = None, status: str = "complete") -> None:
     """A scores manifest made by the writer functions `dpocheck score` uses."""
     from dpocheck.llm import manifest as M
+    from dpocheck.llm.scoring.runner import open_scores_output, scores_fingerprint
 
     fresh = d.with_name(d.name + "-manifest")  # the scorer opens its manifest before any shard exists
-    fresh.mkdir()
-    fp = M.scores_fingerprint({"path": "m"}, {"path": "data.jsonl", "sha256": sha}, {}, {})
-    M.open_scores_manifest(fresh, fp, resume=False, world_size=1, row_keys=[], tokenizer_detail={})
+    fp = scores_fingerprint({"path": "m"}, {"path": "data.jsonl", "sha256": sha}, {}, {})
+    run = open_scores_output(fresh, fp, resume=False, world_size=1, tokenizer_detail={})
     if status == "complete":
-        M.complete_scores_manifest(fresh, {"scored": scored}, [], {})
+        run.complete({"scored": scored}, skipped=[])
     (fresh / M.MANIFEST).replace(d / M.MANIFEST)
 
 
@@ -416,8 +416,9 @@ def test_manifest_keys_written_are_read_back(ref_dir):
     assert M.data_sha256(t.manifest) == "a" * 64
     assert M.scored_pair_count(t.manifest) == 6 and M.is_complete(t.manifest)
     assert any("expects 6 scored pairs but the shards hold 4 rows" in w for w in t.warnings)
-    # the reward sidecar records the data under identity.data
-    assert M.data_sha256({"identity": {"data": {"path": "x", "sha256": "b" * 64}}}) == "b" * 64
+    # one layout: every manifest (a reward sidecar too) records its data under fingerprint.data
+    assert M.data_sha256({"fingerprint": {"data": {"path": "x", "sha256": "b" * 64}}}) == "b" * 64
+    assert M.data_sha256({"identity": {"data": {"path": "x", "sha256": "b" * 64}}}) is None
 
 
 def test_running_manifest_flagged(ref_dir):
@@ -458,11 +459,11 @@ def test_delta_reward_join_refused_when_data_differs(ref_dir, tmp_path, capsys):
     _manifest(ref_dir, "a" * 64, scored=4)
     f = tmp_path / "dr.jsonl"
     f.write_text("".join(json.dumps({"index": i, "delta_reward": 0.5}) + "\n" for i in (0, 1, 2)))
-    M.write_manifest(M.sidecar_path(f), {"identity": {"data": {"path": "y", "sha256": "c" * 64}}})
+    M.write_manifest(M.sidecar_path(f), {"fingerprint": {"data": {"path": "y", "sha256": "c" * 64}}})
     assert _violations("--scores", str(ref_dir), "--delta-reward", str(f), "--out", str(tmp_path / "o")) == 2
     err = capsys.readouterr().err
     assert "data mismatch" in err and str(f) in err and "c" * 64 in err
-    M.write_manifest(M.sidecar_path(f), {"identity": {"data": {"path": "y", "sha256": "a" * 64}}})
+    M.write_manifest(M.sidecar_path(f), {"fingerprint": {"data": {"path": "y", "sha256": "a" * 64}}})
     assert _violations("--scores", str(ref_dir), "--delta-reward", str(f), "--out", str(tmp_path / "o")) == 0
     assert "Δr* join: 3 of 4 scored pairs joined, 1 without Δr*" in capsys.readouterr().err
 

@@ -1,4 +1,4 @@
-"""Tests of dpocheck.llm.data: the real shared datasets, every record format, and the awkward cases."""
+"""Tests of dpocheck.llm.data.load: the real shared datasets, every record format, and the awkward cases."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from dpocheck.llm.data import default_data_dir, detect_format, load_pairs
-from dpocheck.llm.readers.fields import RecordError, logit_clipped
-from dpocheck.llm.readers.hh import HH_ASSISTANT, hh_prompt_to_messages, hh_split
+from dpocheck.llm.data.fields import RecordError, logit_clipped
+from dpocheck.llm.data.hh import HH_ASSISTANT, hh_prompt_to_messages, hh_split
+from dpocheck.llm.data.load import default_data_dir, detect_format, load_pairs
 
 DATA = default_data_dir()
 HH = DATA / "hh-rlhf-harmless-base-test.jsonl.gz"

@@ -226,7 +226,7 @@ def test_sample_bad_prompts_stop_before_the_model_loads(tmp_path, capsys, toy_di
 
 
 def test_reward_checks_out_and_model_before_loading(tmp_path, capsys, toy_dir, monkeypatch):
-    from dpocheck.llm import reward as reward_mod
+    from dpocheck.llm.generation import reward as reward_mod
 
     def boom(*a, **k):
         raise AssertionError("the reward model was loaded before the input was checked")
@@ -246,7 +246,7 @@ def test_reward_checks_out_and_model_before_loading(tmp_path, capsys, toy_dir, m
     (tmp_path / "r.jsonl").write_text("")
     argv = ["reward", "--reward-model", str(toy_dir), "--data", str(data), "--out", str(tmp_path / "r.jsonl")]
     assert main(argv) == 2
-    _one_line_error(capsys, "--resume")
+    _one_line_error(capsys, "no manifest", "--overwrite")
 
 
 # ------------------------------------------------------------------ score: one skip policy, counts, limits, resume
@@ -274,7 +274,7 @@ def test_default_score_skips_and_counts_bad_records(tmp_path, capsys, toy_dir):
 
 
 def test_default_score_over_shared_hh_passes_the_empty_reply(tmp_path, capsys, toy_dir):
-    from dpocheck.llm.data import default_data_dir
+    from dpocheck.llm.data.load import default_data_dir
 
     hh = default_data_dir() / "hh-rlhf-harmless-base-test.jsonl.gz"
     if not hh.is_file():
@@ -305,7 +305,7 @@ def test_max_length_zero_is_capped_at_the_model_context(tmp_path, capsys):
     data = _write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Say hi.", "chosen": long_reply, "rejected": " Hi!"}])
     status, out, err = _score(capsys, small, data, tmp_path / "o", "--max-length", "0")
     assert status == 0, err
-    assert "capped at the model's context of 48 tokens" in err and "truncated to max_length=48" in err
+    assert "--max-length 0: the model's context, 48 tokens" in err and "truncated to max_length=48" in err
     row = json.loads((tmp_path / "o" / "scores.jsonl").read_text())
     assert row["chosen_truncated"] is True and 1 <= row["chosen_tokens"] < 48
     assert read_manifest(tmp_path / "o" / MANIFEST)["fingerprint"]["settings"]["max_length"] == 48

@@ -1,4 +1,4 @@
-"""Tests of dpocheck.llm.reward and `dpocheck reward`, with a tiny random reward model built in the test."""
+"""Tests of dpocheck.llm.generation.reward and `dpocheck reward`, with a tiny random reward model built in the test."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ import pytest
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from dpocheck.llm.manifest import read_manifest, sidecar_path  # noqa: E402
-from dpocheck.llm.render import render_texts  # noqa: E402
-from dpocheck.llm.reward import (  # noqa: E402
+from dpocheck.errors import InputError  # noqa: E402
+from dpocheck.llm.generation.reward import (  # noqa: E402
     RewardSettings,
     load_reward_model,
     reward_file,
     score_texts,
 )
+from dpocheck.llm.manifest import read_manifest, sidecar_path  # noqa: E402
+from dpocheck.llm.scoring.render import render_texts  # noqa: E402
 
 WORDS = "hi yo no yes a b c the cat dog sure ok Human Assistant : ? ! . ,".split()
 N_POSITIONS = 32
@@ -118,7 +119,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(rm_dir, data_file, tmp_path
     partial = out.with_name("killed.jsonl.partial")
     with open(partial, "a") as fh:
         fh.write('{"index": 5, "reward_ch')  # a torn write
-    with pytest.raises(FileExistsError, match="--resume or --overwrite"):
+    with pytest.raises(InputError, match="already holds a reward run .* --overwrite to replace it"):
         reward_file(rm_dir, data_file, out, settings, show_progress=False)
     with pytest.raises(ValueError, match="refusing to resume"):
         reward_file(rm_dir, data_file, out, RewardSettings(batch_size=3), resume=True, show_progress=False)
@@ -198,7 +199,7 @@ def test_cli_reward_then_violations(rm_dir, data_file, tmp_path, capsys):
         )
         == 2
     )
-    assert "--resume or --overwrite" in capsys.readouterr().err
+    assert "--overwrite to replace it" in capsys.readouterr().err
     scores = tmp_path / "scores"
     scores.mkdir()
     with open(scores / "scores-0-0.jsonl", "w") as fh:

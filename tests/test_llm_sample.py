@@ -1,4 +1,4 @@
-"""Tests of dpocheck.llm.sample and the ``dpocheck sample`` command (tiny random models built in code)."""
+"""Tests of dpocheck.llm.generation.sample and the ``dpocheck sample`` command (tiny random models built in code)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
+from dpocheck.errors import InputError
+from dpocheck.llm.data.types import PreferencePair
+from dpocheck.llm.generation.sample import SampleSettings, form_pairs, read_prompts, sample_prompt
 from dpocheck.llm.models import save_toy_model, toy_llama_config, toy_tokenizer
-from dpocheck.llm.runner import ScoreSettings, score_pairs
-from dpocheck.llm.sample import SampleSettings, form_pairs, read_prompts, sample_prompt
-from dpocheck.llm.types import PreferencePair
+from dpocheck.llm.scoring.runner import score_pairs
+from dpocheck.llm.scoring.settings import ScoreSettings
 
 TOL = 1e-4
 
@@ -121,7 +123,7 @@ def test_form_pairs_all_and_best_worst(tmp_path):
     """Prompt 0: 4 samples (rewards 1, 3, 2, 3) → all pairs C(4,2) = 6 minus one reward tie (3 vs 3) = 5;
     best-worst: sample 1 (reward 3, lowest index among the best) vs sample 0 (reward 1). Prompt 1: an empty
     sample and a duplicate text leave 2 candidates → 1 pair."""
-    from dpocheck.llm.data import load_pairs
+    from dpocheck.llm.data.load import load_pairs
 
     samples = tmp_path / "samples.jsonl"
     rows = _sample_rows([[1, 3, 2, 3], [0.5, 0.1, 9, 0.2]], [["a", "b", "c", "d"], ["x", "", "x", "y"]])
@@ -176,7 +178,7 @@ def test_cli_sample_smoke_resume_and_pairs(tmp_path):
     part = tmp_path / "part.jsonl"
     full = tmp_path / "full.jsonl"
     assert main([*args, "--prompts", str(prompts2), "--out", str(part)]) == 0
-    with pytest.raises(FileExistsError, match="--resume"):  # the error itself, shown with --debug
+    with pytest.raises(InputError, match="--resume"):  # the error itself, shown with --debug
         main([*args, "--prompts", str(prompts3), "--out", str(part), "--debug"])
     assert main([*args, "--prompts", str(prompts3), "--out", str(part)]) == 2  # the CLI's one-line exit 2
     assert (
@@ -200,5 +202,5 @@ def test_cli_sample_smoke_resume_and_pairs(tmp_path):
     assert len(a) == 9 and a == b  # resumed = uninterrupted (per-prompt seeding)
     pairs = [json.loads(x) for x in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     assert pairs and all(not p["labelled"] for p in pairs)
-    with pytest.raises(ValueError, match="different model or settings"):
+    with pytest.raises(ValueError, match="refusing to resume .* settings.seed: 5 -> 6"):
         main([*args, "--seed", "6", "--prompts", str(prompts3), "--out", str(part), "--resume", "--debug"])

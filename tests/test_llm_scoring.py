@@ -1,4 +1,4 @@
-"""Tests of dpocheck.llm.encode / kernels / runner / models / cli_model ``score``: sequence log-probs of pairs.
+"""Tests of dpocheck.llm.scoring.encode / kernels / runner / models / cli_model ``score``: sequence log-probs of pairs.
 
 Invariants: the prompt/response token boundary follows the documented rule on awkward cases; the summed
 log-prob equals the model's own next-token log-probs computed independently here (plain forward + log_softmax +
@@ -22,7 +22,9 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from dpocheck.llm.encode import (
+from dpocheck.llm.data.types import PreferencePair
+from dpocheck.llm.models import save_toy_model, toy_model, toy_tokenizer
+from dpocheck.llm.scoring.encode import (
     EncodedPair,
     ScoringError,
     encode_pair,
@@ -30,9 +32,8 @@ from dpocheck.llm.encode import (
     plan_batches,
     tokenize_with_boundary,
 )
-from dpocheck.llm.models import save_toy_model, toy_model, toy_tokenizer
-from dpocheck.llm.runner import ROW_KEYS, ScoreSettings, score_pairs
-from dpocheck.llm.types import PreferencePair
+from dpocheck.llm.scoring.runner import score_pairs
+from dpocheck.llm.scoring.settings import ROW_KEYS, ScoreSettings
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-4  # nats per sequence (fp32), the documented bound of the prefix-shared kernels
@@ -497,7 +498,7 @@ def smollm2():
 def test_smollm2_on_real_hh_pairs(smollm2):
     """Real model, real HH-RLHF pairs (chat template): scores equal an independent forward; the boundary sits
     right after '<|im_start|>assistant\\n'; awkward text-mode cases tokenise as documented."""
-    from dpocheck.llm.data import default_data_dir, load_pairs
+    from dpocheck.llm.data.load import default_data_dir, load_pairs
 
     path = default_data_dir() / "hh-rlhf-harmless-base-test.jsonl.gz"
     if not path.exists():

@@ -1,4 +1,5 @@
-"""Tests of dpocheck.llm.precision and ``dpocheck score --check-fp32``: the recorded bf16-vs-fp32 gap of δ_ref (C2).
+"""Tests of dpocheck.llm.scoring.precision and ``dpocheck score --check-fp32``: the recorded bf16-vs-fp32 gap of
+δ_ref (C2).
 
 Exact values on a hand-worked gap; the seeded draw is a sorted subset of the scored pairs; an fp32 model checked
 against itself gives a zero gap when the rescoring sees the same batches (≤ 1e-4 nats otherwise); a bf16 copy of
@@ -19,11 +20,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dpocheck.errors import InputError
+from dpocheck.llm.analysis.report import precision_check_lines
+from dpocheck.llm.data.types import PreferencePair
 from dpocheck.llm.models import save_toy_model, toy_model, toy_tokenizer
-from dpocheck.llm.precision import GAP_KEYS, STAT_KEYS, check_fp32_gap, choose_check_indices, gap_summary
-from dpocheck.llm.report import precision_check_lines
-from dpocheck.llm.runner import ScoreSettings, score_pairs
-from dpocheck.llm.types import PreferencePair
+from dpocheck.llm.scoring.precision import GAP_KEYS, STAT_KEYS, check_fp32_gap, choose_check_indices, gap_summary
+from dpocheck.llm.scoring.runner import score_pairs
+from dpocheck.llm.scoring.settings import ScoreSettings
 
 WORDS = "the capital of France is Paris sure here a short poem about sea waves roll in out dog fox".split()
 

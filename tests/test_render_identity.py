@@ -11,8 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from dpocheck.llm import encode, reward
-from dpocheck.llm.data import load_pairs
+from dpocheck.llm.data.load import load_pairs
+from dpocheck.llm.generation import reward
+from dpocheck.llm.scoring import encode
 
 DATA_DIR = Path(os.environ.get("DPOCHECK_DATA_DIR", "/work/shared/data"))
 FILES = ("hh-rlhf-harmless-base-test.jsonl.gz", "alpacaeval-gpt4turbo-annotations.jsonl.gz")

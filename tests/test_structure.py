@@ -18,13 +18,14 @@ MAX_LINES = 600
 # which top-level parts of the package each part may import (besides itself); "cli" is the entry point only
 ALLOWED = {
     "_io": set(),
+    "_plot": {"_io"},
     "errors": set(),
-    "theory": {"_io", "errors"},
-    "sims": {"_io", "errors", "theory"},
-    "llm": {"_io", "errors", "theory"},
-    "proofs_check": {"_io", "errors", "theory"},
-    "figures": {"_io", "errors", "theory", "sims", "proofs_check"},
-    "cli": {"_io", "errors", "theory", "sims", "llm", "proofs_check", "figures"},
+    "theory": {"_io", "_plot", "errors"},
+    "sims": {"_io", "_plot", "errors", "theory"},
+    "llm": {"_io", "_plot", "errors", "theory"},
+    "proofs_check": {"_io", "_plot", "errors", "theory"},
+    "figures": {"_io", "_plot", "errors", "theory", "sims", "proofs_check"},
+    "cli": {"_io", "_plot", "errors", "theory", "sims", "llm", "proofs_check", "figures"},
 }
 
 
@@ -80,11 +81,73 @@ def test_imports_flow_one_way(path: Path):
     assert not bad, f"{path.relative_to(PKG)} ({part}) imports {sorted(bad)} against the layering"
 
 
+# the layers of dpocheck.llm, bottom to top (the package map in dpocheck/llm/__init__.py): a module may import its own
+# layer and the layers below it, never one above
+LLM_LAYERS = ("manifest", "data", "models", "preflight", "scoring", "analysis", "generation", "train", "cli")
+
+
+def _llm_layer(path: Path) -> str:
+    rel = path.relative_to(PKG / "llm")
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _imported_llm_layers(path: Path, text: str | None = None) -> set[str]:
+    """The layers of dpocheck.llm a module imports (absolute and relative imports resolved)."""
+    here = list(path.relative_to(PKG).parts[:-1])
+    out: set[str] = set()
+    source = path.read_text(encoding="utf-8") if text is None else text
+    for node in ast.walk(ast.parse(source)):
+        mods: list[list[str]] = []
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here[: len(here) - (node.level - 1)] if node.level > 1 else here
+                mod = base + (node.module.split(".") if node.module else [])
+                mods += [mod + [a.name] for a in node.names] if not node.module else [mod]
+            elif node.module and node.module.startswith("dpocheck"):
+                mod = node.module.split(".")[1:]
+                mods += [mod + [a.name] for a in node.names] if mod == ["llm"] else [mod]
+        elif isinstance(node, ast.Import):
+            mods += [a.name.split(".")[1:] for a in node.names if a.name.startswith("dpocheck.")]
+        out.update(m[1] for m in mods if len(m) > 1 and m[0] == "llm")
+    return out
+
+
+@pytest.mark.parametrize("path", sorted((PKG / "llm").rglob("*.py")), ids=lambda p: str(p.relative_to(PKG)))
+def test_llm_imports_flow_down_the_layers(path: Path):
+    layer = _llm_layer(path)
+    if layer == "__init__":
+        return
+    assert layer in LLM_LAYERS, f"{layer} is a new part of dpocheck.llm: add it to LLM_LAYERS and the package map"
+    rank = LLM_LAYERS.index(layer)
+    above = {m for m in _imported_llm_layers(path) if m in LLM_LAYERS and LLM_LAYERS.index(m) > rank}
+    assert not above, f"{path.relative_to(PKG)} ({layer}) imports {sorted(above)} from above its layer"
+
+
+def test_llm_layer_checker_sees_an_upward_import():
+    probe = PKG / "llm" / "scoring" / "probe.py"
+    text = "from ..analysis import scores\nfrom dpocheck.llm.train import run\nfrom . import kernels\n"
+    assert _imported_llm_layers(probe, text) == {"analysis", "train", "scoring"}
+    assert _imported_llm_layers(PKG / "llm" / "probe.py", "from . import manifest\nfrom .data import load\n") == {
+        "manifest",
+        "data",
+    }
+
+
+def test_the_llm_package_map_lists_every_layer():
+    doc = ast.get_docstring(ast.parse((PKG / "llm" / "__init__.py").read_text(encoding="utf-8")))
+    positions = [doc.index(f"``{name}") for name in LLM_LAYERS]
+    assert positions == sorted(positions), "the package map lists the layers in another order than LLM_LAYERS"
+    on_disk = {p.stem if p.is_file() else p.name for p in (PKG / "llm").iterdir() if not p.name.startswith("_")}
+    assert on_disk - {"__pycache__"} == set(LLM_LAYERS)
+
+
 def test_llm_core_does_not_import_the_trainer():
     """The scorer and the violations analysis work without the optional ``train`` extra."""
-    for p in (PKG / "llm").glob("*.py"):
+    for p in (PKG / "llm").rglob("*.py"):
+        if _llm_layer(p) in ("train", "cli"):
+            continue
         text = p.read_text(encoding="utf-8")
-        assert not re.search(r"^\s*(from \.train|from dpocheck\.llm\.train|import trl)", text, re.M), p.name
+        assert not re.search(r"^\s*(from \.+train|from dpocheck\.llm\.train|import trl)", text, re.M), p.name
 
 
 def test_layer_checker_sees_a_back_import():

@@ -163,7 +163,7 @@ def test_a_solver_that_did_not_converge_is_no_verdict(tmp_path, capsys, monkeypa
     status, out = _run(tmp_path, _far_bandit().to_json())
     cap = capsys.readouterr()
     assert status == 3 and cap.out == "" and not out.exists()
-    assert cap.err.startswith("dpocheck tabular: numerical failure") and "did not converge" in cap.err
+    assert cap.err.startswith("dpocheck tabular: error: numerical failure") and "did not converge" in cap.err
     assert "3.40e-02" in cap.err
 
 
@@ -274,6 +274,6 @@ def test_tabular_fuzz_exit_0_2_or_3_and_no_traceback(tmp_path_factory, raw, opti
         assert not out.exists() and std.getvalue() == ""
         lines = err.getvalue().splitlines()
         assert len(lines) == 1, lines
-        prefix = "dpocheck tabular: error: " if status == 2 else "dpocheck tabular: numerical failure"
+        prefix = "dpocheck tabular: error: " if status == 2 else "dpocheck tabular: error: numerical failure"
         assert lines[0].startswith(prefix), lines
     assert sorted(p.name for p in tmp.iterdir()) == (["bandit.json", "out.json"] if status == 0 else ["bandit.json"])

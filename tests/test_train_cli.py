@@ -1,4 +1,4 @@
-"""Tests of ``dpocheck train`` (dpocheck.llm.train.cli / run / corrupt) on tiny random Llamas.
+"""Tests of ``dpocheck train`` (dpocheck.llm.cli.train / run / corrupt) on tiny random Llamas.
 
 Invariants: every bad input exits 2 with one line naming the field, before a model is loaded; reference scores of
 another model or data are refused; the whole command writes metrics.jsonl, eval/step-N.jsonl, final/ and a
@@ -215,7 +215,7 @@ def test_choose_corrupted_is_seeded_and_sized():
 
 
 def test_sft_rows_mask_exactly_the_rejected_response_tokens():
-    from dpocheck.llm.encode import EncodedPair
+    from dpocheck.llm.scoring.encode import EncodedPair
     from dpocheck.llm.train.corrupt import sft_rows
 
     e0 = EncodedPair(0, (1, 5, 6, 7), (1, 5, 9, 9, 8), 2, 2, 2, False, False)
@@ -227,10 +227,11 @@ def test_sft_rows_mask_exactly_the_rejected_response_tokens():
 
 def test_sft_on_rejected_responses_raises_the_share_with_negative_delta_ref(model_dir, data_file, tmp_path):
     """Corruption moves δ_ref down on the chosen pairs (and the share with δ_ref < 0 up), on a toy set."""
-    from dpocheck.llm.data import load_pairs
-    from dpocheck.llm.encode import encode_pairs
+    from dpocheck.llm.data.load import load_pairs
     from dpocheck.llm.models import load_model
-    from dpocheck.llm.runner import ScoreSettings, score_pairs
+    from dpocheck.llm.scoring.encode import encode_pairs
+    from dpocheck.llm.scoring.runner import score_pairs
+    from dpocheck.llm.scoring.settings import ScoreSettings
     from dpocheck.llm.train.corrupt import choose_corrupted, run_sft, sft_rows
     from dpocheck.llm.train.run import share_negative
     from dpocheck.llm.train.trainer import trainable_model
@@ -291,8 +292,9 @@ def trained(model_dir, data_file, tmp_path_factory) -> Path:
 def test_smoke_outputs(trained, data_file):
     manifest = json.loads((trained / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["result"]["steps"] == 4
-    assert manifest["settings"]["beta"] == 0.5 and manifest["settings"]["loss"] == "dpo"
-    assert manifest["data"]["sha256"] and manifest["model"]["dtype"] == "torch.float32"
+    settings = manifest["fingerprint"]["settings"]
+    assert manifest["tool"] == "train" and settings["beta"] == 0.5 and settings["loss"] == "dpo"
+    assert manifest["fingerprint"]["data"]["sha256"] and manifest["model"]["dtype"] == "torch.float32"
     assert {"torch", "transformers", "trl"} <= set(manifest["versions"])
     assert manifest["reference"]["reused"] is False
     rows = _step_rows(trained)
@@ -365,7 +367,7 @@ def _crash_after_logging_step(step: int):
 
 
 def test_resume_after_a_kill_ends_with_the_uninterrupted_metrics(trained, model_dir, data_file, tmp_path):
-    from dpocheck.llm.train.cli import register  # noqa: F401  (the command is registered)
+    from dpocheck.llm.cli.train import register  # noqa: F401  (the command is registered)
     from dpocheck.llm.train.run import train
     from dpocheck.llm.train.settings import TrainSettings
 

@@ -21,10 +21,12 @@ import torch
 
 pytest.importorskip("trl")
 
-from dpocheck.llm.encode import EncodedPair, encode_pair  # noqa: E402
-from dpocheck.llm.kernels import score_sequences  # noqa: E402
+from dpocheck.llm.data.types import PreferencePair  # noqa: E402
 from dpocheck.llm.models import toy_model, toy_tokenizer  # noqa: E402
-from dpocheck.llm.runner import ScoreSettings, score_pairs  # noqa: E402
+from dpocheck.llm.scoring.encode import EncodedPair, encode_pair  # noqa: E402
+from dpocheck.llm.scoring.kernels import score_sequences  # noqa: E402
+from dpocheck.llm.scoring.runner import score_pairs  # noqa: E402
+from dpocheck.llm.scoring.settings import ScoreSettings  # noqa: E402
 from dpocheck.llm.train import (  # noqa: E402
     ROW_COLUMNS,
     PackedPreferenceCollator,
@@ -38,7 +40,6 @@ from dpocheck.llm.train import (  # noqa: E402
     preference_metrics,
     trainable_model,
 )
-from dpocheck.llm.types import PreferencePair  # noqa: E402
 from dpocheck.theory import delta_opt, dpo_gradient_weight, in_undesirable_space  # noqa: E402
 from dpocheck.theory.registry import LOSS_NAMES  # noqa: E402
 
@@ -206,7 +207,7 @@ def test_step0_dpo_loss_is_log2_and_nothing_in_u(toy, tmp_path):
     first = trainer.state.log_history[0]
     assert abs(first["loss"] - math.log(2)) <= 1e-6
     assert first["share_in_u/sum"] == 0.0
-    assert first["trl_accuracy/sum"] == 0.0  # δ_θ = δ_ref: no pair has δ_θ > δ_ref
+    assert first["implicit_reward_accuracy/sum"] == 0.0  # δ_θ = δ_ref: no pair has δ_θ > δ_ref
     assert first["grad_weight_outside_u/sum"] == pytest.approx(BETA / 2, abs=1e-7)  # β·σ(0) (C4)
     assert "grad_weight_in_u/sum" not in first  # empty set: omitted, not NaN
 
@@ -355,14 +356,14 @@ def test_preference_metrics_hand_worked():
     # in U: pair 0 only (−2 < −1 < 0); pair 1 below δ_ref; pair 2 positive; pair 3 below δ_ref (δ_ref > 0)
     assert m["share_in_u/mean"] == 0.25
     assert m["ranking_accuracy/mean"] == 0.25
-    assert m["trl_accuracy/mean"] == 0.5
+    assert m["implicit_reward_accuracy/mean"] == 0.5
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     assert m["grad_weight_in_u/mean"] == pytest.approx(sig(-1.0), abs=1e-15)
     assert m["grad_weight_outside_u/mean"] == pytest.approx((sig(2.0) + sig(-3.0) + sig(1.0)) / 3, abs=1e-15)
     # δ* = δ_ref + Δr*/β: pair 0 → −1 (same sign as δ_θ = −1), pair 3 → −1.5 (δ_θ = −0.5: same sign)
     assert m["share_rlhf_side/mean"] == 1.0
     assert set(preference_metrics(d, dref, 1.0, None)) == {
-        "share_in_u/sum", "ranking_accuracy/sum", "trl_accuracy/sum", "grad_weight_in_u/sum",
+        "share_in_u/sum", "ranking_accuracy/sum", "implicit_reward_accuracy/sum", "grad_weight_in_u/sum",
         "grad_weight_outside_u/sum",
     }  # fmt: skip
     assert preference_metrics(np.array([]), np.array([]), 1.0) == {}
@@ -384,7 +385,7 @@ def test_logged_metrics_equal_theory_on_logged_logps(toy, tmp_path):
         w = np.asarray(dpo_gradient_weight(d, dref, BETA))
         assert h["share_in_u/sum"] == in_u.mean()
         assert h["ranking_accuracy/sum"] == (d > 0).mean()
-        assert h["trl_accuracy/sum"] == (d > dref).mean()
+        assert h["implicit_reward_accuracy/sum"] == (d > dref).mean()
         if in_u.any():
             assert h["grad_weight_in_u/sum"] == pytest.approx(w[in_u].mean(), rel=1e-12)
         if (~in_u).any():
@@ -473,7 +474,7 @@ def test_callback_in_a_plain_trl_dpo_script(toy, tmp_path):
 @pytest.mark.slow
 @pytest.mark.llm
 def test_smollm2_two_steps_start_at_log2(tmp_path):
-    from dpocheck.llm.data import default_data_dir, load_pairs
+    from dpocheck.llm.data.load import default_data_dir, load_pairs
     from dpocheck.llm.models import default_model_path, load_model
 
     path = default_model_path()

@@ -47,7 +47,7 @@ def test_tidy_rows_hand_worked(tmp_path) -> None:
     last = out[1]
     assert last["share_in_u"] == pytest.approx(1 / 3)
     assert last["ranking_accuracy"] == pytest.approx(1 / 3)
-    assert last["trl_accuracy"] == pytest.approx(2 / 3)
+    assert last["implicit_reward_accuracy"] == pytest.approx(2 / 3)
     assert last["share_dref_neg"] == pytest.approx(1 / 3)
     # DPO gradient weight β·σ(β(δ_ref−δ)) on the one pair in U: 0.1·σ(−0.1).
     assert last["grad_weight_in_u"] == pytest.approx(0.1 / (1 + math.exp(0.1)))

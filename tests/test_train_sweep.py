@@ -24,7 +24,7 @@ from dpocheck.llm.train.experiment import e2_llm_entries, tidy_rows  # noqa: E40
 from dpocheck.theory.pairs import gamma_star  # noqa: E402
 
 WORDS = "the capital of France is Paris sure here a short poem about sea waves roll in out dog fox".split()
-ONLY = "dpo_R0_s0,cpo_margin_ggstardiv2_R0_s0"
+ONLY = ("dpo_R0_s0", "cpo_margin_ggstardiv2_R0_s0")
 
 
 def _records(n: int) -> list[dict]:
@@ -59,7 +59,7 @@ def _argv(setup, out: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def swept(setup, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "sweep"
-    assert cli_main(_argv(setup, out, "--only", ONLY)) == 0
+    assert cli_main(_argv(setup, out, "--only", *ONLY)) == 0
     return out
 
 
@@ -71,7 +71,7 @@ def test_entries_are_declared_once():
 
 def test_runs_table_and_gamma_star(swept):
     manifest = json.loads((swept / "sweep.json").read_text())
-    assert set(manifest["entries"]) == set(ONLY.split(","))
+    assert set(manifest["entries"]) == set(ONLY)
     assert not (swept / "runs" / "dpo_R0_s0" / "checkpoints").exists()  # pruned once finished
     # γ*/2 from the dpo run's step-0 reference log-probs (mean convention, β = 2.5, Δr* = 0), recomputed here
     ev = [json.loads(x) for x in (swept / "runs/dpo_R0_s0/eval/step-0.jsonl").read_text().splitlines()]
@@ -82,11 +82,13 @@ def test_runs_table_and_gamma_star(swept):
     assert rec["gamma_star_dr0"] == pytest.approx(g_star, rel=1e-12) and g_star > 0
     assert rec["gamma"] == pytest.approx(g_star / 2, rel=1e-12)
     run = json.loads((swept / "runs/cpo_margin_ggstardiv2_R0_s0/manifest.json").read_text())
-    assert run["status"] == "complete" and run["settings"]["gamma"] == pytest.approx(g_star / 2, rel=1e-12)
+    assert run["status"] == "complete" and run["fingerprint"]["settings"]["gamma"] == pytest.approx(
+        g_star / 2, rel=1e-12
+    )
     # the tidy table: one row per run × eval step, equal to tidy_rows on each run folder
     with open(swept / "e2_llm.csv", newline="", encoding="utf-8") as f:
         table = list(csv.DictReader(f))
-    assert sorted({r["run"] for r in table}) == sorted(ONLY.split(","))
+    assert sorted({r["run"] for r in table}) == sorted(ONLY)
     assert [int(r["step"]) for r in table if r["run"] == "dpo_R0_s0"] == [0, 2]
     first = [r for r in table if r["run"] == "dpo_R0_s0"][0]
     again = tidy_rows(swept / "runs/dpo_R0_s0", "dpo_R0_s0", {"normalize": "sum", "beta": 0.1})
@@ -97,13 +99,13 @@ def test_runs_table_and_gamma_star(swept):
     assert "| dpo_R0_s0 | 0.0 | 0→2 |" in md and "Final policies" in md
     final = json.loads((swept / "violations" / "dpo_R0_s0.json").read_text())
     last = [r for r in table if r["run"] == "dpo_R0_s0"][-1]
-    assert final["policy"]["share_in_U"]["value"] == float(last["share_in_u"])  # the final policy is the last eval
+    assert final["policy"]["share_in_u"]["value"] == float(last["share_in_u"])  # the final policy is the last eval
     assert final["per_beta"][0]["beta"] == 0.1 and "ASSUMED" in final["delta_reward"]["source"]
 
 
 def test_second_invocation_reuses_finished_runs(setup, swept, capsys):
     before = (swept / "runs/dpo_R0_s0/metrics.jsonl").read_bytes()
-    assert cli_main(_argv(setup, swept, "--only", ONLY)) == 0
+    assert cli_main(_argv(setup, swept, "--only", *ONLY)) == 0
     err = capsys.readouterr().err
     assert err.count("finished earlier, reused") == 2 and "training" not in err
     assert (swept / "runs/dpo_R0_s0/metrics.jsonl").read_bytes() == before
@@ -140,7 +142,7 @@ def test_existing_folder_without_a_sweep_refused(setup, tmp_path, capsys):
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "x").write_text("")
     assert cli_main(_argv(setup, tmp_path / "s")) == 2
-    assert "holds no sweep" in capsys.readouterr().err
+    assert "holds no sweep (sweep.json)" in capsys.readouterr().err
 
 
 def test_violations_reads_a_train_eval_file(swept, tmp_path, capsys):
@@ -154,13 +156,13 @@ def test_violations_reads_a_train_eval_file(swept, tmp_path, capsys):
     with open(swept / "e2_llm.csv", newline="", encoding="utf-8") as f:
         last = [r for r in csv.DictReader(f) if r["run"] == "dpo_R0_s0"][-1]
     assert rep["policy"]["n_joined"] == int(last["n_pairs"]) == 6
-    assert rep["policy"]["share_in_U"]["value"] == pytest.approx(float(last["share_in_u"]), abs=1e-12)
-    assert rep["policy"]["preference_accuracy"]["value"] == pytest.approx(float(last["ranking_accuracy"]), abs=1e-12)
+    assert rep["policy"]["share_in_u"]["value"] == pytest.approx(float(last["share_in_u"]), abs=1e-12)
+    assert rep["policy"]["ranking_accuracy"]["value"] == pytest.approx(float(last["ranking_accuracy"]), abs=1e-12)
     other = tmp_path / "other"
     (other / "eval").mkdir(parents=True)
     (other / "eval" / "step-2.jsonl").write_bytes((run / "eval" / "step-2.jsonl").read_bytes())
     m = json.loads((run / "manifest.json").read_text())
-    m["data"]["sha256"] = "0" * 64
+    m["fingerprint"]["data"]["sha256"] = "0" * 64
     (other / "manifest.json").write_text(json.dumps(m))
     argv[4] = str(other / "eval" / "step-2.jsonl")
     assert cli_main([*argv, "--out", str(tmp_path / "v2")]) == 2

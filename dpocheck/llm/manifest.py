@@ -1,22 +1,37 @@
-"""The one module that writes and reads run manifests (what was run, on what, and whether it finished).
+"""The one output protocol of every LLM command: may this output be written, resumed or not, and what it holds.
 
-Every LLM command records its inputs so that ``--resume`` can refuse to mix runs and readers can tell a
-finished output from a partial one. All manifests are JSON objects written atomically (2-space indent, UTF-8)
-and share two keys: ``status`` (``"running"`` while writing, ``"complete"`` once the output is whole) and,
-once complete, ``counts`` (how many items the output holds and how many inputs were skipped).
+Every long job (``score``, ``reward``, ``sample``, ``train``, ``train-sweep``) records what it was run on in a
+manifest, so that a rerun can refuse to mix runs, ``--resume`` can continue one, and readers can tell a finished
+output from a partial or failed one. All manifests share one layout (JSON object, 2-space indent, UTF-8, written
+atomically):
 
-* **Scores directory** (``dpocheck score``): ``DIR/manifest.json`` with ``fingerprint`` (``format_version``,
-  ``model``, ``data`` — path, sha256, format, Δr* source, prompt style —, ``settings``, ``tokenizer``; what must
-  match for ``--resume``), ``status``, ``world_size``, ``row_keys``, ``tokenizer_detail``, whatever the caller
-  adds (the CLI adds ``load``, ``model_parameters``, ``device``, ``logp_convention``), and once merged
-  ``counts`` (``pairs_in``, ``scored``, ``skipped``, truncation, shard and token counts), ``skipped`` (one entry
-  per pair skipped by the scorer) and ``sessions`` (one entry per run that wrote into the directory); after
-  ``--check-fp32 N``, ``precision_check`` (:mod:`~dpocheck.llm.precision`: N, seed, dtypes, the gap stats).
-* **Sidecar of a JSONL output** (``dpocheck reward``, ``dpocheck sample``): ``OUT.manifest.json`` beside ``OUT``
-  with the command's identity (model, data) and ``settings``, ``status`` and, when complete, ``counts``.
+``format_version``
+    :data:`FORMAT_VERSION` of this layout;
+``tool``
+    the command that wrote it (``score``, ``reward``, ``sample``, ``train``, ``train-sweep``);
+``status``
+    ``running`` while writing, ``complete`` once the output is whole, ``failed`` when the run stopped on an
+    error (with ``failure``: ``reason``, the error's one line, and ``step`` where the command knows one);
+``fingerprint``
+    what must be equal for ``--resume`` (``model``, ``data`` with its ``sha256``, ``settings``, …), compared key
+    by key; ``fingerprint.data.sha256`` is the one place a data hash is read (:func:`data_sha256`);
+``counts``
+    once complete: how many items the output holds and how many inputs were skipped, by reason;
 
-Readers use :func:`read_manifest`, :func:`is_complete`, :func:`scored_pair_count` and
-:func:`data_sha256`, which read exactly the keys written here.
+plus whatever the command adds (``sessions``, ``load``, ``loss``, ``result``, …). A folder output keeps its
+manifest in ``DIR/manifest.json`` (``score``, ``train``; ``train-sweep`` in ``DIR/sweep.json``); a file output
+``OUT`` keeps it beside itself in ``OUT.manifest.json`` (:func:`sidecar_path`; ``reward``, ``sample``).
+
+The protocol (:func:`check_output` before anything heavy is loaded, then :func:`open_output`):
+
+* a manifest already there and no ``--resume`` (nor ``--overwrite`` where a command offers it): refused;
+* ``--resume`` with a manifest of another command, or whose fingerprint differs: refused, naming the first keys;
+* ``--resume`` of a failed run: allowed, and the earlier failure is reported (``OutputRun.previous_failure``);
+* output files already there but no manifest: refused (they cannot be checked);
+* every refusal is an :class:`~dpocheck.errors.InputError` (exit status 2 in the CLI, one line).
+
+:meth:`OutputRun.guard` marks the manifest ``failed`` with the reason on every error that leaves the block, so no
+manifest says ``running`` after its process ended.
 """
 
 from __future__ import annotations
@@ -25,18 +40,22 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dpocheck._io import write_text_atomic
 from dpocheck.errors import InputError
 
-MANIFEST = "manifest.json"  # inside a scores directory
+MANIFEST = "manifest.json"  # inside a folder output
 MERGED = "scores.jsonl"  # the merged, index-sorted rows of a complete scores directory
 SHARD_RE = re.compile(r"^scores-(\d+)-(\d+)\.jsonl$")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 RUNNING = "running"
 COMPLETE = "complete"
+FAILED = "failed"
 
 
 class ManifestError(InputError):
@@ -61,8 +80,14 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def read_manifest_if_any(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The manifest at ``path``, or None when there is no file."""
+    p = Path(path)
+    return read_manifest(p) if p.is_file() else None
+
+
 def sidecar_path(out: str | os.PathLike[str]) -> Path:
-    """Where the manifest of a JSONL output ``OUT`` lives: ``OUT.manifest.json``."""
+    """Where the manifest of a file output ``OUT`` lives: ``OUT.manifest.json``."""
     p = Path(out)
     return p.with_name(p.name + ".manifest.json")
 
@@ -80,16 +105,9 @@ def scored_pair_count(manifest: dict[str, Any] | None) -> int | None:
 
 
 def data_sha256(manifest: dict[str, Any] | None) -> str | None:
-    """sha256 of the data file an output was made from: ``fingerprint.data.sha256`` (scores directory) or
-    ``identity.data.sha256`` (sidecar of ``dpocheck reward``) or ``data.sha256`` (a ``dpocheck train`` run);
-    None when not recorded."""
-    for key in ("fingerprint", "identity"):
-        fp = (manifest or {}).get(key)
-        data = fp.get("data") if isinstance(fp, dict) else None
-        v = data.get("sha256") if isinstance(data, dict) else None
-        if isinstance(v, str):
-            return v
-    data = (manifest or {}).get("data")
+    """sha256 of the data file an output was made from (``fingerprint.data.sha256``); None when not recorded."""
+    fp = (manifest or {}).get("fingerprint")
+    data = fp.get("data") if isinstance(fp, dict) else None
     v = data.get("sha256") if isinstance(data, dict) else None
     return v if isinstance(v, str) else None
 
@@ -101,6 +119,11 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def data_identity(path: str | os.PathLike[str], **labels: Any) -> dict[str, Any]:
+    """The ``fingerprint.data`` of an input file: absolute path, sha256, then ``labels`` (format, Δr* source, …)."""
+    return {"path": os.path.abspath(path), "sha256": sha256_file(path), **labels}
 
 
 def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -115,106 +138,163 @@ def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
     return diffs
 
 
-# ------------------------------------------------------------------------------------------ scores directory
-def tokenizer_info(tokenizer: Any, use_chat_template: bool) -> dict[str, Any]:
-    """What a scores manifest records about the tokenizer and the chat template."""
-    tpl = getattr(tokenizer, "chat_template", None) if use_chat_template else None
-    return {
-        "class": type(tokenizer).__name__,
-        "vocab_size": len(tokenizer),
-        "bos_token": tokenizer.bos_token,
-        "eos_token": tokenizer.eos_token,
-        "pad_token": tokenizer.pad_token,
-        "chat_template_used": use_chat_template,
-        "chat_template_sha256": hashlib.sha256(tpl.encode()).hexdigest() if isinstance(tpl, str) else None,
-        "chat_template": tpl if isinstance(tpl, str) else None,
-    }
-
-
-def scores_fingerprint(
-    model_identity: dict[str, Any], data_identity: dict[str, Any], settings: dict[str, Any], tok: dict[str, Any]
-) -> dict[str, Any]:
-    """The part of a scores manifest that must match for ``--resume`` (model, data, settings, tokenizer)."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "model": model_identity,
-        "data": data_identity,
-        "settings": settings,
-        "tokenizer": {k: v for k, v in tok.items() if k != "chat_template"},
-    }
-
-
-def open_scores_manifest(
-    out: Path,
-    fingerprint: dict[str, Any],
+# ------------------------------------------------------------------------------------------------ protocol
+def check_output(
+    manifest_path: str | os.PathLike[str],
     *,
+    tool: str,
     resume: bool,
-    world_size: int,
-    row_keys: list[str],
-    tokenizer_detail: dict[str, Any],
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Check ``out`` may take this run (new, or a resume with the same fingerprint) and mark it running.
+    fingerprint: dict[str, Any] | None = None,
+    outputs: Iterable[str | os.PathLike[str]] = (),
+    require_run: bool = False,
+    where: str | None = None,
+    hint: str = "pass --resume to continue it or choose a new output",
+    stray_hint: str = "refusing to mix runs: choose a new output",
+) -> dict[str, Any] | None:
+    """Whether this run may write its output (see the module docstring); the earlier manifest, or None. No writes.
 
-    Raises FileExistsError for an existing run without ``resume`` or shards without a manifest, and
-    :class:`InputError` for a resume whose inputs differ (naming the first differing keys).
+    ``outputs``: the files a run would write, which must not exist without a manifest; ``require_run``:
+    ``--resume`` needs an earlier run (else starting afresh is allowed); ``where``: the output as the user named
+    it, for messages (default: the manifest's folder or file); ``hint``: what the user can do about an existing
+    run (``stray_hint``: about output files without a manifest). ``fingerprint=None`` skips the comparison (a
+    caller that checks it later, once the data are read).
     """
-    path = out / MANIFEST
-    old: dict[str, Any] | None = None
-    if path.exists():
-        if not resume:
-            raise FileExistsError(f"{out} already holds a scoring run; pass --resume or choose a new --out")
-        old = read_manifest(path)
+    path = Path(manifest_path)
+    name = where or str(path.parent if path.name == MANIFEST else path)
+    old = read_manifest_if_any(path)
+    if old is None:
+        stray = [str(p) for p in outputs if Path(p).exists()]
+        if stray:
+            raise InputError(
+                f"{name}: {stray[0]} exists but no manifest says what made it, so it cannot be checked or resumed; "
+                f"{stray_hint}"
+            )
+        if resume and require_run:
+            raise InputError(f"--resume: {name} holds no {tool} run (no {path.name}); drop --resume to start one")
+        return None
+    if not resume:
+        status = old.get("status")
+        raise InputError(f"{name} already holds a {old.get('tool', tool)} run (status {status!r}); {hint}")
+    if old.get("tool") != tool:
+        raise InputError(f"--resume: {name} holds a {old.get('tool')!r} run, not a {tool!r} run")
+    if old.get("format_version") != FORMAT_VERSION:
+        raise InputError(
+            f"--resume: {name} was written by manifest layout {old.get('format_version')!r}, this is "
+            f"{FORMAT_VERSION}; start a new output"
+        )
+    if fingerprint is not None:
         diffs = differences(old.get("fingerprint", {}), fingerprint)
         if diffs:
             raise InputError(
-                f"refusing to resume into {out}: its manifest was made with different inputs: " + "; ".join(diffs[:8])
+                f"refusing to resume {name}: it was made with other inputs or settings: " + "; ".join(diffs[:8])
             )
-    elif any(SHARD_RE.match(f.name) for f in out.iterdir()):
-        raise FileExistsError(f"{out} holds score shards but no {MANIFEST}; refusing to mix runs")
-    manifest = {
-        "fingerprint": fingerprint,
+    return old
+
+
+@dataclass
+class OutputRun:
+    """A manifest being written by this process: update it, then :meth:`complete` or :meth:`fail` it."""
+
+    path: Path
+    manifest: dict[str, Any]
+    previous: dict[str, Any] | None = None
+    write: bool = True  # False on non-main ranks of a distributed run (they only read)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def previous_failure(self) -> str | None:
+        """One line about an earlier failed run this one resumes (None when there was none)."""
+        if not self.previous or self.previous.get("status") != FAILED:
+            return None
+        failure = self.previous.get("failure") or {}
+        step = f" at step {failure['step']}" if failure.get("step") is not None else ""
+        return f"resuming a run that failed{step}: {failure.get('reason', 'no reason recorded')}"
+
+    def save(self) -> None:
+        if self.write:
+            write_manifest(self.path, self.manifest)
+
+    def update(self, **fields: Any) -> dict[str, Any]:
+        """Set top-level keys and rewrite the manifest."""
+        self.manifest.update(fields)
+        self.save()
+        return self.manifest
+
+    def complete(self, counts: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+        """Mark the output whole (``status: complete``), with its counts and any other keys."""
+        self.manifest.pop("failure", None)
+        if counts is not None:
+            self.manifest["counts"] = counts
+        return self.update(status=COMPLETE, **fields)
+
+    def fail(self, reason: str, step: int | None = None) -> dict[str, Any]:
+        """Mark the run failed with its reason (one line) and, where known, the step."""
+        failure: dict[str, Any] = {"reason": " ".join(str(reason).split())}
+        if step is not None:
+            failure["step"] = step
+        return self.update(status=FAILED, failure=failure)
+
+    @contextmanager
+    def guard(self, step: Any = None) -> Iterator[OutputRun]:
+        """Mark the run failed with the error's message when an exception leaves the block, then re-raise.
+
+        ``step``: a callable giving the step to record (e.g. the trainer's global step), or None.
+        """
+        try:
+            yield self
+        except BaseException as err:
+            if self.manifest.get("status") == RUNNING:
+                reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+                try:
+                    self.fail(reason, step() if callable(step) else None)
+                except OSError:  # the output folder itself is gone or unwritable: nothing more to record
+                    pass
+            raise
+
+
+def open_output(
+    manifest_path: str | os.PathLike[str],
+    fingerprint: dict[str, Any],
+    *,
+    tool: str,
+    resume: bool,
+    extra: dict[str, Any] | None = None,
+    keep: Iterable[str] = ("sessions",),
+    outputs: Iterable[str | os.PathLike[str]] = (),
+    require_run: bool = False,
+    where: str | None = None,
+    hint: str = "pass --resume to continue it or choose a new output",
+    stray_hint: str = "refusing to mix runs: choose a new output",
+    write: bool = True,
+) -> OutputRun:
+    """Check (:func:`check_output`) and mark the output ``running``; returns the :class:`OutputRun`.
+
+    A resumed run keeps the earlier manifest's ``keep`` keys (e.g. ``sessions``); ``extra`` adds top-level keys.
+    ``write=False`` only checks and builds the manifest (non-main ranks).
+    """
+    path = Path(manifest_path)
+    old = check_output(
+        path,
+        tool=tool,
+        resume=resume,
+        fingerprint=fingerprint,
+        outputs=outputs,
+        require_run=require_run,
+        where=where,
+        hint=hint,
+        stray_hint=stray_hint,
+    )
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "tool": tool,
         "status": RUNNING,
-        "world_size": world_size,
-        "row_keys": row_keys,
-        "tokenizer_detail": tokenizer_detail,
+        "fingerprint": fingerprint,
         **(extra or {}),
     }
     if old is not None:
-        manifest = {**old, **manifest, "sessions": old.get("sessions", [])}
-    write_manifest(path, manifest)
-    return manifest
-
-
-def check_same_fingerprint(out: Path, fingerprint: dict[str, Any], rank: int) -> None:
-    """A non-zero rank's check that rank 0 opened ``out`` with the same inputs."""
-    old = read_manifest(out / MANIFEST)
-    if differences(old.get("fingerprint", {}), fingerprint):
-        raise InputError(f"rank {rank}: inputs differ from rank 0's manifest in {out}")
-
-
-def complete_scores_manifest(
-    out: Path, counts: dict[str, Any], skipped: list[dict[str, Any]], session: dict[str, Any]
-) -> dict[str, Any]:
-    """Mark a merged scores directory complete, with its counts, skipped pairs and this session."""
-    manifest = read_manifest(out / MANIFEST)
-    manifest.update(
-        {
-            "status": COMPLETE,
-            "counts": counts,
-            "skipped": skipped,
-            "sessions": [*manifest.get("sessions", []), session],
-        }
-    )
-    write_manifest(out / MANIFEST, manifest)
-    return manifest
-
-
-def record_precision_check(out: Path, check: dict[str, Any]) -> dict[str, Any]:
-    """Store the fp32 check of a complete scores directory as its manifest's ``precision_check`` (replacing one)."""
-    manifest = read_manifest(out / MANIFEST)
-    if not is_complete(manifest):
-        raise InputError(f"{out}: the scoring run is not complete; the fp32 check needs the merged scores")
-    manifest["precision_check"] = check
-    write_manifest(out / MANIFEST, manifest)
-    return manifest
+        manifest.update({k: old[k] for k in keep if k in old})
+    run = OutputRun(path, manifest, old, write)
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        run.save()
+    return run

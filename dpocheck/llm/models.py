@@ -162,6 +162,19 @@ class LoadedModel:
         return total
 
 
+def load_config(path: str | os.PathLike[str] | None = None, trust_remote_code: bool = False) -> Any:
+    """The model's config from a local folder or GGUF file (metadata only: no weights are read or de-quantised)."""
+    from transformers import AutoConfig
+
+    _offline()
+    p = Path(path) if path is not None else default_model_path()
+    if is_gguf(p):
+        return AutoConfig.from_pretrained(
+            str(p.parent), gguf_file=p.name, local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    return AutoConfig.from_pretrained(str(p), local_files_only=True, trust_remote_code=trust_remote_code)
+
+
 def load_tokenizer(path: str | os.PathLike[str] | None = None, trust_remote_code: bool = False) -> Any:
     """The tokenizer of a local model folder or GGUF file (no hub access)."""
     from transformers import AutoTokenizer
@@ -179,6 +192,14 @@ def load_tokenizer(path: str | os.PathLike[str] | None = None, trust_remote_code
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
     return tok
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id used to pad batches: the tokenizer's pad token, else its EOS, else 0 (padding is never scored)."""
+    for cand in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if cand is not None:
+            return int(cand)
+    return 0
 
 
 def _dtype_kwarg() -> str:

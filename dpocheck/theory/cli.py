@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 from dpocheck._io import write_json_atomic
-from dpocheck.errors import InputError
+from dpocheck.errors import InputError, NumericalError
 
 MAX_ABS_EPSILON = 700.0  # e^ε of the E-CPOC constraint π(y_w) ≥ e^ε·π(y_l) must stay finite
 
@@ -86,9 +85,8 @@ def run(args: argparse.Namespace) -> int:
         gamma = _option(data, "gamma", args.gamma)
         epsilon = _option(data, "epsilon", args.epsilon)
         report = tabular_report(bandit, gamma=gamma, epsilon=epsilon)
-    except ArithmeticError as err:  # adds what failed; bad input (ValueError) goes to the central wrapper
-        print(f"dpocheck tabular: numerical failure on this bandit: {err}", file=sys.stderr)
-        return 3
+    except ArithmeticError as err:  # the central wrapper prints it and exits 3 (bad input: ValueError, exit 2)
+        raise NumericalError(f"numerical failure on this bandit: {err}") from err
     if args.out:
         try:
             write_json_atomic(args.out, report)

@@ -18,7 +18,8 @@ Public API (stable; the ``dpocheck train`` command builds on it):
 record_pairs=False)`` and ``preference_config(output_dir, **overrides) -> DPOConfig``
     (:mod:`.trainer`) the DPOTrainer subclass; β = ``args.beta``. Logs ``<metric>/<normalize>`` each step.
 ``preference_metrics(delta_theta, delta_ref, beta, delta_reward=None, convention="sum") -> dict``
-    (:mod:`.metrics`) share_in_u, ranking_accuracy, trl_accuracy, grad_weight_in_u/outside_u, share_rlhf_side.
+    (:mod:`.metrics`) share_in_u, ranking_accuracy, implicit_reward_accuracy, grad_weight_in_u/outside_u,
+    share_rlhf_side.
 ``UndesirableSpaceCallback(trainer, rows, eval_every, out_dir, heldout_rows=None, ...)``, ``score_rows(model, rows,
 pad_token_id, convention)``
     (:mod:`.callback`) whole-set scoring every K steps → ``eval/step-<N>.jsonl`` and ``eval/*`` logs.

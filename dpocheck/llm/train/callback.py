@@ -1,6 +1,7 @@
 """``UndesirableSpaceCallback``: the whole training set (and a held-out set) scored every K steps, U over the data.
 
-Every ``eval_every`` optimizer steps (and once before the first step) the current policy scores every pair with
+Every ``eval_every`` optimizer steps (once before the first step, and once after the last) the current policy scores
+every pair with
 dpocheck's packed scorer (no grad, eval mode, the same kernel and batch plan as ``dpocheck score``), writes
 ``<out_dir>/eval/step-<N>.jsonl`` (held-out: ``heldout-step-<N>.jsonl``) atomically, one row per pair —
 ``index``, ``delta_theta`` and ``delta_ref`` (in ``convention``), ``in_u`` (C3), the policy's
@@ -12,8 +13,8 @@ own logging (``state.log_history``, TensorBoard, W&B). Only the main process sco
 Usable from a user's own TRL script, with rows from :func:`dpocheck.llm.train.build_training_rows`::
 
     from trl import DPOConfig, DPOTrainer
-    from dpocheck.llm.encode import encode_pair
-    from dpocheck.llm.runner import read_jsonl
+    from dpocheck.llm.scoring.encode import encode_pair
+    from dpocheck._io import read_jsonl
     from dpocheck.llm.train import UndesirableSpaceCallback, build_training_rows
 
     ref = read_jsonl("ref/scores.jsonl")  # dpocheck score --model path/to/model --data pairs.jsonl --out ref
@@ -29,16 +30,16 @@ Usable from a user's own TRL script, with rows from :func:`dpocheck.llm.train.bu
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from transformers import Trainer, TrainerCallback
+from transformers import TrainerCallback
 
-from dpocheck._io import write_text_atomic
-from dpocheck.llm.encode import plan_batches
-from dpocheck.llm.kernels import score_batch
+from dpocheck._io import write_jsonl_atomic
+from dpocheck.llm.models import pad_token_id as tokenizer_pad_id
+from dpocheck.llm.scoring.encode import plan_batches
+from dpocheck.llm.scoring.kernels import score_batch
 from dpocheck.theory import in_undesirable_space
 
 from .dataset import check_beta, check_normalize, encoded_from_row
@@ -106,7 +107,8 @@ class UndesirableSpaceCallback(TrainerCallback):
 
     ``trainer``: the (TRL) trainer whose logging receives the ``eval/*`` metrics. ``beta`` defaults to
     ``trainer.args.beta``, ``convention`` to ``trainer.normalize`` (a :class:`PreferenceTrainer`) or ``sum``,
-    ``pad_token_id`` to the trainer's tokenizer's. ``at_start``: also score before the first step (step 0).
+    ``pad_token_id`` to the trainer's tokenizer's. ``at_start``: also score before the first step (step 0);
+    ``final``: also score the policy at the end of training when the last step is not a multiple of ``eval_every``.
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class UndesirableSpaceCallback(TrainerCallback):
         pad_token_id: int | None = None,
         batch_tokens: int = 4096,
         at_start: bool = True,
+        final: bool = True,
     ):
         if not isinstance(eval_every, int) or eval_every < 1:
             raise ValueError(f"eval_every must be an integer >= 1, got {eval_every!r}")
@@ -135,39 +138,66 @@ class UndesirableSpaceCallback(TrainerCallback):
         if pad_token_id is None:
             tok = getattr(trainer, "processing_class", None)
             tok = getattr(tok, "tokenizer", tok)
-            pad_token_id = next((c for c in (tok.pad_token_id, tok.eos_token_id) if c is not None), 0)
+            pad_token_id = tokenizer_pad_id(tok)
         self.pad_token_id = int(pad_token_id)
         self.batch_tokens = batch_tokens
         self.at_start = at_start
+        self.final = final
+        self.last_step: int | None = None  # the last step scored
 
     def evaluate(self, model: Any, step: int) -> dict[str, float]:
-        """Score, write the eval files of ``step`` and return the logged metrics (also callable by hand)."""
+        """Score, write the eval files of ``step`` and return the metrics (also callable by hand)."""
         logs: dict[str, float] = {}
         sets = [("step", "eval/", self.rows)]
         if self.heldout_rows:
             sets.append(("heldout-step", "eval/heldout/", self.heldout_rows))
         for stem, prefix, rows in sets:
             scored = score_rows(model, rows, self.pad_token_id, self.convention, self.batch_tokens)
-            text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in scored)
-            write_text_atomic(self.out_dir / "eval" / f"{stem}-{step}.jsonl", text)
+            write_jsonl_atomic(self.out_dir / "eval" / f"{stem}-{step}.jsonl", scored)
             logs.update({prefix + k: v for k, v in eval_metrics(scored, self.beta, self.convention).items()})
+        self.last_step = step
         return logs
 
-    def _run(self, state: Any, control: Any, model: Any) -> None:
-        if not state.is_world_process_zero:
-            return
-        logs = self.evaluate(model if model is not None else self.trainer.model, state.global_step)
-        # Trainer.log itself, not TRL's override: that one would flush TRL's half-filled training-metric window.
-        # Its on_log event clears control.should_log, which would drop this step's training log on this process
-        # only (and, under DDP, leave the other ranks waiting in the loss gather): keep the flag as it was.
-        should_log = control.should_log
-        Trainer.log(self.trainer, logs)
-        control.should_log = should_log
+    def log_evaluation(self, model: Any, step: int) -> dict[str, float]:
+        """:meth:`evaluate` at ``step`` on the main process, then the metrics through the trainer's public ``log``.
 
+        ``log`` runs with the model in eval mode: TRL's trainers then merge their (empty) evaluation metric store,
+        not the training window of the step being trained, so the step's own training row is left whole.
+        """
+        model = model if model is not None else self.trainer.model
+        logs = self.evaluate(model, step) if self._is_main() else {}
+        target = self.trainer.model
+        was_training = target.training
+        target.eval()
+        try:
+            self.trainer.log(dict(logs))
+        finally:
+            target.train(was_training)
+        return logs
+
+    def _is_main(self) -> bool:
+        return bool(self.trainer.is_world_process_zero())
+
+    def _due(self, step: int) -> bool:
+        return step % self.eval_every == 0 and step != self.last_step
+
+    # Scoring at step N runs when step N is over: at the next step's start (the trainer has logged and
+    # checkpointed step N by then, so the flags it sets for that step are untouched), or at the end of training.
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if self.at_start and state.global_step == 0:
-            self._run(state, control, model)
+        step = state.global_step
+        if step == 0:
+            if self.at_start:
+                self.log_evaluation(model, step)
+        elif self._due(step) and not (self.out_dir / "eval" / f"step-{step}.jsonl").is_file():
+            self.log_evaluation(model, step)  # a resumed run killed between its checkpoint and this step's scoring
+        else:
+            self.last_step = step  # scored by the run this one resumes
 
-    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if state.global_step % self.eval_every == 0:
-            self._run(state, control, model)
+    def on_step_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if state.global_step > 0 and self._due(state.global_step):
+            self.log_evaluation(model, state.global_step)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        step = state.global_step
+        if self._due(step) or (self.final and step != self.last_step):
+            self.log_evaluation(model, step)

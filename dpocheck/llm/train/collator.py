@@ -1,8 +1,8 @@
 """Batches of training rows in the packed scorer's layout: one row ``prompt | chosen | rejected`` per pair.
 
 The layout, the restarted positions and the 4-D additive block mask come from the packed scorer itself
-(:func:`dpocheck.llm.kernels.pack_pairs`, :func:`~dpocheck.llm.kernels.packed_attention_mask`), so the policy
-forward during training sees every token in exactly the context the reference scorer gave it and, at step 0,
+(:func:`dpocheck.llm.scoring.kernels.pack_pairs`, :func:`~dpocheck.llm.scoring.kernels.packed_attention_mask`), so
+the policy forward during training sees every token in exactly the context the reference scorer gave it and, at step 0,
 reproduces the reference log-probs. Per-pair columns travel as tensors beside the model inputs.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dpocheck.llm.kernels import pack_pairs, packed_attention_mask
+from dpocheck.llm.scoring.kernels import pack_pairs, packed_attention_mask
 
 from .dataset import LOSS_PREFIX, REF_COLUMNS, encoded_from_row
 

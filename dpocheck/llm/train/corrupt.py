@@ -32,7 +32,7 @@ def choose_corrupted(n_pairs: int, share: float, seed: int) -> list[int]:
 def sft_rows(encoded: list[Any], positions: list[int]) -> dict[str, list[list[int]]]:
     """Pre-tokenised SFT columns: ``input_ids`` = prompt + rejected response, ``completion_mask`` 1 on the response.
 
-    ``encoded`` are :class:`~dpocheck.llm.encode.EncodedPair` (after truncation), so the masked tokens are the
+    ``encoded`` are :class:`~dpocheck.llm.scoring.encode.EncodedPair` (after truncation), so the masked tokens are the
     scored rejected-response tokens exactly.
     """
     ids, masks = [], []
@@ -119,3 +119,73 @@ def run_sft(
     trainer.train()
     model.eval()
     return [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
+
+
+def corrupt_reference(
+    model: Any,
+    tokenizer: Any,
+    pairs: list[Any],
+    settings: Any,
+    sset: Any,
+    use_tpl: bool,
+    out: Path,
+    main: bool,
+    state: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """The ``--corrupt-reference R`` step of ``dpocheck train`` (module docstring): SFT on the rejected responses of
+    the chosen share, the model saved to ``OUT/corrupted_reference``; reused from there on resume.
+
+    ``settings`` is the run's :class:`~dpocheck.llm.train.settings.TrainSettings`, ``sset`` the ScoreSettings of
+    its scoring passes. Returns the corrupted model (trainable) and the :class:`CorruptionRecord` as a dict.
+    """
+    from dpocheck.llm.manifest import read_manifest, write_manifest
+    from dpocheck.llm.models import load_model
+    from dpocheck.llm.scoring.encode import encode_pairs
+    from dpocheck.llm.scoring.runner import score_pairs
+    from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
+
+    from .metrics import share_negative
+    from .trainer import trainable_model
+
+    folder = out / "corrupted_reference"
+    done = folder / "corruption.json"
+    if done.is_file():  # resumed run: the SFT already happened
+        record = read_manifest(done)
+        loaded = load_model(folder, dtype="fp32", device="cpu", trust_remote_code=settings.trust_remote_code)
+        return trainable_model(loaded.model), record
+    model.eval()
+    before_rows, _ = score_pairs(model, tokenizer, pairs, sset)
+    enc = encode_pairs(tokenizer, pairs, sset, use_tpl)
+    positions = choose_corrupted(len(enc.encoded), float(settings.corrupt_reference), settings.seed)
+    losses: list[float] = []
+    if positions:
+        losses = run_sft(
+            model,
+            tokenizer,
+            sft_rows(enc.encoded, positions),
+            steps=settings.corrupt_steps,
+            lr=settings.corrupt_lr,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            work_dir=out / "checkpoints" / "corruption-sft",
+            use_cpu=state.device.type == "cpu",
+            progress=settings.progress,
+        )
+    record = CorruptionRecord(
+        share=float(settings.corrupt_reference),
+        n_pairs=len(enc.encoded),
+        corrupted_indices=[enc.encoded[i].index for i in positions],
+        steps=settings.corrupt_steps if positions else 0,
+        learning_rate=settings.corrupt_lr,
+        sft_losses=losses,
+        share_delta_ref_negative_before={c: share_negative(before_rows, c) for c in LOGP_CONVENTIONS},
+        model_dir=str(folder),
+    ).as_dict()
+    model = trainable_model(model)
+    if main:
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(folder), safe_serialization=True)
+        tokenizer.save_pretrained(str(folder))
+        write_manifest(done, record)
+    state.wait_for_everyone()
+    return model, record

@@ -1,6 +1,6 @@
 """Training rows: dpocheck's own tokenisation joined with precomputed reference scores (C3, C4, C8, C10).
 
-One row per pair, built from an :class:`~dpocheck.llm.encode.EncodedPair` (``encode_pair``'s boundary and
+One row per pair, built from an :class:`~dpocheck.llm.scoring.encode.EncodedPair` (``encode_pair``'s boundary and
 truncation rules, so the policy sees exactly the tokens the packed scorer saw) and that pair's reference row
 (``dpocheck score`` output, joined on ``index``). The row schema (:data:`ROW_COLUMNS`, plus the loss's
 precomputed columns prefixed ``loss_``):
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from dpocheck.errors import InputError
-from dpocheck.llm.encode import EncodedPair
+from dpocheck.llm.scoring.encode import EncodedPair
 
 NORMALIZE_CHOICES = ("sum", "mean")
 LOSS_PREFIX = "loss_"

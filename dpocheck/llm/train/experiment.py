@@ -8,7 +8,6 @@ the eval files only.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from dpocheck._io import read_jsonl
 from dpocheck.llm.train.metrics import preference_metrics
 from dpocheck.theory.pairs import gamma_star
 
@@ -54,11 +54,6 @@ def eval_files(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted((int(m.group(1)), p) for m, p in found if m)
 
 
-def read_eval(path: Path) -> list[dict[str, Any]]:
-    """Rows of one ``eval/step-N.jsonl`` file."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def reference_gamma_star(eval_rows: list[dict[str, Any]], beta: float, convention: str) -> float:
     """γ* (Eq. 27, C8) from the reference log-probs in eval rows; Δr* = 0 where unknown."""
     lw = np.array([r[f"ref_chosen_logp_{convention}"] for r in eval_rows], dtype=np.float64)
@@ -81,7 +76,7 @@ def tidy_rows(run_dir: Path, run: str, settings: dict[str, Any]) -> list[dict[st
     rows = []
     conv, beta = settings["normalize"], float(settings["beta"])
     for step, p in eval_files(run_dir):
-        ev = read_eval(p)
+        ev = read_jsonl(p)
         d = np.array([r["delta_theta"] for r in ev])
         dref = np.array([r["delta_ref"] for r in ev])
         m = preference_metrics(d, dref, beta, None, conv)
@@ -92,7 +87,7 @@ def tidy_rows(run_dir: Path, run: str, settings: dict[str, Any]) -> list[dict[st
                 "step": step,
                 "share_in_u": m[f"share_in_u/{conv}"],
                 "ranking_accuracy": m[f"ranking_accuracy/{conv}"],
-                "trl_accuracy": m[f"trl_accuracy/{conv}"],
+                "implicit_reward_accuracy": m[f"implicit_reward_accuracy/{conv}"],
                 "share_dref_neg": float((dref < 0).mean()),
                 "grad_weight_in_u": m.get(f"grad_weight_in_u/{conv}", float("nan")),
                 "n_pairs": len(ev),

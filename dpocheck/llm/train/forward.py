@@ -1,9 +1,9 @@
 """The policy forward of a packed batch, with gradients: sequence log-probs in both conventions (C3, C4).
 
 One pass per batch runs each pair's prompt once (the packed scorer's layout and kernel,
-:func:`dpocheck.llm.kernels._run_scored_rows`, which returns float64 sums of float32 token log-probs and computes
-logits only at scored positions), so with the same weights it returns the packed scorer's numbers; here autograd
-records it.
+:func:`dpocheck.llm.scoring.kernels.packed_row_sums`, which returns float64 sums of float32 token log-probs and
+computes logits only at scored positions), so with the same weights it returns the packed scorer's numbers; here
+autograd records it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dpocheck.llm.kernels import _forward_kwargs, _run_scored_rows, packed_attention_mask
+from dpocheck.llm.scoring.kernels import forward_kwargs, packed_attention_mask, packed_row_sums
 
 
 def _unwrap(model: Any) -> Any:
@@ -35,7 +35,7 @@ def policy_logps(model: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
     inner = _unwrap(model)
     if inner is not model and getattr(model, "_dpocheck_kwargs", None) is None:
         try:
-            model._dpocheck_kwargs = _forward_kwargs(inner)
+            model._dpocheck_kwargs = forward_kwargs(inner)
         except AttributeError:  # pragma: no cover - exotic wrappers
             pass
     dtype = next(inner.parameters()).dtype
@@ -43,7 +43,7 @@ def policy_logps(model: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
     if mask.dtype != dtype:
         mask = packed_attention_mask(batch["segment_ids"], dtype)
     keep, which = batch["score_mask"], batch["score_which"]
-    sums, finite = _run_scored_rows(model, batch["input_ids"], mask, batch["position_ids"], keep, which)
+    sums, finite = packed_row_sums(model, batch["input_ids"], mask, batch["position_ids"], keep, which)
     counts = torch.stack([(keep & (which == 0)).sum(1), (keep & (which == 1)).sum(1)], dim=1)
     means = sums / counts.to(sums.dtype)
     return {

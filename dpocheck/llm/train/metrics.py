@@ -8,7 +8,7 @@ margins are in (``/sum`` or ``/mean``):
     share of pairs in U, δ_ref < δ_θ < 0 (C3, Def. 3.3): DPO loss below log 2 yet y_l preferred;
 ``ranking_accuracy``
     share with δ_θ > 0 (the policy ranks y_w first);
-``trl_accuracy``
+``implicit_reward_accuracy``
     share with δ_θ > δ_ref — what TRL logs as ``rewards/accuracies`` (implicit reward margin > 0), not a
     ranking accuracy;
 ``grad_weight_in_u`` / ``grad_weight_outside_u``
@@ -30,7 +30,7 @@ from dpocheck.theory import delta_opt, dpo_gradient_weight, in_undesirable_space
 METRIC_NAMES = (
     "share_in_u",
     "ranking_accuracy",
-    "trl_accuracy",
+    "implicit_reward_accuracy",
     "grad_weight_in_u",
     "grad_weight_outside_u",
     "share_rlhf_side",
@@ -60,7 +60,7 @@ def preference_metrics(
     out = {
         "share_in_u": float(in_u.mean()),
         "ranking_accuracy": float((d > 0).mean()),
-        "trl_accuracy": float((d > dref).mean()),
+        "implicit_reward_accuracy": float((d > dref).mean()),
     }
     if in_u.any():
         out["grad_weight_in_u"] = float(weight[in_u].mean())
@@ -78,3 +78,11 @@ def preference_metrics(
 def pair_margins(logps: dict[str, Any], convention: str) -> Any:
     """δ = log π(y_w|x) − log π(y_l|x) in ``convention`` from a dict with ``chosen_logp_<conv>`` keys."""
     return logps[f"chosen_logp_{convention}"] - logps[f"rejected_logp_{convention}"]
+
+
+def share_negative(rows: Any, convention: str) -> float:
+    """Share of score rows with δ_ref < 0 in a convention: the pairs whose U is non-empty (C3); NaN for no rows."""
+    if not rows:
+        return float("nan")
+    key = "logp_" + convention
+    return sum(r["chosen_" + key] - r["rejected_" + key] < 0 for r in rows) / len(rows)

@@ -2,8 +2,10 @@
 
 Output folder (``settings.out``):
 
-- ``manifest.json``: model fingerprint, data sha256, every setting, library versions, the reference (reused or
-  scored here), the corruption record (share with δ_ref < 0 before and after), the run's outcome;
+- ``manifest.json`` (the output protocol's layout, :mod:`dpocheck.llm.manifest`): ``fingerprint`` (the data
+  file's identity and sha256, every setting a resume must share), the model, library versions, the reference
+  (reused or scored here), the corruption record (share with δ_ref < 0 before and after), ``status`` and the
+  run's ``result`` (or ``failure``: the reason and the step);
 - ``metrics.jsonl``: one row per logged optimizer step (``step``, ``loss``, ``share_in_u/<convention>``, …) —
   rows of ``state.log_history``, appended as they are logged;
 - ``eval/step-<N>.jsonl``: the whole training set (and the held-out set) scored with the policy at step N;
@@ -26,18 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dpocheck.llm.manifest import read_manifest, write_manifest
+from dpocheck._io import read_jsonl
+from dpocheck.llm.manifest import MANIFEST, MERGED, RUNNING, OutputRun, data_identity, open_output, read_manifest
+from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
 
-from .settings import (
-    FORMAT_VERSION,
-    MANIFEST,
-    METRICS,
-    InputError,
-    TrainSettings,
-    resolve_loss,
-    resolve_model_path,
-    validate,
-)
+from .metrics import share_negative
+from .settings import METRICS, TOOL, InputError, TrainSettings, resolve_loss, resolve_model_path, validate
 
 
 @dataclass
@@ -75,22 +71,6 @@ def versions() -> dict[str, str | None]:
         except md.PackageNotFoundError:
             out[name] = None
     return out
-
-
-def save_model(model: Any, tokenizer: Any, path: Path) -> Path:
-    """``save_pretrained`` (safetensors) of model and tokenizer into ``path``."""
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(path), safe_serialization=True)
-    tokenizer.save_pretrained(str(path))
-    return path
-
-
-def share_negative(rows: list[dict[str, Any]], normalize: str) -> float:
-    """Share of scored pairs with δ_ref < 0 in a convention (U non-empty, C3)."""
-    if not rows:
-        return float("nan")
-    key = "logp_" + normalize
-    return sum(r["chosen_" + key] - r["rejected_" + key] < 0 for r in rows) / len(rows)
 
 
 def _finite(x: Any) -> Any:
@@ -142,8 +122,7 @@ def last_checkpoint(out: Path) -> str | None:
 
 def read_metrics(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The rows of ``out/metrics.jsonl``."""
-    p = Path(out) / METRICS
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return read_jsonl(Path(out) / METRICS)
 
 
 def _print(msg: str, main: bool) -> None:
@@ -152,26 +131,12 @@ def _print(msg: str, main: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ reference
-def data_identity(settings: TrainSettings, load: Any, prompt_style: str, path: str | None = None) -> dict[str, Any]:
-    """The data part of a scoring fingerprint (as ``dpocheck score`` writes it) of ``path`` (default: --data)."""
-    from dpocheck.llm.manifest import sha256_file
-
-    path = path or settings.data
-    return {
-        "path": os.path.abspath(path),
-        "sha256": sha256_file(path),
-        "format": load.format,
-        "delta_reward_source": settings.delta_reward_source,
-        "prompt_style": prompt_style,
-    }
-
-
-def score_settings(settings: TrainSettings) -> Any:
-    """The ScoreSettings of the reference and eval scoring passes (fp32, packed)."""
-    from dpocheck.llm.runner import ScoreSettings
+def score_settings(settings: TrainSettings, max_length: int | None) -> Any:
+    """The ScoreSettings of the reference and eval scoring passes (fp32, packed) at token budget ``max_length``."""
+    from dpocheck.llm.scoring.settings import ScoreSettings
 
     return ScoreSettings(
-        max_length=settings.max_length,
+        max_length=max_length,
         batch_tokens=settings.batch_tokens,
         chat_template=settings.chat_template,
         dtype="fp32",
@@ -181,58 +146,9 @@ def score_settings(settings: TrainSettings) -> Any:
     )
 
 
-def reference_rows(
-    model: Any,
-    tokenizer: Any,
-    pairs: list[Any],
-    settings: TrainSettings,
-    *,
-    model_path: Path,
-    source: str,
-    data_id: dict[str, Any],
-    folder: str = "reference",
-) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
-    """Reference score rows by pair index: reused from ``--reference-scores`` or scored into ``OUT/reference``.
-
-    Reused scores must hold a row for every training pair (InputError naming the first missing index).
-    """
-    from dpocheck.llm.models import model_fingerprint
-    from dpocheck.llm.runner import read_jsonl, score_to_directory
-
-    if settings.reference_scores is not None and folder == "reference":
-        ref = Path(settings.reference_scores)
-        rows = {r["index"]: r for r in read_jsonl(ref / "scores.jsonl")}
-        missing = [p.index for p in pairs if p.index not in rows]
-        if missing:
-            raise InputError(
-                f"--reference-scores: record {missing[0]} of --data has no row in {ref / 'scores.jsonl'} "
-                f"({len(missing)} missing); score the same data and --limit"
-            )
-        return rows, {"scores": str(ref.resolve()), "reused": True}
-    ref = Path(settings.out) / folder
-    model_id = {**model_fingerprint(model_path), "source": source, "dtype": "torch.float32"}
-    was_training = model.training
-    model.eval()
-    run = score_to_directory(
-        model,
-        tokenizer,
-        pairs,
-        ref,
-        score_settings(settings),
-        model_identity=model_id,
-        data_identity=data_id,
-        resume=(ref / MANIFEST).is_file(),
-        extra_manifest={"scored_by": "dpocheck train"},
-        show_progress=settings.progress,
-    )
-    model.train(was_training)
-    rows = {r["index"]: r for r in read_jsonl(ref / "scores.jsonl")}
-    return rows, {"scores": str(ref.resolve()), "reused": False, "seconds": round(run.seconds, 2)}
-
-
 # ------------------------------------------------------------------------------------------------ the run
 def _load_data(settings: TrainSettings, path: str, prompt_style: str) -> Any:
-    from dpocheck.llm.data import load_pairs
+    from dpocheck.llm.data.load import load_pairs
 
     try:
         return load_pairs(
@@ -255,16 +171,23 @@ def _use_cpu(settings: TrainSettings) -> bool:
 
 
 def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) -> TrainResult:
-    """Run ``dpocheck train``: see the module docstring for the output folder. ``callbacks`` are added last."""
+    """Run ``dpocheck train``: see the module docstring for the output folder. ``callbacks`` are added last.
+
+    The output folder goes through the output protocol (:mod:`dpocheck.llm.manifest`): its manifest says
+    ``running`` while the run goes on, ``complete`` at the end and ``failed`` with the reason (and the step) when
+    any error stops it.
+    """
     validate(settings)
     t0 = time.perf_counter()
     import torch
     from accelerate import PartialState
 
-    from dpocheck.llm.models import load_model, load_tokenizer
-    from dpocheck.llm.render import resolve_chat_template
+    from .trainer import check_trl
 
-    from .trainer import trainable_model
+    check_trl()  # a TRL without the hooks the trainer overrides stops here, before any model loads
+    from dpocheck.llm.models import load_config, load_tokenizer
+    from dpocheck.llm.scoring.render import resolve_chat_template
+    from dpocheck.llm.scoring.settings import cap_max_length, context_length
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -283,185 +206,205 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
         use_tpl = resolve_chat_template(tokenizer, settings.chat_template)
     except ValueError as err:
         raise InputError(f"--chat-template: {err}") from err
+    max_length, note = cap_max_length(
+        settings.max_length, context_length(load_config(model_path, settings.trust_remote_code), tokenizer)
+    )
+    _print(f"dpocheck train: {note}", main and note is not None)
+    if settings.reference_scores is not None:
+        check_reference_max_length(Path(settings.reference_scores), max_length)
     prompt_style = "chat" if use_tpl else "text"
     load = _load_data(settings, settings.data, prompt_style)
     heldout = _load_data(settings, settings.heldout, prompt_style) if settings.heldout else None
     _print(f"data: {load.summary()}", main)
-    data_id = data_identity(settings, load, prompt_style)
-
-    manifest: dict[str, Any] = {}
-    if settings.resume:
-        manifest = read_manifest(out / MANIFEST)
-    manifest.update(
-        {
-            "format_version": FORMAT_VERSION,
-            "status": "running",
-            "settings": settings.identity(),
-            "loss": {"name": spec.name, "claim": spec.claim, "params": params, "convention": settings.normalize},
-            "data": {**data_id, "pairs": len(load.pairs), "skipped": load.skipped},
-            "versions": versions(),
-            "world_size": state.num_processes,
-        }
+    data_id = data_identity(
+        settings.data, format=load.format, delta_reward_source=settings.delta_reward_source, prompt_style=prompt_style
     )
-    state.wait_for_everyone()
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_manifest(out / MANIFEST, manifest)
-
-    loaded = load_model(model_path, dtype="fp32", device="cpu", trust_remote_code=settings.trust_remote_code)
-    model = trainable_model(loaded.model)
-    manifest["model"] = {
-        "path": str(model_path),
-        "source": loaded.source,
-        "parameters": loaded.n_parameters,
-        "dtype": "torch.float32",
+    extra = {
+        "loss": {"name": spec.name, "claim": spec.claim, "params": params, "convention": settings.normalize},
+        "data": {"pairs": len(load.pairs), "skipped": load.skipped},
+        "max_length_used": max_length,
+        "versions": versions(),
+        "world_size": state.num_processes,
     }
-    ref_model_path, ref_source = model_path, loaded.source
-
-    if settings.corrupt_reference is not None:
-        model, record = _corrupt(model, tokenizer, load.pairs, settings, use_tpl, out, main, state)
-        manifest["corruption"] = record
-        ref_model_path, ref_source = out / "corrupted_reference", "hf_folder"
-
-    ref_rows, ref_info = reference_rows(
-        model, tokenizer, load.pairs, settings, model_path=ref_model_path, source=ref_source, data_id=data_id
-    )
-    ref_list = [ref_rows[p.index] for p in load.pairs if p.index in ref_rows]
-    ref_info["share_delta_ref_negative"] = {c: share_negative(ref_list, c) for c in ("sum", "mean")}
-    manifest["reference"] = ref_info
-    if "corruption" in manifest:
-        manifest["corruption"]["share_delta_ref_negative_after"] = ref_info["share_delta_ref_negative"]
-        before = manifest["corruption"]["share_delta_ref_negative_before"][settings.normalize]
-        after = ref_info["share_delta_ref_negative"][settings.normalize]
-        _print(
-            f"corrupt-reference R={settings.corrupt_reference}: share with δ_ref < 0 ({settings.normalize}) "
-            f"{before:.3f} before -> {after:.3f} after",
-            main,
-        )
+    fingerprint = {"data": data_id, "settings": settings.identity()}
+    state.wait_for_everyone()  # every process has checked --out before the main one writes into it
     if main:
-        write_manifest(out / MANIFEST, manifest)
+        run = open_output(out / MANIFEST, fingerprint, tool=TOOL, resume=settings.resume, extra=extra, keep=_KEPT)
+        _print(run.previous_failure or "", run.previous_failure is not None)
+    else:
+        run = OutputRun(out / MANIFEST, {"status": RUNNING, **extra}, write=False)
+    job = _Job(settings, out, tokenizer, use_tpl, max_length, load, heldout, data_id, prompt_style, state, run)
+    with run.guard(step=job.step):
+        result = job.run(model_path, spec, params, callbacks)
+    state.wait_for_everyone()
+    return TrainResult(out, result["steps"], result["final_loss"], time.perf_counter() - t0, main, run.manifest)
 
-    from .callback import UndesirableSpaceCallback
 
-    rows = training_rows(tokenizer, load.pairs, ref_rows, params, settings, use_tpl)
-    heldout_rows = None
-    if heldout is not None:
-        h_rows, _ = reference_rows(
-            model,
-            tokenizer,
-            heldout.pairs,
-            settings,
-            model_path=ref_model_path,
-            source=ref_source,
-            data_id=data_identity(settings, heldout, prompt_style, settings.heldout),
-            folder="reference_heldout",
-        )
-        heldout_rows = training_rows(tokenizer, heldout.pairs, h_rows, params, settings, use_tpl)
-    trainer = build_trainer(model, tokenizer, rows, settings, out)
-    from transformers.trainer_callback import PrinterCallback
+_KEPT = ("sessions", "model", "corruption", "reference")  # what a resumed run keeps from the earlier manifest
 
-    trainer.remove_callback(PrinterCallback)  # stdout carries the one JSON summary line; metrics.jsonl has the logs
-    trainer.add_callback(metrics_callback(out / METRICS))  # before the eval callback: it logs at step 0
-    eval_cb = UndesirableSpaceCallback(
-        trainer, rows, settings.eval_every, out, heldout_rows, batch_tokens=settings.batch_tokens
-    )
-    trainer.add_callback(eval_cb)
-    for cb in callbacks:
-        trainer.add_callback(cb)
-    resume_from = last_checkpoint(out) if settings.resume else None
-    _print(f"resuming from {resume_from}" if resume_from else "training from step 0", main and settings.resume)
-    t_train = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from)
-    train_seconds = time.perf_counter() - t_train
-    step = trainer.state.global_step
-    if main and step % settings.eval_every != 0:  # the final policy is always scored
-        trainer.log(eval_cb.evaluate(trainer.model, step))
 
-    final = out / "final"
-    trainer.save_model(str(final))  # main process only; safetensors
-    if main:
-        tokenizer.save_pretrained(str(final))
-    history = [h for h in trainer.state.log_history if "loss" in h]
-    final_loss = float(history[-1]["loss"]) if history else None
-    manifest.update(
-        {
-            "status": "complete",
-            "result": {
-                "steps": trainer.state.global_step,
-                "final_loss": final_loss,
-                "train_seconds_this_session": round(train_seconds, 2),
-                "resumed_from": resume_from,
-            },
+def check_reference_max_length(ref: Path, max_length: int | None) -> None:
+    """``--reference-scores`` must have been scored with the token budget this run uses (after the context rule)."""
+    manifest = read_manifest(ref / MANIFEST)
+    used = manifest.get("fingerprint", {}).get("settings", {}).get("max_length")
+    if used != max_length:
+        raise InputError(f"--reference-scores: settings.max_length {used!r} != {max_length!r} of this run")
+
+
+@dataclass
+class _Job:
+    """The state of one ``dpocheck train`` run between loading and saving (see :func:`train`)."""
+
+    settings: TrainSettings
+    out: Path
+    tokenizer: Any
+    use_tpl: bool
+    max_length: int | None
+    load: Any
+    heldout: Any
+    data_id: dict[str, Any]
+    prompt_style: str
+    state: Any
+    manifest: OutputRun
+    trainer: Any = None
+
+    def step(self) -> int | None:
+        """The optimizer step reached (None before the trainer exists): recorded with a failure."""
+        return None if self.trainer is None else int(self.trainer.state.global_step)
+
+    def run(self, model_path: Path, spec: Any, params: dict[str, float], callbacks: Any) -> dict[str, Any]:
+        from dpocheck.llm.models import load_model
+
+        from .callback import UndesirableSpaceCallback
+        from .corrupt import corrupt_reference
+        from .trainer import trainable_model
+
+        s, out, main, run = self.settings, self.out, self.state.is_main_process, self.manifest
+        t0 = time.perf_counter()
+        loaded = load_model(model_path, dtype="fp32", device="cpu", trust_remote_code=s.trust_remote_code)
+        model = trainable_model(loaded.model)
+        model_record = {"path": str(model_path), "source": loaded.source, "parameters": loaded.n_parameters}
+        run.update(model={**model_record, "dtype": "torch.float32"})
+        ref_model_path, ref_source = model_path, loaded.source
+        if s.corrupt_reference is not None:
+            model, record = corrupt_reference(
+                model, self.tokenizer, self.load.pairs, s, self.score_settings(), self.use_tpl, out, main, self.state
+            )
+            run.manifest["corruption"] = record
+            ref_model_path, ref_source = out / "corrupted_reference", "hf_folder"
+        ref_rows, ref_info = self.reference_rows(model, self.load.pairs, ref_model_path, ref_source, self.data_id)
+        ref_list = [ref_rows[p.index] for p in self.load.pairs if p.index in ref_rows]
+        ref_info["share_delta_ref_negative"] = {c: share_negative(ref_list, c) for c in LOGP_CONVENTIONS}
+        run.manifest["reference"] = ref_info
+        if "corruption" in run.manifest:
+            corruption = run.manifest["corruption"]
+            corruption["share_delta_ref_negative_after"] = ref_info["share_delta_ref_negative"]
+            before = corruption["share_delta_ref_negative_before"][s.normalize]
+            after = ref_info["share_delta_ref_negative"][s.normalize]
+            _print(
+                f"corrupt-reference R={s.corrupt_reference}: share with δ_ref < 0 ({s.normalize}) "
+                f"{before:.3f} before -> {after:.3f} after",
+                main,
+            )
+        run.save()
+
+        rows = training_rows(self.tokenizer, self.load.pairs, ref_rows, params, s, self.use_tpl, self.score_settings())
+        heldout_rows = None
+        if self.heldout is not None:
+            h_id = data_identity(
+                s.heldout,
+                format=self.heldout.format,
+                delta_reward_source=s.delta_reward_source,
+                prompt_style=self.prompt_style,
+            )
+            h_rows, _ = self.reference_rows(
+                model, self.heldout.pairs, ref_model_path, ref_source, h_id, folder="reference_heldout"
+            )
+            heldout_rows = training_rows(
+                self.tokenizer, self.heldout.pairs, h_rows, params, s, self.use_tpl, self.score_settings()
+            )
+        trainer = self.trainer = build_trainer(model, self.tokenizer, rows, s, out)
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # stdout carries the one JSON summary line; metrics.jsonl the logs
+        trainer.add_callback(metrics_callback(out / METRICS))  # before the eval callback: it logs at step 0
+        eval_cb = UndesirableSpaceCallback(trainer, rows, s.eval_every, out, heldout_rows, batch_tokens=s.batch_tokens)
+        trainer.add_callback(eval_cb)
+        for cb in callbacks:
+            trainer.add_callback(cb)
+        resume_from = last_checkpoint(out) if s.resume else None
+        _print(f"resuming from {resume_from}" if resume_from else "training from step 0", main and s.resume)
+        t_train = time.perf_counter()
+        trainer.train(resume_from_checkpoint=resume_from)
+        train_seconds = time.perf_counter() - t_train
+        step = trainer.state.global_step  # the final policy was scored by the callback at the end of training
+        final = out / "final"
+        trainer.save_model(str(final))  # main process only; safetensors
+        if main:
+            self.tokenizer.save_pretrained(str(final))
+        history = [h for h in trainer.state.log_history if "loss" in h]
+        final_loss = float(history[-1]["loss"]) if history else None
+        result = {
+            "steps": step,
+            "final_loss": final_loss,
+            "train_seconds_this_session": round(train_seconds, 2),
+            "resumed_from": resume_from,
         }
-    )
-    manifest.setdefault("sessions", []).append(
-        {"seconds": round(time.perf_counter() - t0, 2), "resumed_from": resume_from, "world_size": state.num_processes}
-    )
-    if main:
-        write_manifest(out / MANIFEST, manifest)
-    state.wait_for_everyone()
-    return TrainResult(out, trainer.state.global_step, final_loss, time.perf_counter() - t0, main, manifest)
+        session = {"seconds": round(time.perf_counter() - t0, 2), "resumed_from": resume_from}
+        session["world_size"] = self.state.num_processes
+        run.complete(result=result, sessions=[*run.manifest.get("sessions", []), session])
+        return result
 
+    def score_settings(self) -> Any:
+        """The ScoreSettings of the reference and eval scoring passes (fp32, packed, the run's token budget)."""
+        return score_settings(self.settings, self.max_length)
 
-def _corrupt(
-    model: Any,
-    tokenizer: Any,
-    pairs: list[Any],
-    settings: TrainSettings,
-    use_tpl: bool,
-    out: Path,
-    main: bool,
-    state: Any,
-) -> tuple[Any, dict[str, Any]]:
-    """The ``--corrupt-reference`` step (see :mod:`.corrupt`); reuses ``OUT/corrupted_reference`` on resume."""
-    from dpocheck.llm.encode import encode_pairs
-    from dpocheck.llm.models import load_model
-    from dpocheck.llm.runner import score_pairs
+    def reference_rows(
+        self,
+        model: Any,
+        pairs: list[Any],
+        model_path: Path,
+        source: str,
+        data_id: dict[str, Any],
+        folder: str = "reference",
+    ) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
+        """Reference score rows by pair index: reused from ``--reference-scores`` or scored into ``OUT/folder``.
 
-    from .corrupt import CorruptionRecord, choose_corrupted, run_sft, sft_rows
-    from .trainer import trainable_model
+        Reused scores must hold a row for every training pair (InputError naming the first missing index).
+        """
+        from dpocheck.llm.models import model_fingerprint
+        from dpocheck.llm.scoring.runner import score_to_directory
 
-    folder = out / "corrupted_reference"
-    done = folder / "corruption.json"
-    if done.is_file():  # resumed run: the SFT already happened
-        record = read_manifest(done)
-        loaded = load_model(folder, dtype="fp32", device="cpu", trust_remote_code=settings.trust_remote_code)
-        return trainable_model(loaded.model), record
-    sset = score_settings(settings)
-    model.eval()
-    before_rows, _ = score_pairs(model, tokenizer, pairs, sset)
-    enc = encode_pairs(tokenizer, pairs, sset, use_tpl)
-    positions = choose_corrupted(len(enc.encoded), float(settings.corrupt_reference), settings.seed)
-    losses: list[float] = []
-    if positions:
-        losses = run_sft(
+        s = self.settings
+        if s.reference_scores is not None and folder == "reference":
+            ref = Path(s.reference_scores)
+            rows = {r["index"]: r for r in read_jsonl(ref / MERGED)}
+            missing = [p.index for p in pairs if p.index not in rows]
+            if missing:
+                raise InputError(
+                    f"--reference-scores: record {missing[0]} of --data has no row in {ref / MERGED} "
+                    f"({len(missing)} missing); score the same data and --limit"
+                )
+            return rows, {"scores": str(ref.resolve()), "reused": True}
+        ref = self.out / folder
+        model_id = {**model_fingerprint(model_path), "source": source, "dtype": "torch.float32"}
+        was_training = model.training
+        model.eval()
+        scored = score_to_directory(
             model,
-            tokenizer,
-            sft_rows(enc.encoded, positions),
-            steps=settings.corrupt_steps,
-            lr=settings.corrupt_lr,
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-            work_dir=out / "checkpoints" / "corruption-sft",
-            use_cpu=_use_cpu(settings),
-            progress=settings.progress,
+            self.tokenizer,
+            pairs,
+            ref,
+            self.score_settings(),
+            model_identity=model_id,
+            data_identity=data_id,
+            resume=(ref / MANIFEST).is_file(),
+            extra={"scored_by": "dpocheck train"},
+            show_progress=s.progress,
         )
-    record = CorruptionRecord(
-        share=float(settings.corrupt_reference),
-        n_pairs=len(enc.encoded),
-        corrupted_indices=[enc.encoded[i].index for i in positions],
-        steps=settings.corrupt_steps if positions else 0,
-        learning_rate=settings.corrupt_lr,
-        sft_losses=losses,
-        share_delta_ref_negative_before={c: share_negative(before_rows, c) for c in ("sum", "mean")},
-        model_dir=str(folder),
-    ).as_dict()
-    model = trainable_model(model)
-    if main:
-        save_model(model, tokenizer, folder)
-        write_manifest(done, record)
-    state.wait_for_everyone()
-    return model, record
+        model.train(was_training)
+        rows = {r["index"]: r for r in read_jsonl(ref / MERGED)}
+        return rows, {"scores": str(ref.resolve()), "reused": False, "seconds": round(scored.seconds, 2)}
 
 
 def training_rows(
@@ -471,45 +414,52 @@ def training_rows(
     params: dict[str, float],
     settings: TrainSettings,
     use_tpl: bool,
+    sset: Any,
 ) -> list[dict[str, Any]]:
-    """The core's training rows of ``pairs`` (dpocheck tokenisation, reference columns, the loss's inputs)."""
-    from dpocheck.llm.encode import encode_pairs
+    """The core's training rows of ``pairs`` (dpocheck tokenisation under ScoreSettings ``sset``, reference
+    columns, the loss's inputs)."""
+    from dpocheck.llm.scoring.encode import encode_pairs
 
     from .dataset import build_training_rows
 
-    enc = encode_pairs(tokenizer, pairs, score_settings(settings), use_tpl)
+    enc = encode_pairs(tokenizer, pairs, sset, use_tpl)
     return build_training_rows(
         enc.encoded, list(ref_rows.values()), settings.loss, settings.beta, params, settings.normalize
     )
+
+
+def config_overrides(settings: TrainSettings) -> dict[str, Any]:
+    """What ``dpocheck train`` sets on top of :func:`~dpocheck.llm.train.trainer.preference_config`: β, the
+    schedule, the seed, checkpoints (every key a DPOConfig field: tested)."""
+    length = {"max_steps": settings.max_steps} if settings.max_steps else {"num_train_epochs": settings.epochs or 1.0}
+    return {
+        "beta": settings.beta,
+        "learning_rate": settings.lr,
+        "per_device_train_batch_size": settings.batch_size,
+        "gradient_accumulation_steps": settings.grad_accum,
+        "seed": settings.seed,
+        "data_seed": settings.seed,
+        "save_strategy": "steps",
+        "save_steps": settings.save_steps,
+        "disable_tqdm": not settings.progress,
+        "use_cpu": _use_cpu(settings),
+        "dataloader_num_workers": 0,
+        "ddp_find_unused_parameters": False,
+        **length,
+    }
 
 
 def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], settings: TrainSettings, out: Path) -> Any:
     """The preference trainer (the core's DPOTrainer subclass) on training ``rows``.
 
     The DPOConfig is the core's :func:`preference_config` (fp32 explicitly — TRL's bf16 default changes the loss —
-    columns kept, every step logged, no reporting) with this run's seed, schedule and checkpoints in
-    ``OUT/checkpoints``.
+    columns kept, every step logged, no reporting) with :func:`config_overrides`: this run's seed, schedule and
+    checkpoints in ``OUT/checkpoints``.
     """
     from .dataset import to_dataset
     from .trainer import PreferenceTrainer, preference_config
 
-    length = {"max_steps": settings.max_steps} if settings.max_steps else {"num_train_epochs": settings.epochs or 1.0}
-    config = preference_config(
-        str(out / "checkpoints"),
-        beta=settings.beta,
-        learning_rate=settings.lr,
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accum,
-        seed=settings.seed,
-        data_seed=settings.seed,
-        save_strategy="steps",
-        save_steps=settings.save_steps,
-        disable_tqdm=not settings.progress,
-        use_cpu=_use_cpu(settings),
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,
-        **length,
-    )
+    config = preference_config(str(out / "checkpoints"), **config_overrides(settings))
     return PreferenceTrainer(
         model=model,
         args=config,

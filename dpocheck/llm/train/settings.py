@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from dpocheck.errors import InputError
-from dpocheck.llm.manifest import MANIFEST, differences, is_complete, read_manifest
+from dpocheck.llm.manifest import MANIFEST, check_output, differences, is_complete, read_manifest
+from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
 
+TOOL = "train"
 METRICS = "metrics.jsonl"
 RESUME_FREE = ("resume", "threads", "progress")  # settings that may differ when a run is resumed
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -33,7 +34,7 @@ class TrainSettings:
     model: str | None = None
     format: str = "auto"
     delta_reward_source: str = "auto"
-    max_length: int | None = 1024
+    max_length: int | None = 1024  # 0 or None: the model's context (the one context rule of every command)
     batch_tokens: int = 4096
     limit: int | None = None
     on_error: str = "raise"
@@ -88,25 +89,23 @@ def resolve_model_path(model: str | None) -> Path:
     return p.resolve()
 
 
-def _nearest_existing(p: Path) -> Path:
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
+def check_out_dir(out: str, resume: bool) -> dict[str, Any] | None:
+    """``--out`` must be writable, and new unless ``--resume`` (the output protocol of
+    :mod:`dpocheck.llm.manifest`: an existing run needs ``--resume``, files without a manifest are refused,
+    ``--resume`` needs a run); returns the earlier manifest on resume."""
+    from dpocheck.llm.preflight import check_output_path
 
-
-def check_out_dir(out: str, resume: bool) -> None:
-    """``--out`` must be writable, new (or empty) unless ``--resume``, and hold a run when ``--resume``."""
-    p = Path(out).absolute()
-    if p.exists() and not p.is_dir():
-        raise InputError(f"--out: {p} exists and is not a directory")
-    base = _nearest_existing(p)
-    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
-        raise InputError(f"--out: {p} is not writable (no write permission on {base})")
-    if resume:
-        if not (p / MANIFEST).is_file():
-            raise InputError(f"--resume: {p} holds no training run (no {MANIFEST}); drop --resume to start one")
-    elif p.is_dir() and any(p.iterdir()):
-        raise InputError(f"--out: {p} already exists and is not empty; pass --resume or choose a new one")
+    p = check_output_path(Path(out).absolute(), directory=True)
+    stray = sorted(p.iterdir())[:1] if p.is_dir() else []
+    return check_output(
+        p / MANIFEST,
+        tool=TOOL,
+        resume=resume,
+        outputs=stray,
+        require_run=True,
+        where=f"--out {p}",
+        stray_hint="it holds no training run: choose a new --out",
+    )
 
 
 def resolve_loss(settings: TrainSettings) -> tuple[Any, dict[str, float]]:
@@ -130,8 +129,8 @@ def validate(settings: TrainSettings) -> None:
         raise InputError(f"--beta: must be a finite number > 0, got {s.beta!r}")
     if s.gamma is not None and not (math.isfinite(s.gamma) and s.gamma >= 0):
         raise InputError(f"--gamma: must be a finite number >= 0, got {s.gamma!r}")
-    if s.normalize not in ("sum", "mean"):
-        raise InputError(f"--normalize: expected sum or mean, got {s.normalize!r}")
+    if s.normalize not in LOGP_CONVENTIONS:
+        raise InputError(f"--normalize: expected one of {LOGP_CONVENTIONS}, got {s.normalize!r}")
     if s.dtype not in ("auto", "fp32"):
         raise InputError(f"--dtype: training runs in fp32 (auto means fp32 here), got {s.dtype!r}")
     for name, value, low in (
@@ -151,8 +150,8 @@ def validate(settings: TrainSettings) -> None:
         raise InputError("--max-steps and --epochs: give one of them")
     if not (math.isfinite(s.lr) and s.lr > 0):
         raise InputError(f"--lr: must be > 0, got {s.lr!r}")
-    if s.max_length is not None and s.max_length < 2:
-        raise InputError(f"--max-length: must be >= 2 (or 0 for no limit), got {s.max_length}")
+    if s.max_length is not None and (s.max_length < 0 or s.max_length == 1):
+        raise InputError(f"--max-length: must be 0 (the model's context) or >= 2, got {s.max_length}")
     if s.corrupt_reference is not None:
         r = s.corrupt_reference
         if not (math.isfinite(r) and 0.0 <= r <= 1.0):
@@ -173,16 +172,17 @@ def validate(settings: TrainSettings) -> None:
     if not model_path.exists():
         raise InputError(f"--model: {model_path} does not exist")
     resolve_loss(s)
-    check_out_dir(s.out, s.resume)
-    if s.resume:
-        check_resume_settings(Path(s.out), s)
+    old = check_out_dir(s.out, s.resume)
+    if old is not None:
+        check_resume_settings(Path(s.out), old, s)
     if s.reference_scores is not None:
         check_reference_scores(Path(s.reference_scores), model_path, Path(s.data), s)
 
 
-def check_resume_settings(out: Path, settings: TrainSettings) -> None:
-    """A resumed run must use the settings of the run in ``out``; the first difference is named (InputError)."""
-    old = read_manifest(out / MANIFEST).get("settings", {})
+def check_resume_settings(out: Path, manifest: dict[str, Any], settings: TrainSettings) -> None:
+    """A resumed run must use the settings of the run in ``out`` (its manifest ``fingerprint.settings``); the first
+    difference is named (InputError). The data file's hash is compared once the data are read."""
+    old = manifest.get("fingerprint", {}).get("settings", {})
     diffs = differences(old, settings.identity())
     if diffs:
         key, change = diffs[0].split(": ", 1)
@@ -228,7 +228,10 @@ def check_reference_scores(ref: Path, model_path: Path, data: Path, settings: Tr
             f"{settings.delta_reward_source!r}"
         )
     sfp = fp.get("settings", {})
-    for key, value in (("max_length", settings.max_length), ("chat_template", settings.chat_template)):
+    checks = [("chat_template", settings.chat_template)]
+    if settings.max_length:  # 0: the model's context, compared once the model's context is known
+        checks.append(("max_length", settings.max_length))
+    for key, value in checks:
         if sfp.get(key) != value:
             raise InputError(f"--reference-scores: settings.{key} {sfp.get(key)!r} != {value!r} of this run")
     return manifest

@@ -22,7 +22,6 @@ the setting); an unfinished one is resumed from its last checkpoint.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import shutil
 import time
@@ -31,12 +30,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from dpocheck._io import write_text_atomic
+from dpocheck._io import read_jsonl, write_text_atomic
+from dpocheck._plot import pyplot, save_figure
 from dpocheck.errors import InputError
-from dpocheck.llm.manifest import read_manifest
+from dpocheck.llm.manifest import is_complete, open_output, read_manifest, read_manifest_if_any
+from dpocheck.llm.preflight import check_output_path
 
-from .experiment import Entry, e2_llm_entries, eval_files, read_eval, reference_gamma_star, resolve_gamma, tidy_rows
-from .settings import MANIFEST, TrainSettings, check_out_dir
+from .experiment import Entry, e2_llm_entries, eval_files, reference_gamma_star, resolve_gamma, tidy_rows
+from .settings import MANIFEST, TrainSettings
 
 SWEEPS: dict[str, Callable[[int], list[Entry]]] = {"e2_llm": e2_llm_entries}
 # the declared size of each sweep (chosen so that one run takes ~4–5 min on 2 CPU cores with SmolLM2-135M)
@@ -63,11 +64,12 @@ TABLE_FIELDS = (
     "share_dref_neg",
     "share_in_u",
     "ranking_accuracy",
-    "trl_accuracy",
+    "implicit_reward_accuracy",
     "grad_weight_in_u",
     "gamma_star_dr0",
 )
 SWEEP_MANIFEST = "sweep.json"
+SWEEP_TOOL = "train-sweep"
 
 
 def entry_settings(entry: Entry, common: TrainSettings, out: Path, gamma: float | None) -> TrainSettings:
@@ -89,7 +91,7 @@ def entry_settings(entry: Entry, common: TrainSettings, out: Path, gamma: float 
 def _same_settings(manifest: dict[str, Any], settings: TrainSettings) -> str | None:
     """None when a finished run's manifest has these settings (paths of the run itself aside), else the first
     differing setting."""
-    old = dict(manifest.get("settings", {}))
+    old = dict(run_settings(manifest))
     new = settings.identity()
     for key in sorted(set(old) | set(new)):
         if key == "out":
@@ -99,9 +101,13 @@ def _same_settings(manifest: dict[str, Any], settings: TrainSettings) -> str | N
     return None
 
 
+def run_settings(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The settings a ``dpocheck train`` run was made with (its manifest's ``fingerprint.settings``)."""
+    return manifest.get("fingerprint", {}).get("settings", {})
+
+
 def _is_complete(run_dir: Path) -> bool:
-    p = run_dir / MANIFEST
-    return p.is_file() and read_manifest(p).get("status") == "complete"
+    return is_complete(read_manifest_if_any(run_dir / MANIFEST))
 
 
 def _gamma_star_for(entry: Entry, out: Path, done: list[Entry]) -> tuple[float, str]:
@@ -110,19 +116,12 @@ def _gamma_star_for(entry: Entry, out: Path, done: list[Entry]) -> tuple[float, 
         if other.corrupt == entry.corrupt and other.seed == entry.seed:
             step0 = out / "runs" / other.name / "eval" / "step-0.jsonl"
             if step0.is_file():
-                g = reference_gamma_star(read_eval(step0), entry.beta, entry.normalize)
+                g = reference_gamma_star(read_jsonl(step0), entry.beta, entry.normalize)
                 return g, str(step0.relative_to(out))
     raise InputError(
         f"entry {entry.name}: γ = {entry.gamma} needs γ* of the R = {entry.corrupt:g} reference, and no finished "
         "run of that R is in the sweep yet (include one, e.g. the dpo entry of that R, in --only)"
     )
-
-
-def check_new_sweep_dir(out: Path) -> None:
-    """A new sweep's ``--out`` must be writable and new or empty (an earlier sweep folder has ``sweep.json``)."""
-    if out.is_dir() and any(out.iterdir()):
-        raise InputError(f"--out: {out} exists and holds no sweep ({SWEEP_MANIFEST}); choose a new folder")
-    check_out_dir(str(out), resume=False)
 
 
 def select(entries: list[Entry], only: list[str] | None) -> list[Entry]:
@@ -148,58 +147,77 @@ def run_sweep(
     """Run (or resume) every selected entry of a declared sweep, then write its table, figure and summary.
 
     ``common`` carries the model, data and training sizes shared by every run (its loss fields are replaced per
-    entry). Returns the sweep manifest (also written to ``OUT/sweep.json`` after every run).
+    entry). Returns the sweep manifest (also written to ``OUT/sweep.json`` after every run, through the output
+    protocol of :mod:`dpocheck.llm.manifest`).
     """
-    from .run import train
-
     if sweep not in SWEEPS:
         raise InputError(f"--sweep: unknown sweep {sweep!r}; declared: {sorted(SWEEPS)}")
-    out = Path(out).absolute()
-    if not (out / SWEEP_MANIFEST).is_file():  # a new sweep: --out must be new (or empty) and writable
-        check_new_sweep_dir(out)
+    out = check_output_path(Path(out).absolute(), directory=True)
     entries = SWEEPS[sweep](common.seed)
     chosen = select(entries, only)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = {
-        "sweep": sweep,
-        "common": {k: v for k, v in asdict(common).items() if k not in ("out", "resume", "progress")},
-        "entries": {},
-    }
-    if (out / SWEEP_MANIFEST).is_file():
-        manifest["entries"] = json.loads((out / SWEEP_MANIFEST).read_text(encoding="utf-8")).get("entries", {})
-    done: list[Entry] = [e for e in entries if _is_complete(out / "runs" / e.name)]
-    for k, entry in enumerate(chosen, 1):
-        record: dict[str, Any] = {"loss": entry.loss, "beta": entry.beta, "normalize": entry.normalize}
-        record.update({"R": entry.corrupt, "seed": entry.seed, "gamma_declared": entry.gamma})
-        gamma: float | None
-        if isinstance(entry.gamma, str):
-            g_star, source = _gamma_star_for(entry, out, done)
-            gamma = resolve_gamma(entry.gamma, g_star)
-            record.update({"gamma_star_dr0": g_star, "gamma_star_source": source})
-        else:
-            gamma = resolve_gamma(entry.gamma, math.nan)
-        record["gamma"] = gamma
-        settings = entry_settings(entry, common, out, gamma)
-        run_dir = Path(settings.out)
-        if _is_complete(run_dir):
-            diff = _same_settings(read_manifest(run_dir / MANIFEST), settings)
-            if diff is not None:
-                raise InputError(f"{run_dir} is a finished run with other settings ({diff}); use another --out")
-            log(f"[{k}/{len(chosen)}] {entry.name}: finished earlier, reused")
-            record["status"] = "complete"
-        else:
-            log(f"[{k}/{len(chosen)}] {entry.name}: {'resuming' if settings.resume else 'training'}")
-            t0 = time.perf_counter()
-            train(settings)
-            record.update({"status": "complete", "seconds": round(time.perf_counter() - t0, 1)})
-            if entry not in done:
-                done.append(entry)
-        if not keep_checkpoints:
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # a finished run needs none to resume
-        manifest["entries"][entry.name] = record
-        write_text_atomic(out / SWEEP_MANIFEST, json.dumps(manifest, indent=2) + "\n")
-    write_report(out)
-    return manifest
+    common_settings = {k: v for k, v in asdict(common).items() if k not in ("out", "resume", "progress")}
+    # a sweep folder is always continued: finished runs are reused (when their settings are equal), others resumed
+    run = open_output(
+        out / SWEEP_MANIFEST,
+        {"sweep": sweep},
+        tool=SWEEP_TOOL,
+        resume=True,
+        extra={"common": common_settings, "entries": {}},
+        keep=("entries",),
+        outputs=sorted(out.iterdir())[:1] if out.is_dir() else (),
+        where=f"--out {out}",
+        stray_hint=f"it holds no sweep ({SWEEP_MANIFEST}): choose a new folder",
+    )
+    with run.guard():
+        done: list[Entry] = [e for e in entries if _is_complete(out / "runs" / e.name)]
+        for k, entry in enumerate(chosen, 1):
+            record = _run_entry(entry, common, out, done, keep_checkpoints, f"[{k}/{len(chosen)}]", log)
+            run.update(entries={**run.manifest["entries"], entry.name: record})
+        write_report(out)
+        run.complete({"runs": len(run.manifest["entries"])})
+    return run.manifest
+
+
+def _run_entry(
+    entry: Entry,
+    common: TrainSettings,
+    out: Path,
+    done: list[Entry],
+    keep_checkpoints: bool,
+    tag: str,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Train (or reuse, or resume) one entry's run; its record for ``sweep.json``."""
+    from .run import train
+
+    record: dict[str, Any] = {"loss": entry.loss, "beta": entry.beta, "normalize": entry.normalize}
+    record.update({"R": entry.corrupt, "seed": entry.seed, "gamma_declared": entry.gamma})
+    gamma: float | None
+    if isinstance(entry.gamma, str):
+        g_star, source = _gamma_star_for(entry, out, done)
+        gamma = resolve_gamma(entry.gamma, g_star)
+        record.update({"gamma_star_dr0": g_star, "gamma_star_source": source})
+    else:
+        gamma = resolve_gamma(entry.gamma, math.nan)
+    record["gamma"] = gamma
+    settings = entry_settings(entry, common, out, gamma)
+    run_dir = Path(settings.out)
+    if _is_complete(run_dir):
+        diff = _same_settings(read_manifest(run_dir / MANIFEST), settings)
+        if diff is not None:
+            raise InputError(f"{run_dir} is a finished run with other settings ({diff}); use another --out")
+        log(f"{tag} {entry.name}: finished earlier, reused")
+        record["status"] = "complete"
+    else:
+        log(f"{tag} {entry.name}: {'resuming' if settings.resume else 'training'}")
+        t0 = time.perf_counter()
+        train(settings)
+        record.update({"status": "complete", "seconds": round(time.perf_counter() - t0, 1)})
+        if entry not in done:
+            done.append(entry)
+    if not keep_checkpoints:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # a finished run needs none to resume
+    return record
 
 
 # --------------------------------------------------------------------------------------------------- report
@@ -210,7 +228,7 @@ def run_table(run: Path) -> list[dict[str, Any]]:
     """
     manifest = read_manifest(run / MANIFEST)
     loss = manifest["loss"]
-    conv, beta = loss["convention"], float(manifest["settings"]["beta"])
+    conv, beta = loss["convention"], float(run_settings(manifest)["beta"])
     settings = {
         "loss": loss["name"],
         "beta": beta,
@@ -222,7 +240,7 @@ def run_table(run: Path) -> list[dict[str, Any]]:
     if not steps:
         return []
     try:
-        g_star = reference_gamma_star(read_eval(steps[0][1]), beta, conv)
+        g_star = reference_gamma_star(read_jsonl(steps[0][1]), beta, conv)
     except OverflowError:
         g_star = math.inf
     return [{**row, "gamma_star_dr0": g_star} for row in tidy_rows(run, run.name, settings)]
@@ -238,10 +256,7 @@ def sweep_rows(out: Path) -> list[dict[str, Any]]:
 
 def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     """Share in U (top) and ranking accuracy (bottom) over steps; one column per R; drawn from the table only."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rs = sorted({r["R"] for r in rows})
     fig, axes = plt.subplots(2, max(1, len(rs)), figsize=(5 * max(1, len(rs)), 7), squeeze=False, sharex=True)
@@ -261,11 +276,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
         axes[1][j].set_xlabel("optimizer step")
         axes[0][j].legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=120, tight=False)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -282,22 +293,23 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {run} | {last['R']} | {first['step']}→{last['step']} | {first['share_dref_neg']:.3f} | "
             f"{first['share_in_u']:.3f}→{last['share_in_u']:.3f} | {first['ranking_accuracy']:.3f}→"
-            f"{last['ranking_accuracy']:.3f} | {last['trl_accuracy']:.3f} | {gws} | {first['gamma_star_dr0']:.4g} |"
+            f"{last['ranking_accuracy']:.3f} | {last['implicit_reward_accuracy']:.3f} | {gws} | "
+            f"{first['gamma_star_dr0']:.4g} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def final_policy_report(run: Path, n_bootstrap: int = 1000) -> Any:
-    """The violations analysis (:func:`dpocheck.llm.results.analyze`) of a run's final policy — its last
+    """The violations analysis (:func:`dpocheck.llm.analysis.results.analyze`) of a run's final policy — its last
     ``eval/step-N.jsonl`` — against the run's reference scores, at the run's β and convention.
 
     Δr*: from the data where the rows carry it, else the stated assumption Δr* = 0 (HH-RLHF has none).
     """
-    from dpocheck.llm.results import analyze
-    from dpocheck.llm.scores import read_scores, resolve_delta_reward
+    from dpocheck.llm.analysis.results import analyze
+    from dpocheck.llm.analysis.scores import read_scores, resolve_delta_reward
 
     manifest = read_manifest(run / MANIFEST)
-    conv, beta = manifest["loss"]["convention"], float(manifest["settings"]["beta"])
+    conv, beta = manifest["loss"]["convention"], float(run_settings(manifest)["beta"])
     steps = eval_files(run)
     ref = read_scores(run / "reference")
     dr = resolve_delta_reward(ref)
@@ -309,7 +321,7 @@ def final_policy_report(run: Path, n_bootstrap: int = 1000) -> Any:
 
 def write_final_reports(out: Path) -> tuple[list[Path], str]:
     """``OUT/violations/<run>.json`` and ``.md`` per finished run, and a Markdown table of their headline numbers."""
-    from dpocheck.llm.report import format_share, render_markdown, report_to_json
+    from dpocheck.llm.analysis.report import format_share, render_markdown, report_to_json
 
     written: list[Path] = []
     lines = [
@@ -323,7 +335,7 @@ def write_final_reports(out: Path) -> tuple[list[Path], str]:
         written.append(write_text_atomic(out / "violations" / f"{run.name}.md", render_markdown(rep)))
         p, e = rep.policy, rep.per_beta[0]
         lines.append(
-            f"| {run.name} | {p.n_joined} | {format_share(p.share_in_U)} | {format_share(p.preference_accuracy)} "
+            f"| {run.name} | {p.n_joined} | {format_share(p.share_in_u)} | {format_share(p.ranking_accuracy)} "
             f"| {format_share(p.implicit_reward_accuracy)} | {format_share(e.violation_rate)} "
             f"| {e.policy.dpo_loss_mean:.4g} |"
         )

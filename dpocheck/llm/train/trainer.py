@@ -1,6 +1,8 @@
 """``PreferenceTrainer``: TRL 1.16's ``DPOTrainer`` training any loss of the registry on packed, pre-scored rows.
 
-A thin subclass (no forked trainer). What it overrides in TRL 1.16 and why:
+A thin subclass (no forked trainer). What it overrides in TRL 1.16 and why (:func:`check_trl` refuses, with exit
+status 2 in the CLI, a TRL whose DPOTrainer lacks one of these hooks or changed its parameters; the ``train``
+extra pins the tested range :data:`TESTED_TRL`):
 
 * ``compute_loss`` — the public hook (TRL keeps its own loss in the private ``_compute_loss``): runs the packed
   policy forward (:func:`~dpocheck.llm.train.forward.policy_logps`, the prompt once per pair), forms δ_θ in the
@@ -27,12 +29,17 @@ NaN, so its end-of-run ``train_loss`` summary is NaN there, while the logged per
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from trl import DPOConfig, DPOTrainer
+
+from dpocheck.errors import InputError
+from dpocheck.llm.models import pad_token_id
 
 from .collator import PackedPreferenceCollator
 from .dataset import (
@@ -49,16 +56,52 @@ from .dataset import (
 from .forward import policy_logps
 from .metrics import pair_margins, preference_metrics
 
+#: The TRL releases this trainer is tested with (pyproject's ``train`` extra pins the same range).
+TESTED_TRL = ">=1.16,<1.17"
+#: The DPOTrainer methods :class:`PreferenceTrainer` overrides or calls, with the leading parameters it relies on.
+TRL_HOOKS: dict[str, tuple[str, ...]] = {
+    "_prepare_dataset": ("dataset", "processing_class", "args", "dataset_name"),
+    "_precompute_ref_logps": ("dataset", "name", "batch_size"),
+    "_set_signature_columns_if_needed": (),
+    "compute_loss": ("model", "inputs", "return_outputs", "num_items_in_batch"),
+    "prediction_step": ("model", "inputs", "prediction_loss_only", "ignore_keys"),
+    "log": ("logs", "start_time"),
+}
 
-def preference_config(output_dir: str, **overrides: Any) -> DPOConfig:
-    """A ``DPOConfig`` for :class:`PreferenceTrainer`: fp32 (bf16/fp16 off), no gradient checkpointing, columns
-    kept, reference log-probs precomputed, log every step, no external reporting, ``use_cpu`` when there is no GPU
-    (several CPU processes under ``accelerate launch`` then form a gloo DDP group); ``overrides`` win."""
+
+def check_trl(trainer_class: Any = DPOTrainer) -> None:
+    """Refuse a TRL whose DPOTrainer lacks a hook :class:`PreferenceTrainer` overrides, or has it with other
+    parameters (:data:`TRL_HOOKS`): an InputError naming the TRL version and the tested range, before any model
+    loads, instead of a silent change of behaviour."""
+    import trl
+
+    for name, expected in TRL_HOOKS.items():
+        fn = getattr(trainer_class, name, None)
+        got = list(inspect.signature(fn).parameters)[1:] if callable(fn) else None
+        if got is None or got[: len(expected)] != list(expected):
+            found = "is missing" if got is None else f"takes ({', '.join(got)})"
+            raise InputError(
+                f"TRL {trl.__version__}: DPOTrainer.{name} {found}, but dpocheck's trainer overrides it with "
+                f"({', '.join(expected)}); it is tested with trl{TESTED_TRL}: pip install 'trl{TESTED_TRL}'"
+            )
+
+
+# the activation (gradient) checkpointing switch: recent transformers call it activation_checkpointing (the old
+# name, which TRL's config re-declares, still works but warns); older releases know gradient_checkpointing only
+CHECKPOINTING_FIELD = (
+    "activation_checkpointing"
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(DPOConfig)}
+    else "gradient_checkpointing"
+)
+
+
+def preference_config_kwargs(output_dir: str, **overrides: Any) -> dict[str, Any]:
+    """The keyword arguments :func:`preference_config` gives ``DPOConfig`` (every key a field DPOConfig declares)."""
     kwargs: dict[str, Any] = {
         "output_dir": output_dir,
         "bf16": False,
         "fp16": False,
-        "activation_checkpointing": False,  # TRL defaults gradient checkpointing on
+        CHECKPOINTING_FIELD: False,  # TRL's DPOConfig defaults it on
         "remove_unused_columns": False,
         "precompute_ref_log_probs": True,
         "max_length": None,
@@ -69,7 +112,15 @@ def preference_config(output_dir: str, **overrides: Any) -> DPOConfig:
         "use_cpu": not torch.cuda.is_available(),
     }
     kwargs.update(overrides)
-    return DPOConfig(**kwargs)
+    return kwargs
+
+
+def preference_config(output_dir: str, **overrides: Any) -> DPOConfig:
+    """A ``DPOConfig`` for :class:`PreferenceTrainer`: fp32 (bf16/fp16 off), no gradient checkpointing, columns
+    kept, reference log-probs precomputed, log every step, no external reporting, ``use_cpu`` when there is no GPU
+    (several CPU processes under ``accelerate launch`` then form a gloo DDP group); ``overrides`` win. Every key is
+    a field DPOConfig declares (tested)."""
+    return DPOConfig(**preference_config_kwargs(output_dir, **overrides))
 
 
 def trainable_model(model: Any) -> Any:
@@ -88,13 +139,6 @@ def trainable_model(model: Any) -> Any:
     model.requires_grad_(True)
     model.train()
     return model
-
-
-def _pad_token_id(tokenizer: Any) -> int:
-    for cand in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)):
-        if cand is not None:
-            return int(cand)
-    return 0
 
 
 class PreferenceTrainer(DPOTrainer):
@@ -127,6 +171,7 @@ class PreferenceTrainer(DPOTrainer):
         optimizers: tuple[Any, Any] = (None, None),
         record_pairs: bool = False,
     ):
+        check_trl()
         if processing_class is None:
             raise ValueError("PreferenceTrainer needs the tokenizer (processing_class) the rows were encoded with")
         self.loss_spec, _ = resolve_loss(loss_name)
@@ -141,7 +186,7 @@ class PreferenceTrainer(DPOTrainer):
         if eval_dataset is not None:
             eval_dataset = self._as_checked_dataset(eval_dataset, args.beta, "eval_dataset")
         if data_collator is None:
-            data_collator = PackedPreferenceCollator(_pad_token_id(processing_class))
+            data_collator = PackedPreferenceCollator(pad_token_id(processing_class))
         self.record_pairs = record_pairs
         self.pair_records: list[dict[str, Any]] = []
         super().__init__(

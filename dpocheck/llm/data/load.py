@@ -1,6 +1,6 @@
 """Preference-data readers with validation: TRL-style, HH-RLHF, AlpacaEval, generic JSON/JSONL/Parquet.
 
-Every reader yields :class:`~dpocheck.llm.types.PreferencePair` records (x, y_w, y_l) and, where the data has
+Every reader yields :class:`~dpocheck.llm.data.types.PreferencePair` records (x, y_w, y_l) and, where the data has
 one, the reward gap Δr* = r*(y_w) − r*(y_l) that the violation check of C2 needs (β·δ_ref + Δr* ≤ 0).
 
 Conventions (documented decisions):
@@ -58,11 +58,11 @@ from typing import Any
 
 from dpocheck.errors import InputError
 
-from .readers.alpacaeval import parse_alpacaeval
-from .readers.containers import container_of, iter_raw_records, open_bytes
-from .readers.fields import DELTA_REWARD_SOURCES, ReaderOptions, RecordError
-from .readers.hh import parse_hh
-from .readers.trl import parse_trl
+from .alpacaeval import parse_alpacaeval
+from .containers import container_of, iter_raw_records, open_bytes
+from .fields import DELTA_REWARD_SOURCES, ON_ERROR_CHOICES, ReaderOptions, RecordError
+from .hh import parse_hh
+from .trl import parse_trl
 from .types import PreferencePair
 
 RECORD_FORMATS = ("trl", "hh", "alpacaeval")
@@ -77,7 +77,7 @@ def default_data_dir() -> Path:
     env = os.environ.get("DPOCHECK_DATA_DIR")
     if env:
         return Path(env)
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     return repo.parent / "shared" / "data"
 
 
@@ -175,8 +175,8 @@ def load_pairs(
         raise InputError(f"unknown delta_reward_source {delta_reward_source!r}; expected one of {DELTA_REWARD_SOURCES}")
     if not (isinstance(q_clip, float | int) and 0.0 < q_clip < 0.5):
         raise InputError(f"q_clip must be in (0, 0.5), got {q_clip!r}")
-    if on_error not in ("skip", "raise"):
-        raise InputError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    if on_error not in ON_ERROR_CHOICES:
+        raise InputError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
     if prompt_style not in ("text", "chat"):
         raise InputError(f"prompt_style must be 'text' or 'chat', got {prompt_style!r}")
     if limit is not None and limit < 0:

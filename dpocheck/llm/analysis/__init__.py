@@ -1,12 +1,21 @@
-"""The analysis behind ``dpocheck violations`` (C2, C3, C4, C8), re-exported from the modules that hold it.
+"""The analysis behind ``dpocheck violations`` (C2, C3, C4, C8): score folders in, a typed report out.
 
-:mod:`dpocheck.llm.scores` reads and validates scores directories and resolves Δr*;
-:mod:`dpocheck.llm.results` computes the report as the typed dataclasses of :mod:`dpocheck.llm.result_types`
-(:class:`ViolationsReport` and its parts; ``as_dict()`` is the JSON layout);
-:mod:`dpocheck.llm.report` renders Markdown, JSON and Fig. 1.
+What lives where (imports go down the list):
+
+- ``scores`` — reading and validating score folders (a ``dpocheck score`` folder or a train run's eval file) into a
+  :class:`ScoreTable`, the data-hash join check, and the Δr* source (never invented);
+- ``result_types`` — the typed, frozen results (:class:`ViolationsReport` and its parts; ``as_dict()`` is the JSON
+  layout) and :data:`CLAIMS`, which claim each number belongs to;
+- ``results`` — :func:`analyze`, the computation (every pair quantity from :mod:`dpocheck.theory`);
+- ``report`` — Markdown, strict JSON and the toy Fig. 1.
+
+This package re-exports the public names of all four.
 """
 
 from __future__ import annotations
+
+from dpocheck.llm.manifest import MANIFEST, MERGED
+from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS, LOGP_FIELDS, OPTIONAL_FIELDS, REQUIRED_FIELDS
 
 from .report import join_summary, plot_fig1, render_markdown, report_to_json
 from .result_types import (
@@ -25,12 +34,6 @@ from .result_types import (
 )
 from .results import DEFAULT_BETAS, DEFAULT_GAMMAS, analyze, bootstrap_mean_ci
 from .scores import (
-    LOGP_FIELDS,
-    MANIFEST,
-    MERGED,
-    NORMALIZATIONS,
-    OPTIONAL_FIELDS,
-    REQUIRED_FIELDS,
     DeltaReward,
     ScoresError,
     ScoreTable,
@@ -54,10 +57,10 @@ __all__ = [
     "CLAIMS",
     "DEFAULT_BETAS",
     "DEFAULT_GAMMAS",
+    "LOGP_CONVENTIONS",
     "LOGP_FIELDS",
     "MANIFEST",
     "MERGED",
-    "NORMALIZATIONS",
     "NORMALIZATION_NOTES",
     "OPTIONAL_FIELDS",
     "REQUIRED_FIELDS",

@@ -6,23 +6,26 @@ output on (prompt, response) is read as the reward r, and Δr* = r(y_w) − r(y_
 gap that C2's violation check (β·δ_ref + Δr* ≤ 0) needs; ``dpocheck violations --delta-reward FILE`` joins it
 on ``index``.
 
-Text given to the reward model: the full text of :func:`dpocheck.llm.render.render_texts` — the same text whose
+Text given to the reward model: the full text of :func:`dpocheck.llm.scoring.render.render_texts` — the same text whose
 response tokens ``dpocheck score`` scores, so δ_ref and Δr* read every pair the same way (chat template when the
 tokenizer has one and ``chat_template`` is ``auto`` or ``model``; HH-style plain text otherwise).
 
-Bad records follow the readers' one default (:mod:`dpocheck.llm.data`): skipped and counted by reason
+Bad records follow the readers' one default (:mod:`dpocheck.llm.data.load`): skipped and counted by reason
 (``on_error="skip"``), or an error naming file, record and field (``"raise"``). The model folder, the output
 path and the data are all checked before the weights load.
 
-Sequences longer than ``max_length`` tokens are cut from the *left* (the end, where the response is, is what a
-reward model reads) and flagged ``*_truncated``. Batches are right-padded; the model pools its last non-pad
-token as usual.
+``max_length`` follows the one context rule of every command that reads a model
+(:func:`~dpocheck.llm.scoring.settings.cap_max_length`): None (``--max-length 0``) is the model's context, and a
+larger value is capped at it. Sequences longer than ``max_length`` tokens are cut from the *left* (the end, where
+the response is, is what a reward model reads) and flagged ``*_truncated``. Batches are right-padded; the model
+pools its last non-pad token as usual.
 
 Output: a JSONL file, one row per pair sorted by ``index``: ``index``, ``reward_chosen``, ``reward_rejected``,
 ``delta_reward``, ``reward_source``, ``chosen_truncated``, ``rejected_truncated``, ``subset``. While running,
 rows are appended (flushed and fsynced per batch) to ``OUT.partial``; the finished file is written atomically.
 ``resume=True`` continues from ``OUT.partial`` after a kill (a torn last line is dropped) and refuses to mix
-runs whose model, data or settings differ (recorded in ``OUT.manifest.json``).
+runs whose model, data or settings differ (the fingerprint of ``OUT.manifest.json``, written by the one output
+protocol of :mod:`dpocheck.llm.manifest`; ``overwrite=True`` starts again).
 """
 
 from __future__ import annotations
@@ -33,17 +36,22 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dpocheck._io import write_text_atomic
+from dpocheck._io import jsonl_text, write_jsonl_atomic, write_text_atomic
+from dpocheck.errors import InputError
+from dpocheck.llm.data.load import load_pairs
+from dpocheck.llm.data.types import PreferencePair
+from dpocheck.llm.manifest import OutputRun, check_output, data_identity, open_output, sidecar_path
+from dpocheck.llm.preflight import check_model_path, check_output_path
+from dpocheck.llm.scoring.render import render_texts, resolve_chat_template
+from dpocheck.llm.scoring.settings import CHAT_TEMPLATE_CHOICES, cap_max_length, context_length
 
-from .data import load_pairs
-from .manifest import read_manifest, sha256_file, sidecar_path, write_manifest
-from .preflight import check_model_path, check_output_path
-from .render import CHAT_TEMPLATE_CHOICES, render_texts, resolve_chat_template
-from .types import PreferencePair
+TOOL = "reward"
+RESUME_HINT = "pass --resume to continue it, --overwrite to replace it, or choose a new --out"
+STRAY_HINT = "pass --overwrite to replace it or choose a new --out"
 
 
 @dataclass
@@ -51,7 +59,7 @@ class RewardSettings:
     """Everything that changes the rewards (recorded in the manifest; ``resume`` checks it)."""
 
     batch_size: int = 8
-    max_length: int | None = 2048
+    max_length: int | None = 2048  # None: the model's context
     chat_template: str = "auto"
     dtype: str = "auto"
     format: str = "auto"
@@ -60,11 +68,11 @@ class RewardSettings:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+            raise InputError(f"max_length must be >= 2 (None: the model's context), got {self.max_length}")
         if self.chat_template not in CHAT_TEMPLATE_CHOICES:
-            raise ValueError(f"chat_template must be one of {CHAT_TEMPLATE_CHOICES}, got {self.chat_template!r}")
+            raise InputError(f"chat_template must be one of {CHAT_TEMPLATE_CHOICES}, got {self.chat_template!r}")
 
 
 def load_reward_model(
@@ -74,7 +82,7 @@ def load_reward_model(
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from .models import default_device, load_tokenizer, resolve_dtype
+    from dpocheck.llm.models import default_device, load_tokenizer, resolve_dtype
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     p = Path(path)
@@ -160,6 +168,7 @@ class RewardRun:
     n_done_before: int
     seconds: float
     load_summary: str
+    notes: list[str] = field(default_factory=list)
 
 
 def reward_pairs_to_file(
@@ -175,46 +184,61 @@ def reward_pairs_to_file(
     show_progress: bool = True,
     stop_after_batches: int | None = None,
     model_name: str = "reward_model",
+    extra: dict[str, Any] | None = None,
 ) -> tuple[int, int]:
     """Score every pair's two responses and write the rows; returns (pairs scored now, pairs done before).
 
+    ``identity``: the ``model`` and ``data`` parts of the manifest's fingerprint (the settings are added);
+    ``extra``: other manifest keys. The output goes through the output protocol (:mod:`dpocheck.llm.manifest`):
+    an existing output is refused unless ``resume`` (same fingerprint) or ``overwrite``.
     ``stop_after_batches`` simulates a kill (for tests): the run stops with ``OUT.partial`` left behind.
     """
-    from tqdm import tqdm
-
     out_p = Path(out)
     partial = out_p.with_name(out_p.name + ".partial")
     manifest_p = sidecar_path(out_p)
-    manifest = {"identity": identity, "settings": asdict(settings), "row_keys": list(ROW_KEYS)}
+    if overwrite:
+        for f in (manifest_p, partial, out_p):
+            f.unlink(missing_ok=True)
+    fingerprint = {**identity, "settings": asdict(settings)}
+    run = open_output(
+        manifest_p,
+        fingerprint,
+        tool=TOOL,
+        resume=resume,
+        extra={"row_keys": list(ROW_KEYS), **(extra or {})},
+        outputs=(partial, out_p),
+        where=str(out_p),
+        hint=RESUME_HINT,
+        stray_hint=STRAY_HINT,
+    )
     done: dict[int, dict[str, Any]] = {}
-    if any(f.exists() for f in (manifest_p, partial, out_p)):
-        if overwrite:
-            for f in (manifest_p, partial, out_p):
-                if f.exists():
-                    f.unlink()
-        elif resume:
-            if not manifest_p.exists():
-                raise FileExistsError(
-                    f"cannot resume {out_p}: {manifest_p.name} is missing, so the earlier run cannot be "
-                    "checked; "
-                    "pass --overwrite to start again"
-                )
-            old = read_manifest(manifest_p)
-            diffs = [k for k in ("identity", "settings") if old.get(k) != manifest[k]]
-            if diffs:
-                raise ValueError(
-                    f"refusing to resume {out_p}: its {' and '.join(diffs)} differ from this run's "
-                    f"(old {[old.get(k) for k in diffs]}, new {[manifest[k] for k in diffs]})"
-                )
-            source = partial if partial.exists() else out_p if out_p.exists() else None
-            if source is not None:
-                done = {int(r["index"]): r for r in _read_partial(source)}
-        else:
-            raise FileExistsError(f"{out_p} (or its .partial/.manifest.json) exists; pass --resume or --overwrite")
-    out_p.parent.mkdir(parents=True, exist_ok=True)
-    write_manifest(manifest_p, {**manifest, "status": "running"})
+    source = partial if partial.exists() else out_p if out_p.exists() else None
+    if source is not None:
+        done = {int(r["index"]): r for r in _read_partial(source)}
     if out_p.exists() and not partial.exists():  # a finished file being resumed: continue from its rows
-        write_text_atomic(partial, "".join(json.dumps(done[k]) + "\n" for k in sorted(done)))
+        write_text_atomic(partial, jsonl_text(done[k] for k in sorted(done)))
+    with run.guard():
+        return _reward_batches(
+            model, tokenizer, pairs, out_p, partial, run, done, settings, show_progress, stop_after_batches, model_name
+        )
+
+
+def _reward_batches(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PreferencePair],
+    out_p: Path,
+    partial: Path,
+    run: OutputRun,
+    done: dict[int, dict[str, Any]],
+    settings: RewardSettings,
+    show_progress: bool,
+    stop_after_batches: int | None,
+    model_name: str,
+) -> tuple[int, int]:
+    """Score the pairs not in ``done`` batch by batch into ``partial``; then the finished file, atomically."""
+    from tqdm import tqdm
+
     # a fixed batch plan over all pairs (length-sorted: less padding), so a resumed run scores every pair in
     # the same batch as an uninterrupted run would, and its output is identical
     order = sorted(pairs, key=lambda p: (len(p.chosen) + len(p.rejected), p.index))
@@ -225,9 +249,6 @@ def reward_pairs_to_file(
     n_before = len(pairs) - n_todo
     use_tpl = resolve_chat_template(tokenizer, settings.chat_template)
     max_len = settings.max_length
-    n_pos = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    if isinstance(n_pos, int) and (max_len is None or max_len > n_pos):
-        max_len = n_pos  # the model cannot read more positions than it has
     bar = tqdm(total=n_todo, desc="reward", unit="pair", file=sys.stderr, disable=not show_progress)
     n_now = 0
     try:
@@ -244,7 +265,7 @@ def reward_pairs_to_file(
                         continue
                     rc, rr = values[2 * k], values[2 * k + 1]
                     if not (math.isfinite(rc) and math.isfinite(rr)):
-                        raise ValueError(f"record {p.index}: the reward model returned a non-finite reward")
+                        raise InputError(f"record {p.index}: the reward model returned a non-finite reward")
                     row = {
                         "index": p.index,
                         "reward_chosen": rc,
@@ -256,7 +277,7 @@ def reward_pairs_to_file(
                         "subset": p.subset,
                     }
                     done[p.index] = row
-                    lines.append(json.dumps(row) + "\n")
+                    lines.append(jsonl_text([row]))
                 fh.write("".join(lines))
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -267,9 +288,9 @@ def reward_pairs_to_file(
     finally:
         bar.close()
     rows = [done[p.index] for p in sorted(pairs, key=lambda p: p.index)]
-    write_text_atomic(out_p, "".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl_atomic(out_p, rows)
     partial.unlink()
-    write_manifest(manifest_p, {**manifest, "status": "complete", "counts": {"pairs": len(rows)}})
+    run.complete({"pairs": len(rows)})
     return n_now, n_before
 
 
@@ -300,27 +321,32 @@ def reward_file(
     stop_after_batches: int | None = None,
 ) -> RewardRun:
     """Load data and reward model, score every pair into ``out`` (resumable); see the module docstring."""
-    from .models import model_fingerprint
+    from dpocheck.llm.models import model_fingerprint
 
     settings = settings or RewardSettings()
     t0 = time.perf_counter()
     # everything that can be checked is checked before the weights load: model folder, output path, data
     check_model_path(reward_model, "--reward-model")
     out_p = check_output_path(out, directory=False)
-    leftovers = [f for f in (out_p, out_p.with_name(out_p.name + ".partial"), sidecar_path(out_p)) if f.exists()]
-    if leftovers and not (resume or overwrite):
-        raise FileExistsError(f"{out_p} (or its .partial/.manifest.json) exists; pass --resume or --overwrite")
+    if not overwrite:
+        check_output(
+            sidecar_path(out_p),
+            tool=TOOL,
+            resume=resume,
+            outputs=(out_p, out_p.with_name(out_p.name + ".partial")),
+            where=str(out_p),
+            hint=RESUME_HINT,
+            stray_hint=STRAY_HINT,
+        )
     loaded = load_pairs(
         data, settings.format, limit=settings.limit, on_error=on_error, prompt_style=settings.prompt_style
     )
     model, tokenizer, _ = load_reward_model(
         reward_model, dtype=settings.dtype, device=device, trust_remote_code=trust_remote_code
     )
-    identity = {
-        "reward_model": model_fingerprint(reward_model),
-        "data": {"path": str(Path(data).resolve()), "sha256": sha256_file(data)},
-        "skipped": loaded.skipped,
-    }
+    max_length, note = cap_max_length(settings.max_length, context_length(model, tokenizer))
+    settings = replace(settings, max_length=max_length)
+    identity = {"model": model_fingerprint(reward_model), "data": data_identity(data, format=loaded.format)}
     now, before = reward_pairs_to_file(
         model,
         tokenizer,
@@ -333,5 +359,7 @@ def reward_file(
         show_progress=show_progress,
         stop_after_batches=stop_after_batches,
         model_name=Path(reward_model).name,
+        extra={"load": {"n_records": loaded.n_records, "pairs": len(loaded.pairs), "skipped": loaded.skipped}},
     )
-    return RewardRun(Path(out), len(loaded.pairs), now, before, time.perf_counter() - t0, loaded.summary())
+    notes = [note] if note else []
+    return RewardRun(Path(out), len(loaded.pairs), now, before, time.perf_counter() - t0, loaded.summary(), notes)

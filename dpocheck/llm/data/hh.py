@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..types import ChatMessages, PreferencePair
 from .fields import ReaderOptions, RecordError, check_distinct, delta_reward_of, meta_of, subset_of, text_field
+from .types import ChatMessages, PreferencePair
 
 HH_ASSISTANT = "\n\nAssistant:"
 HH_HUMAN = "\n\nHuman:"

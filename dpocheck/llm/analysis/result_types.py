@@ -1,8 +1,8 @@
 """Typed results of ``dpocheck violations`` (C2, C3, C4, C8): frozen dataclasses, one per part of the report.
 
-:func:`dpocheck.llm.results.analyze` builds them; :mod:`dpocheck.llm.report` renders them; each ``as_dict()``
-is the JSON layout (key order included) of the ``violations-*.json`` files, so readers of those files see the
-same format whichever version wrote it. :data:`CLAIMS` says which claim of PAPER.md each number belongs to.
+:func:`dpocheck.llm.analysis.results.analyze` builds them; :mod:`dpocheck.llm.analysis.report` renders them; each
+``as_dict()`` is the JSON layout (key order included) of the ``violations-*.json`` files, so readers of those files
+see the same format whichever version wrote it. :data:`CLAIMS` says which claim of PAPER.md each number belongs to.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ CLAIMS = {
     "idealized_ranking_accuracy": "C2 / Chen et al. 2024 Thm 3.1: 1 − violation rate",
     "reference_preference_rate": "C2 context: share of pairs with δ_ref > 0 (π_ref already prefers y_w)",
     "u_nonempty_share": "C3: share of pairs with δ_ref < 0, i.e. U = {δ_ref < δ_π < 0} non-empty",
-    "share_in_U": "C3 (Def. 3.3, Eq. 14): share of pairs with δ_ref < δ_θ < 0 (released code's frac_in_U)",
-    "preference_accuracy": "C3 context: share of pairs with δ_θ > 0 (policy prefers y_w)",
+    "share_in_u": "C3 (Def. 3.3, Eq. 14): share of pairs with δ_ref < δ_θ < 0 (released code's frac_in_U)",
+    "ranking_accuracy": "C3 context: share of pairs with δ_θ > 0 (policy prefers y_w)",
     "implicit_reward_accuracy": "share with δ_θ > δ_ref (TRL rewards/accuracies; DPO loss below log 2)",
     "dpo_loss": "PAPER §1: mean ℓ_DPO = softplus(−β(δ_θ − δ_ref)); log 2 at π_θ = π_ref",
     "dpo_gradient_weight": "C4 (Prop. 3.4): |∂ℓ_DPO/∂δ_θ| = β·σ(β(δ_ref − δ_θ)); β/2 at π_θ = π_ref",
@@ -154,8 +154,8 @@ class PolicyAtBeta:
     normalization: str
     dpo_loss_mean: float
     dpo_gradient_weight: Summary
-    dpo_gradient_weight_in_U: Summary
-    exit_gradient_weight_in_U: Summary
+    dpo_gradient_weight_in_u: Summary
+    exit_gradient_weight_in_u: Summary
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -169,8 +169,8 @@ class PolicyAtBeta:
                 "log2": math.log(2.0),
             },
             "dpo_gradient_weight": self.dpo_gradient_weight.as_dict(),
-            "dpo_gradient_weight_in_U": self.dpo_gradient_weight_in_U.as_dict(),
-            "exit_gradient_weight_in_U": self.exit_gradient_weight_in_U.as_dict(),
+            "dpo_gradient_weight_in_u": self.dpo_gradient_weight_in_u.as_dict(),
+            "exit_gradient_weight_in_u": self.exit_gradient_weight_in_u.as_dict(),
         }
 
 
@@ -243,8 +243,8 @@ class PolicyResult:
     n_reference_only: int
     n_policy_only: int
     delta_theta: Summary
-    share_in_U: Share
-    preference_accuracy: Share
+    share_in_u: Share
+    ranking_accuracy: Share
     implicit_reward_accuracy: Share
 
     def as_dict(self) -> dict[str, Any]:
@@ -254,8 +254,8 @@ class PolicyResult:
             "n_reference_only": self.n_reference_only,
             "n_policy_only": self.n_policy_only,
             "delta_theta": self.delta_theta.as_dict(),
-            "share_in_U": self.share_in_U.as_dict(),
-            "preference_accuracy": self.preference_accuracy.as_dict(),
+            "share_in_u": self.share_in_u.as_dict(),
+            "ranking_accuracy": self.ranking_accuracy.as_dict(),
             "implicit_reward_accuracy": self.implicit_reward_accuracy.as_dict(),
         }
 

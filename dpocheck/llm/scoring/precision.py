@@ -3,10 +3,10 @@
 Every verdict of the paper on real pairs reads δ_ref = log π_ref(y_w|x) − log π_ref(y_l|x) (C2, C3, C4, C8), and
 the C2 verdict β·δ_ref + Δr* ≤ 0 flips when the error of δ_ref crosses the margin. After a low-precision run,
 :func:`check_fp32_gap` draws N of the scored pairs (seeded), rescores them with the same weights loaded in fp32,
-the same rendering, truncation and prefix mode (:func:`dpocheck.llm.runner.score_pairs`), and summarises
+the same rendering, truncation and prefix mode (:func:`dpocheck.llm.scoring.runner.score_pairs`), and summarises
 Δ = low − fp32 of the per-response summed and mean log-probs and of δ_ref in both conventions (max, median,
 p90 of |Δ|, signed mean). :func:`record_fp32_check` stores it in the scores manifest as ``precision_check``
-(:func:`dpocheck.llm.manifest.record_precision_check`); ``dpocheck violations`` prints it. The rescoring
+(:func:`record_fp32_check`); ``dpocheck violations`` prints it. The rescoring
 batches the N pairs among themselves, so in fp32 against fp32 the gap is the batching noise (≤ ~1e-4 nats).
 """
 
@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from dpocheck.errors import InputError, NumericalError
+from dpocheck.llm.data.types import PreferencePair
+from dpocheck.llm.manifest import MANIFEST, MERGED, is_complete, read_manifest, write_manifest
 
-from .manifest import MANIFEST, MERGED, read_manifest, record_precision_check
-from .types import PreferencePair
+from .settings import LOGP_CONVENTIONS
 
 GAP_KEYS = ("logp_sum", "logp_mean", "delta_ref_sum", "delta_ref_mean")
 STAT_KEYS = ("max_abs", "median_abs", "p90_abs", "mean_signed")
@@ -63,7 +64,7 @@ def gap_summary(low: Sequence[dict[str, Any]], ref: Sequence[dict[str, Any]]) ->
     diffs: dict[str, list[float]] = {k: [] for k in GAP_KEYS}
     for a in low:
         b = by_ref[a["index"]]
-        for conv in ("sum", "mean"):
+        for conv in LOGP_CONVENTIONS:
             dc = a[f"chosen_logp_{conv}"] - b[f"chosen_logp_{conv}"]
             dr = a[f"rejected_logp_{conv}"] - b[f"rejected_logp_{conv}"]
             diffs[f"logp_{conv}"] += [dc, dr]
@@ -85,7 +86,7 @@ def check_fp32_gap(
 ) -> dict[str, Any]:
     """Rescore N seeded random pairs among ``rows`` (the low-precision scores) with ``model_fp32``; the gap record.
 
-    ``settings`` is the run's :class:`~dpocheck.llm.runner.ScoreSettings` (rendering, truncation, prefix mode,
+    ``settings`` is the run's :class:`~dpocheck.llm.scoring.runner.ScoreSettings` (rendering, truncation, prefix mode,
     batch budget are reused; pairs the rescoring cannot score are counted in ``n_failed``).
     """
     from dataclasses import replace
@@ -137,7 +138,7 @@ def record_fp32_check(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Run :func:`check_fp32_gap` on a complete scores directory and record it in its manifest (idempotent)."""
-    from .runner import read_jsonl
+    from dpocheck._io import read_jsonl
 
     out = Path(out_dir)
     done = existing_check(out, n, seed)
@@ -147,5 +148,9 @@ def record_fp32_check(
     if not merged.exists():
         raise InputError(f"{out}: no {MERGED} yet; the fp32 check runs on a complete scoring run")
     rec = check_fp32_gap(model_fp32, tokenizer, pairs, read_jsonl(merged), settings, n, seed)
-    record_precision_check(out, rec)
+    manifest = read_manifest(out / MANIFEST)
+    if not is_complete(manifest):
+        raise InputError(f"{out}: the scoring run is not complete; the fp32 check needs the merged scores")
+    manifest["precision_check"] = rec
+    write_manifest(out / MANIFEST, manifest)
     return rec

@@ -10,24 +10,28 @@ import json
 from dataclasses import replace
 
 from dpocheck.errors import InputError
-from dpocheck.llm.cli_args import add_data_args
-from dpocheck.llm.cli_model import _add_model_args
+from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
+
+from .args import add_data_args, add_model_args
+
+SWEEP_DATA_FILE = "hh-rlhf-harmless-base-test.jsonl.gz"  # in the shared data folder (dpocheck.llm.data)
 
 
-def _add_data_args(p: argparse.ArgumentParser, data: str | None = None, sizes: dict[str, object] | None = None) -> None:
-    """The data-reading options of every command (:mod:`dpocheck.llm.cli_args`) and the token budgets.
+def _add_data_args(p: argparse.ArgumentParser, sizes: dict[str, object] | None = None, **data_kw: str) -> None:
+    """The data-reading options of every command (:mod:`dpocheck.llm.cli.args`) and the token budgets.
 
-    ``data``: a declared sweep's default data file (else ``--data`` is required); ``sizes``: its declared
-    ``limit`` and ``max_length``. Bad records stop training by default (``--on-error raise``): a run's pairs are
-    its experiment; ``--on-error skip`` skips and counts them as ``score`` does.
+    ``sizes``: a declared sweep's ``limit`` and ``max_length``; ``data_kw``: how ``--data`` defaults (see
+    :func:`~dpocheck.llm.cli.args.add_data_args`). Bad records stop training by default (``--on-error raise``): a
+    run's pairs are its experiment; ``--on-error skip`` skips and counts them as ``score`` does.
     """
     sizes = sizes or {}
-    add_data_args(p, data=data, limit=sizes.get("limit"), on_error="raise")  # type: ignore[arg-type]
+    add_data_args(p, limit=sizes.get("limit"), on_error="raise", **data_kw)  # type: ignore[arg-type]
     p.add_argument(
         "--max-length",
         type=int,
         default=sizes.get("max_length", 1024),
-        help="token budget per sequence; the prompt is cut from the left first (0: no limit)",
+        help="token budget per sequence; the prompt is cut from the left first, then the response from the right "
+        "(0: the model's context; a larger value is capped at it)",
     )
     p.add_argument(
         "--batch-tokens",
@@ -67,7 +71,7 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, object] |
     p.add_argument(
         "--save-steps", type=int, default=d["save_steps"], help="checkpoint every N steps (the --resume unit)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the data order, the corrupted share and the init")
     p.add_argument("--corrupt-steps", type=int, default=d["corrupt_steps"], help="SFT steps of --corrupt-reference")
     p.add_argument("--corrupt-lr", type=float, default=d["corrupt_lr"], help="SFT learning rate of --corrupt-reference")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -84,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--eval-every steps. Output: metrics.jsonl, eval/step-N.jsonl, final/, manifest.json, checkpoints/. "
         "Run under `accelerate launch` for several processes or GPUs.",
     )
-    _add_model_args(p)
+    add_model_args(p, dtype_help="training dtype (auto: fp32 here)")
     _add_data_args(p)
     p.add_argument("--loss", required=True, help="loss name from the registry (dpo, ipo, cpo_margin, ...)")
     p.add_argument("--beta", type=float, required=True, help="β > 0 (KL strength / inverse temperature)")
@@ -93,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, default=None, help="α of the released adaptive softplus (C10)")
     p.add_argument(
         "--normalize",
-        choices=("sum", "mean"),
+        choices=LOGP_CONVENTIONS,
         default="sum",
         help="log-prob convention the loss is trained on: sum (PAPER §1) or mean (per token, released code)",
     )
@@ -120,9 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train-sweep`` sub-command (a declared sweep of ``train`` runs → table and figure)."""
-    from dpocheck.llm.data import default_data_dir
-
-    from .sweep import DECLARED_SIZES
+    from dpocheck.llm.train.sweep import DECLARED_SIZES
 
     sizes = DECLARED_SIZES["e2_llm"]
     p = subparsers.add_parser(
@@ -134,13 +136,19 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
         "eval files. Defaults are the sweep's declared size (16 HH-RLHF pairs, 128 tokens, batch 4, 2 epochs).",
     )
     p.add_argument("--sweep", default="e2_llm", help="declared sweep (e2_llm)")
-    p.add_argument("--out", required=True, help="sweep folder (created, or an earlier sweep folder to continue)")
-    p.add_argument("--only", default=None, help="comma-separated entry names to run (see --list)")
+    p.add_argument("--out", default=None, help="sweep folder (created, or an earlier sweep folder to continue)")
+    p.add_argument("--only", nargs="+", default=None, metavar="ENTRY", help="entry names to run (see --list)")
     p.add_argument("--list", action="store_true", help="print the entries and their run settings, run nothing")
     p.add_argument("--report-only", action="store_true", help="only rebuild the table, figure and summary")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep finished runs' checkpoints (default: deleted)")
-    _add_model_args(p)
-    _add_data_args(p, data=str(default_data_dir() / "hh-rlhf-harmless-base-test.jsonl.gz"), sizes=sizes)
+    add_model_args(p, dtype_help="training dtype (auto: fp32 here)")
+    _add_data_args(
+        p,
+        sizes=sizes,
+        data_default="",
+        data_help=f"preference data file (default: {SWEEP_DATA_FILE} in the shared data folder, "
+        "$DPOCHECK_DATA_DIR or ../shared/data beside the repository)",
+    )
     _add_training_args(p, defaults=sizes)
     p.set_defaults(func=_train_sweep)
 
@@ -149,40 +157,42 @@ def _train_sweep(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from .experiment import resolve_gamma
-    from .settings import TrainSettings
-    from .sweep import SWEEPS, run_sweep, select, write_report
+    from dpocheck.llm.data.load import default_data_dir
+    from dpocheck.llm.train.experiment import resolve_gamma
+    from dpocheck.llm.train.settings import validate
+    from dpocheck.llm.train.sweep import SWEEPS, run_sweep, select, write_report
 
+    _require_train_extra()
     if args.sweep not in SWEEPS:
         raise InputError(f"--sweep: unknown sweep {args.sweep!r}; declared: {sorted(SWEEPS)}")
-    only = [n.strip() for n in args.only.split(",")] if args.only else None
-    if only is not None and not all(only):
-        raise InputError(f"--only: empty entry name in {args.only!r}")
-    out = Path(args.out)
-    if args.report_only:
-        for path in write_report(out.absolute()):
-            print(f"wrote {path}", file=sys.stderr)
-        return 0
-    args.loss, args.beta, args.gamma, args.tau, args.alpha, args.normalize = "dpo", 1.0, None, None, None, "sum"
-    args.heldout = args.reference_scores = args.corrupt_reference = None
-    args.resume = False
-    if args.max_steps is not None:  # --max-steps replaces the declared epochs
-        args.epochs = None
-    common: TrainSettings = settings_from_args(args)
-    entries = select(SWEEPS[args.sweep](common.seed), only)
+    bad = [n for n in args.only or [] if not n or "," in n]
+    if bad:
+        raise InputError(f"--only: give entry names separated by spaces, got {bad[0]!r}")
+    entries = select(SWEEPS[args.sweep](args.seed), args.only)
     if args.list:
         for e in entries:
             g = e.gamma if isinstance(e.gamma, str) else resolve_gamma(e.gamma, 0.0)
             print(f"{e.name:<34} loss={e.loss} beta={e.beta:g} normalize={e.normalize} R={e.corrupt:g} gamma={g}")
         return 0
-    from .settings import validate
-
+    if not args.out:
+        raise InputError("--out: the sweep folder is required (except with --list)")
+    out = Path(args.out)
+    if args.report_only:
+        for path in write_report(out.absolute()):
+            print(f"wrote {path}", file=sys.stderr)
+        return 0
+    args.data = args.data or str(default_data_dir() / SWEEP_DATA_FILE)
+    if args.max_steps is not None:  # --max-steps replaces the declared epochs
+        args.epochs = None
+    first = entries[0]
+    # the common settings of every run; the entries set loss, β, γ, convention, R and seed (here the first one's)
+    common = settings_from_args(args, loss=first.loss, beta=first.beta, normalize=first.normalize)
     validate(replace(common, out=str(out / "runs" / "probe")))  # bad common settings fail before any training
     manifest = run_sweep(
         args.sweep,
         common,
         out,
-        only=only,
+        only=args.only,
         keep_checkpoints=args.keep_checkpoints,
         log=lambda m: print(m, file=sys.stderr),
     )
@@ -190,52 +200,35 @@ def _train_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def settings_from_args(args: argparse.Namespace):  # -> TrainSettings (imported lazily)
-    """The :class:`~dpocheck.llm.train.run.TrainSettings` of parsed command-line arguments."""
-    from .run import TrainSettings
+def settings_from_args(args: argparse.Namespace, **fixed: object):  # -> TrainSettings (imported lazily)
+    """The :class:`~dpocheck.llm.train.settings.TrainSettings` of parsed arguments: every field the command has an
+    option for, ``fixed`` for the others (``train-sweep`` has no ``--loss``); ``--max-length 0`` is kept as 0 (the
+    model's context, resolved once the model is known) and ``--no-progress`` becomes ``progress``."""
+    from dataclasses import fields
 
-    return TrainSettings(
-        model=args.model,
-        data=args.data,
-        format=args.format,
-        delta_reward_source=args.delta_reward_source,
-        max_length=args.max_length if args.max_length and args.max_length > 0 else None,
-        batch_tokens=args.batch_tokens,
-        limit=args.limit,
-        on_error=args.on_error,
-        chat_template=args.chat_template,
-        dtype=args.dtype,
-        device=args.device,
-        trust_remote_code=args.trust_remote_code,
-        loss=args.loss,
-        beta=args.beta,
-        gamma=args.gamma,
-        tau=args.tau,
-        alpha=args.alpha,
-        normalize=args.normalize,
-        out=args.out,
-        max_steps=args.max_steps,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        eval_every=args.eval_every,
-        save_steps=args.save_steps,
-        heldout=args.heldout,
-        seed=args.seed,
-        reference_scores=args.reference_scores,
-        corrupt_reference=args.corrupt_reference,
-        corrupt_steps=args.corrupt_steps,
-        corrupt_lr=args.corrupt_lr,
-        resume=args.resume,
-        threads=args.threads,
-        progress=not args.no_progress,
-    )
+    from dpocheck.llm.train.settings import TrainSettings
+
+    values = {f.name: getattr(args, f.name) for f in fields(TrainSettings) if hasattr(args, f.name)}
+    values["progress"] = not args.no_progress
+    values.update(fixed)
+    return TrainSettings(**values)
+
+
+def _require_train_extra() -> None:
+    """The ``train`` extra (trl, datasets) must be installed: an InputError saying how, not a traceback."""
+    import importlib.util
+
+    missing = [m for m in ("trl", "datasets") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InputError(
+            f"dpocheck train needs {', '.join(missing)} (the train extra): pip install -e '.[llm,train]' "
+            "(see the README's 'Training' section)"
+        )
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .run import train
-    from .settings import InputError
+    _require_train_extra()
+    from dpocheck.llm.train.run import train
 
     try:
         result = train(settings_from_args(args))

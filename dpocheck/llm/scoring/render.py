@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .readers.hh import HH_ASSISTANT, HH_HUMAN, hh_prompt_to_messages
-from .types import ChatMessages
+from dpocheck.llm.data.hh import HH_ASSISTANT, HH_HUMAN, hh_prompt_to_messages
+from dpocheck.llm.data.types import ChatMessages
 
-CHAT_TEMPLATE_CHOICES = ("auto", "none", "model")
+from .settings import CHAT_TEMPLATE_CHOICES
+
 PLAIN_ROLES = {"user": "Human", "assistant": "Assistant", "system": "System"}
 
 

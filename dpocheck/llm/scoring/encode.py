@@ -1,6 +1,6 @@
 """Tokenising a rendered pair: the prompt/response token boundary, truncation, and the batch and shard plan.
 
-The text comes from :mod:`dpocheck.llm.render`; this module turns it into the token ids whose log-probs give
+The text comes from :mod:`dpocheck.llm.scoring.render`; this module turns it into the token ids whose log-probs give
 δ = log π(y_w|x) − log π(y_l|x) (C2, C3, C4, C8, C10).
 
 **Prompt/response token boundary (the rule).** The full text (prompt + response) is tokenised *once*, exactly as
@@ -16,9 +16,9 @@ is cut from the left first (the same tokens from both; a leading BOS is kept; at
 then a response that is still too long is cut from the right. A sequence whose prompt or response was cut has
 its ``*_truncated`` flag set. A pair where no response token fits is an error.
 
-``dpocheck score`` never lets a sequence exceed the model's context (:func:`context_length`): ``max_length`` 0
-(no limit) or one above the context is capped at the context, so a longer sequence is truncated and flagged, not
-scored past the positions the model was trained on.
+No command lets a sequence exceed the model's context (the one rule,
+:func:`~dpocheck.llm.scoring.settings.cap_max_length`): ``max_length`` 0 means the context, and a larger value is
+capped at it, so a longer sequence is truncated and flagged, not scored past the positions the model was trained on.
 
 **Batch plan.** Batches hold several pairs, bucketed by length under a padded-token budget (``batch_tokens``, the
 memory knob); consecutive batches form shards (the resume unit). In ``dpocheck score`` a pair that alone needs
@@ -31,17 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dpocheck.errors import InputError
+from dpocheck.llm.data.types import PreferencePair
 
 from .render import render_texts
-from .types import PreferencePair
-
-if TYPE_CHECKING:
-    from .runner import ScoreSettings
-
-PREFIX_MODES = ("packed", "cache", "none")
+from .settings import PREFIX_MODES, ScoreSettings
 
 
 class ScoringError(InputError):
@@ -84,19 +80,6 @@ def tokenize_with_boundary(
     p_ids = list(tokenizer(full_text[:boundary], add_special_tokens=add_special_tokens)["input_ids"])
     start = _common_prefix_len(ids, p_ids)
     return ids, start, start < len(p_ids)
-
-
-_SANE_CONTEXT = 10_000_000  # tokenizers without a limit report 1e30 as model_max_length
-
-
-def context_length(model: Any, tokenizer: Any = None) -> int | None:
-    """The model's context in tokens: its config's ``max_position_embeddings`` (or ``n_positions``), lowered to
-    the tokenizer's ``model_max_length`` where that is a real limit; None when neither says."""
-    config = getattr(model, "config", None)
-    limits = [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions")]
-    limits.append(getattr(tokenizer, "model_max_length", None))
-    sane = [int(v) for v in limits if isinstance(v, int) and not isinstance(v, bool) and 2 <= v < _SANE_CONTEXT]
-    return min(sane) if sane else None
 
 
 # ------------------------------------------------------------------------------------------------ encoding

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..types import ChatMessages, PreferencePair
 from .fields import (
     ReaderOptions,
     RecordError,
@@ -21,6 +20,7 @@ from .fields import (
     text_field,
 )
 from .hh import HH_ASSISTANT, parse_hh
+from .types import ChatMessages, PreferencePair
 
 
 def parse_trl(rec: dict[str, Any], rn: int, opts: ReaderOptions) -> PreferencePair:

@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 from dpocheck._io import write_text_atomic
+from dpocheck.llm.analysis.results import DEFAULT_BETAS, DEFAULT_GAMMAS
+from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
 
-from .cli_args import add_data_args
-from .results import DEFAULT_BETAS, DEFAULT_GAMMAS
+from .args import add_data_args, add_model_args
 
 
 def _float_list(text: str) -> list[float]:
@@ -46,9 +47,9 @@ def _bootstrap_count(text: str) -> int:
 
 def _normalizations(text: str) -> list[str]:
     if text == "both":
-        return ["sum", "mean"]
+        return list(LOGP_CONVENTIONS)
     values = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [v for v in values if v not in ("sum", "mean")]
+    bad = [v for v in values if v not in LOGP_CONVENTIONS]
     if bad or not values:
         raise argparse.ArgumentTypeError(f"expected sum, mean, both or sum,mean; got {text!r}")
     return values
@@ -118,7 +119,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "AutoModelForSequenceClassification (num_labels=1) from a local folder; write JSONL rows (index, "
         "reward_chosen, reward_rejected, delta_reward) atomically; --resume continues after a kill.",
     )
-    r.add_argument("--reward-model", required=True, help="local Hugging Face folder of a reward model")
+    add_model_args(r, option="--reward-model", model_help="local Hugging Face folder of a reward model (one output)")
     add_data_args(r, delta_reward_source=False)
     r.add_argument("--out", required=True, help="output JSONL file")
     r.add_argument(
@@ -128,21 +129,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep text prompts or make chat messages",
     )
     r.add_argument("--batch-size", type=int, default=8, help="pairs per forward batch (2 sequences each)")
-    r.add_argument("--max-length", type=int, default=2048, help="tokens per sequence, cut from the left (0: none)")
-    r.add_argument("--chat-template", choices=("auto", "model", "none"), default="auto")
-    r.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
-    r.add_argument("--device", default=None, help="torch device (default: CUDA if available, else CPU)")
+    r.add_argument(
+        "--max-length",
+        type=int,
+        default=2048,
+        help="tokens per sequence, cut from the left (0: the model's context; a larger value is capped at it)",
+    )
     r.add_argument("--resume", action="store_true", help="continue a killed run into --out (same inputs only)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    r.add_argument("--trust-remote-code", action="store_true", help="allow the model folder's own code to run")
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=_reward)
 
 
 def _violations(args: argparse.Namespace) -> int:
-    from . import analysis as A
-    from .scores import check_same_data, delta_reward_manifest
+    from dpocheck.llm import analysis as A
+    from dpocheck.llm.analysis.scores import check_same_data, delta_reward_manifest
 
     ref = A.read_scores(args.scores)
     notes = []
@@ -195,7 +196,7 @@ def _violations(args: argparse.Namespace) -> int:
 
 
 def _reward(args: argparse.Namespace) -> int:
-    from .reward import RewardSettings, reward_file
+    from dpocheck.llm.generation.reward import RewardSettings, reward_file
 
     if args.threads:
         import torch
@@ -203,7 +204,7 @@ def _reward(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     settings = RewardSettings(
         batch_size=args.batch_size,
-        max_length=args.max_length or None,
+        max_length=args.max_length or None,  # 0: the model's context (capped once the model is loaded)
         chat_template=args.chat_template,
         dtype=args.dtype,
         format=args.format,
@@ -223,6 +224,8 @@ def _reward(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress,
     )
     print(run.load_summary, file=sys.stderr)
+    for note in run.notes:
+        print(f"dpocheck reward: {note}", file=sys.stderr)
     print(
         f"rewarded {run.n_scored_now} pairs now ({run.n_done_before} from an earlier run) in "
         f"{run.seconds:.1f} s -> {run.out}",

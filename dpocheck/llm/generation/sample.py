@@ -3,7 +3,7 @@
 Each sample row records two log-probabilities of the generated token ids:
 
 * ``logp_sum`` / ``logp_mean`` — under the model itself (temperature 1, no top-k/top-p), **recomputed by a
-  forward pass** over prompt + generated ids with the log-prob kernel of :mod:`dpocheck.llm.kernels`. This is
+  forward pass** over prompt + generated ids with the log-prob kernel of :mod:`dpocheck.llm.scoring.kernels`. This is
   log π(y|x) of the policy that sampled, the quantity the paper's δ's use.
 * ``sampler_logp_sum`` / ``sampler_logp_mean`` — under the distribution actually sampled from, i.e. generate's
   *processed* scores (after temperature, top-k and top-p). It equals ``logp_sum`` (up to fp rounding) only when
@@ -30,17 +30,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dpocheck._io import write_text_atomic as write_atomic
+from dpocheck._io import read_jsonl, write_jsonl_atomic
 from dpocheck.errors import InputError
-
-from .encode import tokenize_with_boundary
-from .kernels import score_sequences
-from .manifest import read_manifest, sidecar_path, write_manifest
-from .render import render_prompt, render_texts, resolve_chat_template
-from .runner import read_jsonl
-from .types import ChatMessages
+from dpocheck.llm.data.types import ChatMessages
+from dpocheck.llm.manifest import data_identity, open_output, sidecar_path
+from dpocheck.llm.models import pad_token_id
+from dpocheck.llm.scoring.encode import tokenize_with_boundary
+from dpocheck.llm.scoring.kernels import score_sequences
+from dpocheck.llm.scoring.render import render_prompt, render_texts, resolve_chat_template
 
 PAIR_MODES = ("all", "best-worst")
+TOOL = "sample"
 
 
 @dataclass
@@ -159,7 +159,7 @@ def sample_prompt(
     if not p_ids:
         raise ValueError(f"record {prompt_index}: field 'prompt' has no tokens")
     eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    pad = pad_token_id(tokenizer)
     torch.manual_seed(settings.seed * 1_000_003 + prompt_index)
     gen_kwargs: dict[str, Any] = {
         "do_sample": True,
@@ -189,7 +189,7 @@ def sample_prompt(
         finished = bool(ids) and ids[-1] == eos
         sampler_sum = float(step_logp[j, :n].sum())
         with torch.inference_mode():
-            fwd = score_sequences(model, [(p_ids + ids, len(p_ids))], pad_id=pad or 0)[0]
+            fwd = score_sequences(model, [(p_ids + ids, len(p_ids))], pad_id=pad)[0]
         text_ids = ids[:-1] if finished else ids
         response = tokenizer.decode(text_ids, skip_special_tokens=True)
         retok = False
@@ -230,34 +230,45 @@ def sample_to_file(
     resume: bool = False,
     show_progress: bool = True,
     model_path: str = "",
+    prompts_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Sample every prompt into ``out`` (JSONL, atomically rewritten after each prompt); returns counts."""
+    """Sample every prompt into ``out`` (JSONL, atomically rewritten after each prompt); returns counts.
+
+    The output goes through the output protocol (:mod:`dpocheck.llm.manifest`, sidecar ``OUT.manifest.json``):
+    an existing output is refused unless ``resume`` with the same model and settings, and prompts that begin with
+    the ones already sampled (a resumed run may add prompts at the end).
+    """
     from tqdm import tqdm
 
     out_p = Path(out)
-    manifest_p = sidecar_path(out_p)
-    manifest = {"model": model_path, "settings": asdict(settings), "n_prompts": len(prompts), "status": "running"}
+    fingerprint: dict[str, Any] = {"model": {"path": model_path}, "settings": asdict(settings)}
+    extra: dict[str, Any] = {"n_prompts": len(prompts)}
+    if prompts_path is not None:  # a resumed run may add prompts at the end: checked prompt by prompt below
+        extra["prompts"] = data_identity(prompts_path)
+    run = open_output(
+        sidecar_path(out_p), fingerprint, tool=TOOL, resume=resume, extra=extra, outputs=(out_p,), where=str(out_p)
+    )
     rows: list[dict[str, Any]] = []
     if out_p.exists():
-        if not resume:
-            raise FileExistsError(f"{out_p} exists; pass --resume to continue it or choose a new --out")
-        old = read_manifest(manifest_p) if manifest_p.exists() else {}
-        if old.get("settings") != manifest["settings"] or old.get("model") != model_path:
-            raise ValueError(f"refusing to resume {out_p}: it was sampled with a different model or settings")
         by_prompt: dict[int, list[dict[str, Any]]] = {}
         for r in read_jsonl(out_p):
-            by_prompt.setdefault(r["prompt_index"], []).append(r)
+            i = r["prompt_index"]
+            if i >= len(prompts) or prompts[i] != r["prompt"]:
+                raise InputError(
+                    f"refusing to resume {out_p}: prompt {i} was sampled from another prompt than record {i} of "
+                    "this prompts file"
+                )
+            by_prompt.setdefault(i, []).append(r)
         rows = [r for i in sorted(by_prompt) if len(by_prompt[i]) == settings.k for r in by_prompt[i]]
-    write_manifest(manifest_p, manifest)
     done = {r["prompt_index"] for r in rows}
     todo = [i for i in range(len(prompts)) if i not in done]
-    for i in tqdm(todo, desc="sample", unit="prompt", file=sys.stderr, disable=not show_progress):
-        rows += sample_prompt(model, tokenizer, prompts[i], i, settings)
-        write_atomic(out_p, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    if not todo:
-        write_atomic(out_p, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    counts = {"prompts": len(prompts), "samples": len(rows)}
-    write_manifest(manifest_p, {**manifest, "status": "complete", "counts": counts})
+    with run.guard():
+        for i in tqdm(todo, desc="sample", unit="prompt", file=sys.stderr, disable=not show_progress):
+            rows += sample_prompt(model, tokenizer, prompts[i], i, settings)
+            write_jsonl_atomic(out_p, rows)
+        if not todo:
+            write_jsonl_atomic(out_p, rows)
+        run.complete({"prompts": len(prompts), "samples": len(rows)})
     return {
         "out": str(out_p),
         "prompts": len(prompts),
@@ -328,5 +339,5 @@ def form_pairs(
                 rec.update(chosen=a["response"], rejected=b["response"], labelled=False)
                 rec.update(chosen_sample=a["sample_index"], rejected_sample=b["sample_index"])
             records.append(rec)
-    write_atomic(Path(out), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_jsonl_atomic(Path(out), records)
     return {"pairs_out": str(out), "pairs": len(records), "mode": mode, "skipped": skipped}

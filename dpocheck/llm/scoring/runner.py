@@ -3,8 +3,8 @@
 For each pair (x, y_w, y_l) a row holds log π(y|x) for y = y_w and y = y_l, summed over the response tokens and
 as the per-token mean (the released code's length-normalised convention, PAPER.md §1), with token counts and
 truncation flags (:data:`ROW_KEYS`, the contract with :mod:`dpocheck.llm.analysis`). Text comes from
-:mod:`~dpocheck.llm.render`, tokens from :mod:`~dpocheck.llm.encode`, log-probs from
-:mod:`~dpocheck.llm.kernels`.
+:mod:`~dpocheck.llm.scoring.render`, tokens from :mod:`~dpocheck.llm.scoring.encode`, log-probs from
+:mod:`~dpocheck.llm.scoring.kernels`.
 
 **Bad pairs** (an empty response, no response token within ``max_length``, a pair over ``batch_tokens``, a
 non-finite log-prob) stop the run with an error naming the record (``on_error="raise"``) or are skipped and
@@ -24,22 +24,25 @@ the shards are dealt to ranks round-robin (``k % world_size``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dpocheck._io import write_text_atomic as write_atomic
+from dpocheck._io import jsonl_text, read_jsonl, write_text_atomic
 from dpocheck.errors import InputError
+from dpocheck.llm.data.types import PreferencePair
+from dpocheck.llm.manifest import MANIFEST, MERGED, SHARD_RE, OutputRun, differences, open_output, read_manifest
+from dpocheck.llm.models import pad_token_id
 
 from .distributed import barrier, dist_info, raise_if_any_rank_failed
 from .encode import (
-    PREFIX_MODES,
     EncodedPair,
     EncodeResult,
     ScoringError,
@@ -50,49 +53,39 @@ from .encode import (
     real_cost,
 )
 from .kernels import SequenceScore, score_batch
-from .manifest import (
-    MERGED,
-    SHARD_RE,
-    check_same_fingerprint,
-    complete_scores_manifest,
-    open_scores_manifest,
-    scores_fingerprint,
-    tokenizer_info,
-)
-from .render import CHAT_TEMPLATE_CHOICES, resolve_chat_template
-from .scores import OPTIONAL_FIELDS, REQUIRED_FIELDS
-from .types import PreferencePair
+from .render import resolve_chat_template
+from .settings import ROW_KEYS, ScoreSettings
 
-ROW_KEYS = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)  # the row a scores reader accepts (one definition)
-ON_ERROR_CHOICES = ("raise", "skip")
+TOOL = "score"
 
 
-@dataclass
-class ScoreSettings:
-    """Everything that changes the scores or the output layout (recorded in the manifest; resume checks it)."""
+def tokenizer_info(tokenizer: Any, use_chat_template: bool) -> dict[str, Any]:
+    """What a scores manifest records about the tokenizer and the chat template (the chat template itself, and
+    its sha256 in the fingerprint)."""
+    tpl = getattr(tokenizer, "chat_template", None) if use_chat_template else None
+    return {
+        "class": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "bos_token": tokenizer.bos_token,
+        "eos_token": tokenizer.eos_token,
+        "pad_token": tokenizer.pad_token,
+        "chat_template_used": use_chat_template,
+        "chat_template_sha256": hashlib.sha256(tpl.encode()).hexdigest() if isinstance(tpl, str) else None,
+        "chat_template": tpl if isinstance(tpl, str) else None,
+    }
 
-    max_length: int | None = 1024
-    batch_tokens: int = 4096
-    chat_template: str = "auto"
-    dtype: str = "auto"
-    prefix_mode: str = "packed"
-    shard_pairs: int = 128
-    on_error: str = "raise"
-    limit: int | None = None
 
-    def __post_init__(self) -> None:
-        if self.chat_template not in CHAT_TEMPLATE_CHOICES:
-            raise InputError(f"chat_template must be one of {CHAT_TEMPLATE_CHOICES}, got {self.chat_template!r}")
-        if self.prefix_mode not in PREFIX_MODES:
-            raise InputError(f"prefix_mode must be one of {PREFIX_MODES}, got {self.prefix_mode!r}")
-        if self.on_error not in ON_ERROR_CHOICES:
-            raise InputError(f"on_error must be one of {ON_ERROR_CHOICES}, got {self.on_error!r}")
-        if self.batch_tokens < 1:
-            raise InputError(f"batch_tokens must be >= 1, got {self.batch_tokens}")
-        if self.shard_pairs < 1:
-            raise InputError(f"shard_pairs must be >= 1, got {self.shard_pairs}")
-        if self.max_length is not None and self.max_length < 2:
-            raise InputError(f"max_length must be >= 2, got {self.max_length}")
+def scores_fingerprint(
+    model_identity: dict[str, Any], data_identity: dict[str, Any], settings: dict[str, Any], tok: dict[str, Any]
+) -> dict[str, Any]:
+    """What must match for ``dpocheck score --resume``: model, data, settings, tokenizer (without the template
+    text; its hash is in)."""
+    return {
+        "model": model_identity,
+        "data": data_identity,
+        "settings": settings,
+        "tokenizer": {k: v for k, v in tok.items() if k != "chat_template"},
+    }
 
 
 def make_row(pair: PreferencePair, enc: EncodedPair, chosen: SequenceScore, rejected: SequenceScore) -> dict:
@@ -130,7 +123,7 @@ def score_pairs(
     settings = settings or ScoreSettings()
     use_tpl = resolve_chat_template(tokenizer, settings.chat_template)
     enc = encode_pairs(tokenizer, pairs, settings, use_tpl)
-    pad = _pad_id(tokenizer)
+    pad = pad_token_id(tokenizer)
     rows, skipped = [], list(enc.skipped)
     for batch in plan_batches(enc.encoded, settings.batch_tokens, settings.prefix_mode):
         r, s = _score_planned_batch(model, enc, batch, pad, settings)
@@ -140,13 +133,6 @@ def score_pairs(
             progress(len(batch))
     rows.sort(key=lambda row: row["index"])
     return rows, skipped
-
-
-def _pad_id(tokenizer: Any) -> int:
-    for cand in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
-        if cand is not None:
-            return int(cand)
-    return 0  # pragma: no cover
 
 
 def _score_planned_batch(
@@ -168,16 +154,6 @@ def _score_planned_batch(
 
 
 # ----------------------------------------------------------------------------------------------- files
-def _jsonl(rows: Iterable[dict[str, Any]]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Rows of a JSONL file (blank lines ignored)."""
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def _shard_files(out: Path) -> dict[int, Path]:
     found: dict[int, Path] = {}
     for f in out.iterdir():
@@ -221,7 +197,7 @@ def score_to_directory(
     model_identity: dict[str, Any],
     data_identity: dict[str, Any],
     resume: bool = False,
-    extra_manifest: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
     show_progress: bool = True,
     reader_skipped: dict[str, int] | None = None,
     n_records: int | None = None,
@@ -234,60 +210,126 @@ def score_to_directory(
     the plan and merges them. ``reader_skipped`` (reason → count) and ``n_records`` are the reader's account of
     the records that did not become pairs, added to the manifest's counts. ``bound_memory`` (``dpocheck
     score``): a pair that alone needs more than ``settings.batch_tokens`` tokens is a bad record
-    (``over_batch_tokens``, see :func:`~dpocheck.llm.encode.encode_pairs`) rather than a batch of its own.
+    (``over_batch_tokens``, see :func:`~dpocheck.llm.scoring.encode.encode_pairs`) rather than a batch of its own.
     """
-    from tqdm import tqdm
-
     rank, world = dist_info()
     out = Path(out_dir)
     use_tpl = resolve_chat_template(tokenizer, settings.chat_template)
     tok = tokenizer_info(tokenizer, use_tpl)
     fp = scores_fingerprint(model_identity, data_identity, asdict(settings), tok)
-
     failure: Exception | None = None
+    run = OutputRun(out / MANIFEST, {}, write=False)
     try:
         if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            open_scores_manifest(
-                out,
-                fp,
-                resume=resume,
-                world_size=world,
-                row_keys=list(ROW_KEYS),
-                tokenizer_detail=tok,
-                extra=extra_manifest,
-            )
-            for f in out.iterdir():  # leftovers of a killed writer
-                if f.name.startswith(".") and ".tmp-" in f.name:
-                    f.unlink()
+            run = open_scores_output(out, fp, resume=resume, world_size=world, tokenizer_detail=tok, extra=extra)
     except Exception as exc:  # every rank stops with rank 0's message (resume mismatch, bad output dir)
         failure = exc
     raise_if_any_rank_failed(failure)
-    t0 = time.perf_counter()
-    try:
-        if rank != 0:
-            check_same_fingerprint(out, fp, rank)
-        enc = encode_pairs(tokenizer, pairs, settings, use_tpl, bound_memory=bound_memory)
-    except Exception as exc:  # a bad record or a fingerprint mismatch on one rank stops all of them
-        failure = exc
-    raise_if_any_rank_failed(failure)
-    batches = plan_batches(enc.encoded, settings.batch_tokens, settings.prefix_mode)
-    shards = plan_shards(batches, settings.shard_pairs)
-    pad = _pad_id(tokenizer)
-    done = _shard_files(out)
-    for k in [k for k in sorted(done) if k % world == rank and k < len(shards)]:
-        problem = _shard_problem(done[k], enc, shards[k])
-        if problem:
-            print(f"dpocheck score: {problem}; scoring shard {k} again", file=sys.stderr)
-            _skipped_file(done[k]).unlink(missing_ok=True)
-            done[k].unlink()
-            del done[k]
-    mine = [k for k in range(len(shards)) if k % world == rank and k not in done]
-    todo_pairs = sum(len(b) for k in mine for b in shards[k])
+    with run.guard():
+        t0 = time.perf_counter()
+        try:
+            if rank != 0 and differences(read_manifest(out / MANIFEST).get("fingerprint", {}), fp):
+                raise InputError(f"rank {rank}: inputs differ from rank 0's manifest in {out}")
+            enc = encode_pairs(tokenizer, pairs, settings, use_tpl, bound_memory=bound_memory)
+        except Exception as exc:  # a bad record or a fingerprint mismatch on one rank stops all of them
+            failure = exc
+        raise_if_any_rank_failed(failure)
+        shards = plan_shards(
+            plan_batches(enc.encoded, settings.batch_tokens, settings.prefix_mode), settings.shard_pairs
+        )
+        done = _shard_files(out)
+        for k in [k for k in sorted(done) if k % world == rank and k < len(shards)]:
+            problem = _shard_problem(done[k], enc, shards[k])
+            if problem:
+                print(f"dpocheck score: {problem}; scoring shard {k} again", file=sys.stderr)
+                _skipped_file(done[k]).unlink(missing_ok=True)
+                done[k].unlink()
+                del done[k]
+        mine = [k for k in range(len(shards)) if k % world == rank and k not in done]
+        todo_pairs = sum(len(b) for k in mine for b in shards[k])
+        n_tokens, skipped_now = _score_shards(model, tokenizer, enc, shards, mine, out, settings, show_progress, t0)
+        seconds = time.perf_counter() - t0
+        barrier()
+        merged = counts = None
+        if rank == 0:
+            merged, counts = merge_shards(
+                run,
+                enc,
+                shards,
+                settings.prefix_mode,
+                session={"rank_0_seconds": seconds, "world_size": world, "tokens_rank_0": n_tokens},
+                reader_skipped=reader_skipped,
+                n_records=n_records,
+            )
+        barrier()
+    return ScoreRun(
+        out,
+        len(pairs),
+        todo_pairs,
+        len(shards),
+        len(done),
+        enc.skipped + skipped_now,
+        seconds,
+        n_tokens,
+        merged,
+        counts,
+    )
+
+
+def open_scores_output(
+    out: Path,
+    fingerprint: dict[str, Any],
+    *,
+    resume: bool,
+    world_size: int,
+    tokenizer_detail: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> OutputRun:
+    """Open a scores directory through the output protocol (:func:`dpocheck.llm.manifest.open_output`): new, or a
+    ``--resume`` with the same fingerprint; shards without a manifest are refused; a killed writer's temporary
+    files are removed."""
+    out.mkdir(parents=True, exist_ok=True)
+    stray = [f for f in out.iterdir() if SHARD_RE.match(f.name)]
+    run = open_output(
+        out / MANIFEST,
+        fingerprint,
+        tool=TOOL,
+        resume=resume,
+        extra={
+            "world_size": world_size,
+            "row_keys": list(ROW_KEYS),
+            "tokenizer_detail": tokenizer_detail,
+            **(extra or {}),
+        },
+        keep=("sessions", "precision_check"),
+        outputs=stray[:1],
+    )
+    for f in out.iterdir():  # leftovers of a killed writer
+        if f.name.startswith(".") and ".tmp-" in f.name:
+            f.unlink()
+    return run
+
+
+def _score_shards(
+    model: Any,
+    tokenizer: Any,
+    enc: EncodeResult,
+    shards: Sequence[Sequence[Sequence[int]]],
+    mine: Sequence[int],
+    out: Path,
+    settings: ScoreSettings,
+    show_progress: bool,
+    t0: float,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Score this rank's shards ``mine`` into ``out`` (each shard written atomically); (tokens, skipped pairs)."""
+    from tqdm import tqdm
+
+    rank, world = dist_info()
+    pad = pad_token_id(tokenizer)
     n_tokens = 0
     skipped_now: list[dict[str, Any]] = []
     bar = tqdm(
-        total=todo_pairs,
+        total=sum(len(b) for k in mine for b in shards[k]),
         desc=f"score rank {rank}" if world > 1 else "score",
         unit="pair",
         file=sys.stderr,
@@ -306,42 +348,16 @@ def score_to_directory(
                 shard_skipped += s
                 n_tokens += sum(real_cost(enc.encoded[i], settings.prefix_mode) for i in batch)
                 bar.update(len(batch))
-                el = time.perf_counter() - t0
-                bar.set_postfix_str(f"{n_tokens / max(el, 1e-9):.0f} tok/s")
+                bar.set_postfix_str(f"{n_tokens / max(time.perf_counter() - t0, 1e-9):.0f} tok/s")
             rows.sort(key=lambda row: row["index"])
             path = out / f"scores-{rank}-{k}.jsonl"
             if shard_skipped:
-                write_atomic(_skipped_file(path), json.dumps(shard_skipped) + "\n")
-            write_atomic(path, _jsonl(rows))
+                write_text_atomic(_skipped_file(path), json.dumps(shard_skipped) + "\n")
+            write_text_atomic(path, jsonl_text(rows))
             skipped_now += shard_skipped
     finally:
         bar.close()
-    seconds = time.perf_counter() - t0
-    barrier()
-    merged = counts = None
-    if rank == 0:
-        merged, counts = merge_shards(
-            out,
-            enc,
-            shards,
-            settings.prefix_mode,
-            session={"rank_0_seconds": seconds, "world_size": world, "tokens_rank_0": n_tokens},
-            reader_skipped=reader_skipped,
-            n_records=n_records,
-        )
-    barrier()
-    return ScoreRun(
-        out,
-        len(pairs),
-        todo_pairs,
-        len(shards),
-        len(done),
-        enc.skipped + skipped_now,
-        seconds,
-        n_tokens,
-        merged,
-        counts,
-    )
+    return n_tokens, skipped_now
 
 
 def _shard_problem(path: Path, enc: EncodeResult, shard: Sequence[Sequence[int]]) -> str | None:
@@ -368,7 +384,7 @@ def _shard_problem(path: Path, enc: EncodeResult, shard: Sequence[Sequence[int]]
 
 
 def merge_shards(
-    out: Path,
+    run: OutputRun,
     enc: EncodeResult,
     shards: Sequence[Sequence[Sequence[int]]],
     prefix_mode: str,
@@ -381,6 +397,7 @@ def merge_shards(
 
     Returns the merged file and the manifest's counts.
     """
+    out = run.path.parent
     files = _shard_files(out)
     missing = [k for k in range(len(shards)) if k not in files]
     if missing:
@@ -405,7 +422,7 @@ def merge_shards(
     if len(set(indices)) != len(indices):
         raise RuntimeError(f"duplicate indices while merging {out}")
     merged = out / MERGED
-    write_atomic(merged, _jsonl(rows))
+    write_text_atomic(merged, jsonl_text(rows))
     real = sum(real_cost(e, prefix_mode) for e in enc.encoded)
     padded = sum(padded_cost([enc.encoded[i] for i in b], prefix_mode) for s in shards for b in s)
     by_reason = dict(reader_skipped or {})
@@ -429,5 +446,5 @@ def merge_shards(
         "tokens_padded": padded,
         "padding_efficiency": real / padded if padded else 1.0,
     }
-    complete_scores_manifest(out, counts, skipped, session)
+    run.complete(counts, skipped=skipped, sessions=[*run.manifest.get("sessions", []), session])
     return merged, counts

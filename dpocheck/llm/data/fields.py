@@ -12,10 +12,12 @@ from typing import Any
 
 from dpocheck.errors import InputError
 
-from ..types import ChatMessages
+from .types import ChatMessages
 
 DELTA_REWARD_SOURCES = ("auto", "none", "delta_reward", "score_columns", "probability", "soft_preference")
 PROBABILITY_FIELDS = ("preference_prob", "prob_chosen", "p_chosen")
+#: What a command does with a bad record: skip and count it by reason, or stop naming it.
+ON_ERROR_CHOICES = ("skip", "raise")
 
 
 class RecordError(InputError):

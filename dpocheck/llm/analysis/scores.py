@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from dpocheck.errors import InputError
-
-from .manifest import (
+from dpocheck.llm.manifest import (
     MANIFEST,
     MERGED,
     ManifestError,
@@ -29,19 +28,7 @@ from .manifest import (
     scored_pair_count,
     sidecar_path,
 )
-
-NORMALIZATIONS = ("sum", "mean")
-LOGP_FIELDS = ("chosen_logp_sum", "rejected_logp_sum", "chosen_logp_mean", "rejected_logp_mean")
-REQUIRED_FIELDS = ("index", *LOGP_FIELDS)
-OPTIONAL_FIELDS = (
-    "chosen_tokens",
-    "rejected_tokens",
-    "chosen_truncated",
-    "rejected_truncated",
-    "delta_reward",
-    "reward_source",
-    "subset",
-)
+from dpocheck.llm.scoring.settings import LOGP_FIELDS, REQUIRED_FIELDS, check_convention
 
 
 class ScoresError(InputError):
@@ -79,17 +66,12 @@ class ScoreTable:
 
     def log_pi(self, which: str, normalization: str) -> np.ndarray:
         """log π(y_w|x) (``which="chosen"``) or log π(y_l|x) under the ``sum`` or ``mean`` convention."""
-        _check_normalization(normalization)
+        check_convention(normalization)
         return getattr(self, f"{which}_logp_{normalization}")
 
     def delta(self, normalization: str) -> np.ndarray:
         """The model's preference margin δ = log π(y_w|x) − log π(y_l|x) (PAPER §1)."""
         return self.log_pi("chosen", normalization) - self.log_pi("rejected", normalization)
-
-
-def _check_normalization(normalization: str) -> None:
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
 
 
 def _is_number(v: Any) -> bool:
@@ -176,7 +158,7 @@ def _is_train_eval_file(p: Path) -> bool:
         manifest = read_manifest(mpath)
     except (OSError, ValueError):
         return False
-    return isinstance(manifest, dict) and "loss" in manifest and "settings" in manifest
+    return manifest.get("tool") == "train"
 
 
 def _read_rows(

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..types import ChatMessages, PreferencePair
 from .fields import ReaderOptions, RecordError, check_distinct, finite_number, logit_clipped, text_field
+from .types import ChatMessages, PreferencePair
 
 
 def parse_alpacaeval(rec: dict[str, Any], rn: int, opts: ReaderOptions) -> PreferencePair:

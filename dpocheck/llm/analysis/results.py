@@ -3,7 +3,7 @@
 Every pair-level quantity is computed by :mod:`dpocheck.theory` (``violation_mask``, ``delta_opt``,
 ``in_undesirable_space``, ``undesirable_space_nonempty``, ``dpo_gradient_weight``, ``exit_gradient_weight``,
 ``dpo_loss``, ``log_cpo_margin``, ``log_gamma_star_pair``); this module only aggregates (shares, bootstrap
-intervals, subsets) into the typed, frozen results of :mod:`dpocheck.llm.result_types`
+intervals, subsets) into the typed, frozen results of :mod:`dpocheck.llm.analysis.result_types`
 (:class:`ViolationsReport`, :class:`Share`, :class:`Summary`, :class:`GammaStar`, …). Every number carries its
 claim, β and normalisation (``sum``: log π(y|x) is the sum of the response's token log-probs, PAPER §1; ``mean``:
 the per-token mean, the released code's convention).
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from dpocheck.llm.scoring.settings import check_convention
 from dpocheck.theory import (
     CPO_MARGIN_DEMO_GAMMA,
     RELEASED_DEFAULTS,
@@ -44,7 +45,7 @@ from .result_types import (
     Summary,
     ViolationsReport,
 )
-from .scores import DeltaReward, ScoresError, ScoreTable, _check_normalization, index_gaps, resolve_delta_reward
+from .scores import DeltaReward, ScoresError, ScoreTable, index_gaps, resolve_delta_reward
 
 DEFAULT_BETAS = (0.01, 0.1, 1.0, 5.0, 10.0)
 # the released code's demo and default γ (C10), from the theory layer's one definition
@@ -115,7 +116,7 @@ def analyze(
     reference: π_ref's scores; policy: a trained policy's scores (joined on index); delta_reward: from
     :func:`resolve_delta_reward` (None = use the rows' delta_reward if any).
     """
-    _check_normalization(normalization)
+    check_convention(normalization)
     betas = [float(b) for b in betas]
     if not betas or any(not (math.isfinite(b) and b > 0) for b in betas):
         raise ValueError(f"every β must be finite and > 0 (KL-regularised RLHF), got {betas}")
@@ -196,8 +197,8 @@ def analyze(
             n_reference_only=int(len(ref) - common.size),
             n_policy_only=int(len(policy) - common.size),
             delta_theta=Summary.of(d_theta, normalization=norm),
-            share_in_U=_share(in_u, CLAIMS["share_in_U"], None, norm, n_bootstrap, [seed, 3]),
-            preference_accuracy=_share(d_theta > 0, CLAIMS["preference_accuracy"], None, norm, n_bootstrap, [seed, 4]),
+            share_in_u=_share(in_u, CLAIMS["share_in_u"], None, norm, n_bootstrap, [seed, 3]),
+            ranking_accuracy=_share(d_theta > 0, CLAIMS["ranking_accuracy"], None, norm, n_bootstrap, [seed, 4]),
             implicit_reward_accuracy=_share(
                 d_theta > d_ref_j, CLAIMS["implicit_reward_accuracy"], None, norm, n_bootstrap, [seed, 5]
             ),
@@ -209,34 +210,44 @@ def analyze(
         if dr_all is None:
             per_beta.append(BetaResult(beta, norm, None, unavailable_note=delta_reward.label, policy=pol_at))
             continue
-        dref_h, dr_h = d_ref[have], dr_all[have]
-        viol = np.asarray(violation_mask(dref_h, dr_h, beta))
+        delta_ref_known, delta_reward_known = d_ref[have], dr_all[have]
+        violated = np.asarray(violation_mask(delta_ref_known, delta_reward_known, beta))
         tags = {"delta_reward": delta_reward.label} if delta_reward.assumed else {}
-        vr = _share(viol, CLAIMS["violation_rate"], beta, norm, n_bootstrap, [seed, 10, k], **tags)
-        by = None
+        rate = _share(violated, CLAIMS["violation_rate"], beta, norm, n_bootstrap, [seed, 10, k], **tags)
+        by_subset = None
         if subsets:
-            by = {}
-            pos_h = np.flatnonzero(have)
+            by_subset = {}
+            known_positions = np.flatnonzero(have)
             for j, (name, positions) in enumerate(subsets.items()):
-                sel = np.isin(pos_h, positions)
-                by[name] = _share(viol[sel], CLAIMS["violation_rate"], beta, norm, n_bootstrap, [seed, 20, k, j])
-        lgs = np.asarray(log_gamma_star_pair(dref_h, dr_h, beta, lw[have], ll[have]))
+                sel = np.isin(known_positions, positions)
+                by_subset[name] = _share(
+                    violated[sel], CLAIMS["violation_rate"], beta, norm, n_bootstrap, [seed, 20, k, j]
+                )
+        log_gamma_star = np.asarray(log_gamma_star_pair(delta_ref_known, delta_reward_known, beta, lw[have], ll[have]))
         per_beta.append(
             BetaResult(
                 beta,
                 norm,
-                vr,
-                idealized_ranking_accuracy=vr.complement(CLAIMS["idealized_ranking_accuracy"]),
+                rate,
+                idealized_ranking_accuracy=rate.complement(CLAIMS["idealized_ranking_accuracy"]),
                 delta_opt=Summary.of(
-                    np.asarray(delta_opt(dref_h, dr_h, beta)),
+                    np.asarray(delta_opt(delta_ref_known, delta_reward_known, beta)),
                     claim="key identity: δ_{π*} = δ_ref + Δr*/β",
                     beta=beta,
                     normalization=norm,
                 ),
-                violation_rate_by_subset=by,
-                gamma_star=_gamma_star(lgs, beta, ref.index[have], norm),
+                violation_rate_by_subset=by_subset,
+                gamma_star=_gamma_star(log_gamma_star, beta, ref.index[have], norm),
                 violation_rate_with_cpo_margin=tuple(
-                    _share(lgs >= math.log(g), CLAIMS["violation_rate_with_cpo_margin"], beta, norm, 0, None, gamma=g)
+                    _share(
+                        log_gamma_star >= math.log(g),
+                        CLAIMS["violation_rate_with_cpo_margin"],
+                        beta,
+                        norm,
+                        0,
+                        None,
+                        gamma=g,
+                    )
                     for g in gammas
                 ),
                 policy=pol_at,
@@ -263,22 +274,22 @@ def _subset_positions(subset: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _gamma_star(lgs: np.ndarray, beta: float, index: np.ndarray, norm: str) -> GammaStar:
+def _gamma_star(log_gamma_star_pairs: np.ndarray, beta: float, index: np.ndarray, norm: str) -> GammaStar:
     """γ* from the per-pair log γ*_pair (−inf for pairs that need no margin)."""
-    need = np.isfinite(lgs)
+    need = np.isfinite(log_gamma_star_pairs)
     head = (CLAIMS["gamma_star"], beta, norm, int(need.sum()))
     if not need.any():
         return GammaStar(*head, None, 0.0, None, "no pair is violated: γ* = 0")
-    j = int(np.argmax(np.where(need, lgs, -np.inf)))
-    log_gs = float(lgs[j])
+    j = int(np.argmax(np.where(need, log_gamma_star_pairs, -np.inf)))
+    log_gamma_star = float(log_gamma_star_pairs[j])
     with np.errstate(over="ignore", under="ignore"):
-        gs = math.exp(log_gs) if log_gs < 709.0 else math.inf
+        gamma_star = math.exp(log_gamma_star) if log_gamma_star < 709.0 else math.inf
     note = None
-    if gs == 0.0:
+    if gamma_star == 0.0:
         note = "γ* underflows float64; use log_gamma_star"
     elif norm == "sum":
         note = "whole-sequence 1/π_ref is astronomically large, so γ* is tiny; compare in log space"
-    return GammaStar(*head, log_gs, _finite_or_none(gs), int(index[j]), note)
+    return GammaStar(*head, log_gamma_star, _finite_or_none(gamma_star), int(index[j]), note)
 
 
 def _policy_at_beta(d_theta: np.ndarray, d_ref: np.ndarray, in_u: np.ndarray, beta: float, norm: str) -> PolicyAtBeta:
@@ -291,10 +302,10 @@ def _policy_at_beta(d_theta: np.ndarray, d_ref: np.ndarray, in_u: np.ndarray, be
         dpo_gradient_weight=Summary.of(
             w, claim=CLAIMS["dpo_gradient_weight"], beta=beta, normalization=norm, at_reference=beta / 2.0
         ),
-        dpo_gradient_weight_in_U=Summary.of(
+        dpo_gradient_weight_in_u=Summary.of(
             w[in_u], claim=CLAIMS["dpo_gradient_weight"] + " on pairs in U", beta=beta, normalization=norm
         ),
-        exit_gradient_weight_in_U=Summary.of(
+        exit_gradient_weight_in_u=Summary.of(
             np.asarray(exit_gradient_weight(d_ref[in_u], beta)),
             claim=CLAIMS["exit_gradient_weight"],
             beta=beta,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dpocheck._plot import pyplot, save_figure
 from dpocheck.theory import delta_opt, undesirable_space_nonempty, violation_mask
 
 from .result_types import Share, ViolationsReport
@@ -155,9 +155,8 @@ def render_markdown(report: ViolationsReport) -> str:
             "",
             "| quantity | claim | value [95 % CI] |",
             "|---|---|---|",
-            f"| share in U (δ_ref < δ_θ < 0) | {p.share_in_U.claim} | {format_share(p.share_in_U)} |",
-            f"| preference accuracy (δ_θ > 0) | {p.preference_accuracy.claim} | "
-            f"{format_share(p.preference_accuracy)} |",
+            f"| share in U (δ_ref < δ_θ < 0) | {p.share_in_u.claim} | {format_share(p.share_in_u)} |",
+            f"| preference accuracy (δ_θ > 0) | {p.ranking_accuracy.claim} | {format_share(p.ranking_accuracy)} |",
             f"| implicit-reward accuracy (δ_θ > δ_ref) | {p.implicit_reward_accuracy.claim} | "
             f"{format_share(p.implicit_reward_accuracy)} |",
             "",
@@ -171,8 +170,8 @@ def render_markdown(report: ViolationsReport) -> str:
             lines.append(
                 f"| {e.beta:g} | {_fmt(q.dpo_loss_mean)} | "
                 f"{_fmt(q.dpo_gradient_weight.mean)} "
-                f"(β/2 = {_fmt(e.beta / 2)}) | {_fmt(q.dpo_gradient_weight_in_U.mean)} | "
-                f"{_fmt(q.exit_gradient_weight_in_U.mean)} |"
+                f"(β/2 = {_fmt(e.beta / 2)}) | {_fmt(q.dpo_gradient_weight_in_u.mean)} | "
+                f"{_fmt(q.exit_gradient_weight_in_u.mean)} |"
             )
     lines.append("")
     return "\n".join(lines)
@@ -189,10 +188,7 @@ def plot_fig1(
 
     Without Δr*, a single histogram of δ_ref with the share where U is non-empty (δ_ref < 0, C3) shaded.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     d_ref = reference.delta(normalization)
     if delta_reward.values is None:
@@ -229,13 +225,7 @@ def plot_fig1(
     suffix = " — ASSUMED constant Δr*" if delta_reward.assumed else ""
     fig.suptitle(f"Toy Fig. 1: implicit assumption of DPO (C1/C2){suffix}; tails clipped into edge bins", fontsize=9)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return save_figure(fig, path, dpi=110, tight=False)
 
 
 def _json_default(x: Any) -> Any:

@@ -31,7 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .encode import PREFIX_MODES, EncodedPair
+from .encode import EncodedPair
+from .settings import PREFIX_MODES
 
 HEAD_CHUNK = 2048  # rows of hidden states per output-head matmul (bounds the logits held at once)
 SDPA_BACKENDS = ("auto", "math", "efficient", "flash", "cudnn")
@@ -89,7 +90,7 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def _forward_kwargs(model: Any) -> dict[str, str]:
+def forward_kwargs(model: Any) -> dict[str, str]:
     """Name of the cache argument (``cache`` in transformers 5, ``past_key_values`` before) of the base model."""
     cached = getattr(model, "_dpocheck_kwargs", None)
     if cached is not None:
@@ -264,7 +265,7 @@ def _run_scored(model: Any, ids: Any, mask4: Any, positions: Any, keep: Any, cac
 
     ``keep[b, t]`` means the logits at position t are scored against token ``ids[b, t + 1]``.
     """
-    names = _forward_kwargs(model)
+    names = forward_kwargs(model)
     kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask4, "position_ids": positions}
     if cache is not None:
         kwargs[names["cache_arg"]] = cache
@@ -360,7 +361,7 @@ def score_batch_shared(model: Any, batch: Sequence[EncodedPair], pad_id: int = 0
     causal = torch.ones((pmax, pmax), dtype=torch.bool, device=device).tril()
     allowed = causal[None] & pre_valid[:, None, :]
     positions = torch.arange(pmax, device=device)[None].expand(b, -1)
-    names = _forward_kwargs(model)
+    names = forward_kwargs(model)
     cache = _new_cache(DynamicCache, model.config)
     kwargs: dict[str, Any] = {
         "input_ids": pre_ids,
@@ -473,7 +474,7 @@ def score_batch_packed(
     ids, seg, pos, keep, which = (t.to(device) for t in pack_pairs(batch, pad_id, mult))
     # the scored token at a kept position t is ids[t + 1], except at the end of the chosen continuation,
     # where the next id in the row is the rejected continuation's first token: keep never marks that position.
-    sums, finite = _run_scored_rows(model, ids, packed_attention_mask(seg, dtype), pos, keep, which)
+    sums, finite = packed_row_sums(model, ids, packed_attention_mask(seg, dtype), pos, keep, which)
     counts = packed_counts(keep, which)
     sums = sums.reshape(-1)
     finite = finite.reshape(-1)
@@ -487,7 +488,7 @@ def packed_counts(keep: Any, which: Any) -> list[int]:
     return torch.stack([(keep & (which == 0)).sum(1), (keep & (which == 1)).sum(1)], dim=1).reshape(-1).tolist()
 
 
-def _run_scored_rows(model: Any, ids: Any, mask4: Any, positions: Any, keep: Any, which: Any) -> tuple[Any, Any]:
+def packed_row_sums(model: Any, ids: Any, mask4: Any, positions: Any, keep: Any, which: Any) -> tuple[Any, Any]:
     """Like :func:`_run_scored`, but sums per (row, which) into a [B, 2] table."""
     kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask4, "position_ids": positions, "use_cache": False}
     targets = ids[:, 1:][keep[:, :-1]]

@@ -1,0 +1,12 @@
+"""Models other than the scored policy at work: on-policy samples and reward-model gaps (the inputs of C2 on
+on-policy data).
+
+What lives where:
+
+- ``sample`` — ``dpocheck sample``: K seeded responses per prompt with their log-probs (a forward pass under the
+  sampler), and preference pairs formed from them (``all`` or ``best-worst`` by a reward field);
+- ``reward`` — ``dpocheck reward``: Δr* = r(y_w) − r(y_l) from a local sequence-classification reward model, on the
+  same rendered text the scorer reads.
+
+Both write through the output protocol of :mod:`dpocheck.llm.manifest` (``OUT.manifest.json``, ``--resume``).
+"""
