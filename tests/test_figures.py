@@ -143,3 +143,67 @@ def test_figures_cli_list_and_bad_name(tmp_path, capsys) -> None:
     assert "e5_gamma_sweep" in capsys.readouterr().out
     assert main(["figures", "--out", str(tmp_path), "--only", "nope", "--size", "toy"]) == 2
     assert "unknown experiment" in capsys.readouterr().err
+
+
+def _tables(out, exp):
+    """An experiment's tables as the runner reads them back from disk."""
+    return {t: read_table(out / "tables" / exp.name / f"{t}.csv") for t in exp.tables}
+
+
+def _data_line(container):
+    """The data line of an errorbar container (its first artist)."""
+    return container.lines[0]
+
+
+def test_e5_closed_form_and_trained_lines_are_both_visible(toy_run) -> None:
+    """The trained population optimum lies on the closed form, so the two need different styles: the closed form
+    is a wide band drawn first, the trained run a thinner dashed line with markers drawn on top; the one figure
+    legend names both."""
+    out, _ = toy_run
+    exp = get_experiment("e5")
+    fig = exp.module.figure(_tables(out, exp))
+    ax = fig.axes[0]
+    by_label = {c.get_label(): c for c in ax.containers}
+    labels = exp.module.READING_LABELS
+    closed = _data_line(by_label[labels["bt_population_closed_form"]])
+    trained = _data_line(by_label[labels["bt_population_trained"]])
+    assert np.allclose(closed.get_ydata(), trained.get_ydata())  # same data: only the style can separate them
+    assert closed.get_visible() and trained.get_visible()
+    assert (closed.get_linestyle(), closed.get_marker()) != (trained.get_linestyle(), trained.get_marker())
+    assert closed.get_linewidth() >= 3 * trained.get_linewidth()
+    assert closed.get_zorder() < trained.get_zorder()
+    assert len(fig.legends) == 1 and all(a.get_legend() is None for a in fig.axes)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels["bt_population_closed_form"] in legend and labels["bt_population_trained"] in legend
+    fig.clf()
+
+
+def test_e2_has_one_readable_legend_and_labelled_axes(toy_run) -> None:
+    """E2's grid of panels: one legend for the whole figure (font ≥ 9 pt) and none on the panels; every panel
+    titled by its setting (T, β, optimizer) and y-labelled; the bottom row x-labelled."""
+    out, _ = toy_run
+    exp = get_experiment("e2")
+    fig = exp.module.figure(_tables(out, exp))
+    grid = np.array(fig.axes).reshape(-1, 3)
+    assert len(fig.legends) == 1 and all(a.get_legend() is None for a in fig.axes)
+    texts = fig.legends[0].get_texts()
+    assert min(t.get_fontsize() for t in texts) >= 9
+    assert {"DPO", "RLHF optimum π*"} <= {t.get_text() for t in texts}
+    for ax in fig.axes:
+        assert ax.get_ylabel()
+        assert all(k in ax.get_title() for k in ("T = ", "β = ", "sgd"))
+    assert all(ax.get_xlabel() for ax in grid[-1])
+    fig.clf()
+
+
+def test_every_figure_draws_from_the_tables_with_titled_labelled_axes(toy_run) -> None:
+    """Every experiment's `figure` builds from the tables on disk; each axes has a title and both axis labels,
+    except where a panel shares its x-axis with the labelled panel below it."""
+    out, _ = toy_run
+    for exp in experiments():
+        fig = exp.module.figure(_tables(out, exp))
+        for ax in fig.axes:
+            assert ax.get_title() and ax.get_ylabel(), (exp.name, ax.get_title())
+            shared = [o for o in ax.get_shared_x_axes().get_siblings(ax) if o is not ax]
+            assert ax.get_xlabel() or any(o.get_xlabel() for o in shared), (exp.name, ax.get_title())
+        fig.clf()

@@ -41,7 +41,8 @@ def test_example_bandit_in_process(tmp_path, capsys) -> None:
       exit weight σ(−log 2) = 1/3; T = (log 2 + (2 − 1))/2; γ*_pair = 0.
     pair (0,2,0): δ_ref = −log 6, Δr* = 0.5, δ* = 0.5 − log 6 < 0 → violated; exit σ(−log 6) = 1/7;
       T = (log 6 + 5)/2; γ*_pair = (log 6 − 0.5)/(10 + 5/3) = 3(log 6 − 0.5)/35 ≈ 0.110722.
-    pair (0,1,2): δ_ref = log 3 > 0: U = ∅, T = 0, exit σ(log 3) = 3/4, not violated.
+    pair (0,1,2): δ_ref = log 3 > 0: U = ∅, so no exit weight and no escape time (null, "—" in the table),
+      not violated.
     pair (1,0,1): δ_ref = log 0.4, Δr* = 1: 0.084 > 0 → not violated; exit 0.4/1.4 = 2/7;
       T = (log 2.5 + 1.5)/2.
     pair (1,2,1): δ_ref = log 0.6, Δr* = 0.2 → −0.311 ≤ 0 violated; exit 0.6/1.6 = 3/8;
@@ -54,6 +55,14 @@ def test_example_bandit_in_process(tmp_path, capsys) -> None:
     assert "pairs violating C2 (β·δ_ref + Δr* ≤ 0): 2/5 (40.0 %)" in text
     assert "γ* (Eq. 27, max over pairs) = 0.110722" in text
     assert "E-CPOC (C9, ε = 0.1): every constraint δ ≥ ε holds: True" in text
+    header, _, *rows = text.splitlines()[:7]
+    for words in ("context", "winner", "loser", "violates C2", "U non-empty", "exit gradient weight", "escape time"):
+        assert words in header
+    assert "exit wt" not in text and "viol " not in header
+    empty = rows[2].split()  # pair (0, 1, 2): δ_ref = log 3 ≥ 0
+    assert empty[:3] == ["0", "1", "2"] and empty[-3:-1] == ["—", "—"]
+    assert all("—" not in r for i, r in enumerate(rows) if i != 2)
+    assert "— on 1 pair with δ_ref ≥ 0: U = (δ_ref, 0) is empty (C3)" in text
     assert f"wrote {out}" in text
     rep = _strict_json(out)
     assert TOP_KEYS | {"cpo"} <= set(rep)
@@ -63,7 +72,7 @@ def test_example_bandit_in_process(tmp_path, capsys) -> None:
     expected = [
         (0, 1, 0, -math.log(2), 1.0, False, True, 1 / 3, (math.log(2) + 1) / 2, 0.0),
         (0, 2, 0, -math.log(6), 0.5, True, True, 1 / 7, (math.log(6) + 5) / 2, g1),
-        (0, 1, 2, math.log(3), 0.5, False, False, 3 / 4, 0.0, 0.0),
+        (0, 1, 2, math.log(3), 0.5, False, False, None, None, 0.0),
         (1, 0, 1, math.log(0.4), 1.0, False, True, 2 / 7, (math.log(2.5) + 1.5) / 2, 0.0),
         (1, 2, 1, math.log(0.6), 0.2, True, True, 3 / 8, (math.log(5 / 3) + 2 / 3) / 2, g4),
     ]
@@ -74,8 +83,12 @@ def test_example_bandit_in_process(tmp_path, capsys) -> None:
         assert row["delta_ref"] == pytest.approx(dref, rel=1e-13)
         assert row["delta_reward"] == pytest.approx(dr, rel=1e-15)
         assert row["delta_opt"] == pytest.approx(dref + dr, rel=1e-12)
-        assert row["exit_gradient_weight"] == pytest.approx(exit_w, rel=1e-13)
-        assert row["escape_time"] == pytest.approx(t, rel=1e-12, abs=0)
+        if une:
+            assert row["exit_gradient_weight"] == pytest.approx(exit_w, rel=1e-13)
+            assert row["escape_time"] == pytest.approx(t, rel=1e-12, abs=0)
+        else:  # U = ∅: nothing to exit
+            assert row["exit_gradient_weight"] is None and row["escape_time"] is None
+            assert row["log_escape_time"] is None
         assert row["gamma_star_pair"] == pytest.approx(g, rel=1e-12, abs=0)
     assert np.allclose(np.exp(np.array(rep["log_pi_opt"])).sum(axis=1), 1.0)
     e = rep["ecpoc"]
@@ -241,3 +254,40 @@ def test_write_json_atomic_never_leaves_half_files(tmp_path) -> None:
         write_json_atomic(target, {"x": float("nan")})
     assert json.loads(target.read_text()) == {"x": [1.5, 2]}
     assert [p.name for p in target.parent.iterdir()] == ["b.json"]
+
+
+def test_cpo_lines_say_what_was_counted_and_why(capsys) -> None:
+    """Default bandit at γ = 1.1·γ*: the CPO lines separate contexts without an interior stationary point from
+    pairs that are not aligned, give the 1/π_ref approximation's and π*'s counts (each recounted here from the
+    JSON report), and a 'why' line naming the proofs claims; below γ* (the example file, γ = 0.05) there is no
+    'why' line."""
+    from dpocheck.theory import gamma_star
+    from dpocheck.theory.report import (
+        CPO_EXPLAINING_CLAIMS,
+        cpo_summary_lines,
+        default_bandit,
+        format_tabular_table,
+        tabular_report,
+    )
+
+    bandit = default_bandit()
+    lw, ll = bandit.log_pi_ref_pairs()
+    gstar = gamma_star(bandit.delta_ref(), bandit.delta_reward(), bandit.beta, lw, ll)
+    rep = tabular_report(bandit, 1.1 * gstar, 0.0)
+    c, n = rep["cpo"], rep["n_pairs"]
+    n_point = sum(c["interior_stationary_point_exists"])
+    n_exact = sum(bool(v) for v in c["aligned_exact"])
+    n_approx = sum(v > 0 for v in c["delta_approx"])
+    n_opt = sum(p["delta_opt"] > 0 for p in rep["pairs"])
+    lines = cpo_summary_lines(rep)
+    text = "\n".join(lines)
+    assert f"({n_point}/{n} pairs), aligned (δ > 0) on {n_exact} of those {n_point} pairs" in text
+    assert f"aligned on {n_approx}/{n} pairs" in text and f"optimum): aligned on {n_opt}/{n} pairs" in text
+    assert "1.1·γ*" in lines[0]
+    start = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("why:"))
+    why = " ".join(ln.strip() for ln in lines[start:])
+    assert all(cid in why for cid in CPO_EXPLAINING_CLAIMS) and max(len(ln) for ln in lines[start:]) <= 120
+    assert ("no interior stationary point exists" in why) == (n_point < n)
+    assert text in format_tabular_table(rep)
+    assert main(["tabular", str(EXAMPLE)]) == 0
+    assert "why:" not in capsys.readouterr().out

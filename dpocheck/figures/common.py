@@ -20,10 +20,74 @@ def no_progress(_: str) -> None:
     """A progress callback that prints nothing."""
 
 
+Scalar = float | int | bool | str | None
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, float | int | bool | str | np.floating | np.integer | np.bool_)
+
+
+def _check_label(label: Any, claim: str) -> None:
+    if not isinstance(label, str) or not any(ch.isalpha() for ch in label):
+        raise TypeError(f"headline ({claim}): every number needs a label in words, got the label {label!r}")
+
+
+def check_headline_value(value: Any, claim: str = "?") -> None:
+    """Raise TypeError unless `value` labels every number it holds.
+
+    Allowed: one scalar (the `quantity` column names it), a mapping label → scalar, or a mapping label →
+    (mapping sub-label → scalar) — e.g. {"DPO": {"share in U": 0.3, "reward": 1.2}}. Lists, tuples and
+    unlabelled keys are refused: a bare ``[0.08, 0.03]`` in the report does not say which number is which.
+    """
+    if _is_scalar(value):
+        return
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"headline ({claim}): value {value!r} is a {type(value).__name__}; pass a scalar or a mapping "
+            "label → number so that the report says what each number is"
+        )
+    for label, v in value.items():
+        _check_label(label, claim)
+        if _is_scalar(v):
+            continue
+        if not isinstance(v, Mapping):
+            raise TypeError(f"headline ({claim}): {label!r} holds a {type(v).__name__}; label each of its numbers")
+        for sub, x in v.items():
+            _check_label(sub, claim)
+            if not _is_scalar(x):
+                raise TypeError(f"headline ({claim}): {label!r} → {sub!r} holds {x!r}; only one level of labels")
+
+
 def headline(claim: str, setting: str, quantity: str, value: Any, text: str) -> dict[str, Any]:
     """One headline number for the report: which claim (C1…C10 or E1…E4), in which setting, what it
-    measures."""
+    measures. `value` is a scalar or labels every number (see :func:`check_headline_value`)."""
+    check_headline_value(value, claim)
     return {"claim": claim, "setting": setting, "quantity": quantity, "value": value, "text": text}
+
+
+def format_scalar(v: Any, digits: int = 4) -> str:
+    """One headline scalar as report text: yes/no, n/a for NaN or None, `digits` significant digits."""
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool | np.bool_):
+        return "yes" if v else "no"
+    if isinstance(v, float | np.floating):
+        return "n/a" if math.isnan(v) else f"{float(v):.{digits}g}"
+    return str(v)
+
+
+def format_headline_value(value: Any) -> str:
+    """A headline value as one report cell, every number after its label: ``label = v; label = v`` and, one
+    level down, ``label: sub = v, sub = v``."""
+    if not isinstance(value, Mapping):
+        return format_scalar(value)
+    parts = []
+    for label, v in value.items():
+        if isinstance(v, Mapping):
+            parts.append(f"{label}: " + ", ".join(f"{sub} = {format_scalar(x)}" for sub, x in v.items()))
+        else:
+            parts.append(f"{label} = {format_scalar(v)}")
+    return "; ".join(parts)
 
 
 def mean_se(values: Any) -> tuple[float, float]:

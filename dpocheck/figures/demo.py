@@ -20,7 +20,6 @@ is missing or failed.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 import traceback
@@ -30,6 +29,7 @@ from typing import Any
 
 from dpocheck.sims.tables import write_text_atomic
 
+from .common import format_headline_value, format_scalar
 from .registry import run_all
 
 Log = Callable[[str], None]
@@ -52,7 +52,13 @@ def run_proofs(out_dir: Path, log: Log, only: list[str] | None = None) -> dict[s
     Returns {"status": ok | regression | missing | failed, "results", "markdown", "summary", "error"}.
     """
     try:
-        from dpocheck.proofs_check import results_to_json, results_to_markdown, run_claims
+        from dpocheck.proofs_check import (
+            claim_sections_markdown,
+            results_to_json,
+            results_to_markdown,
+            run_claims,
+            verdict_table_markdown,
+        )
     except ImportError as err:
         _loud(log, f"PROOFS MISSING: cannot import dpocheck.proofs_check ({err}); the demo will exit non-zero")
         return {"status": "missing", "error": str(err)}
@@ -65,7 +71,8 @@ def run_proofs(out_dir: Path, log: Log, only: list[str] | None = None) -> dict[s
     try:
         results = run_claims(profile="fast", only=only, progress=progress)
         doc = results_to_json(results)
-        md = results_to_markdown(results, details=False)
+        table = verdict_table_markdown(results)
+        sections = claim_sections_markdown(results, details=False, level=3)
     except Exception as err:  # noqa: BLE001 — reported loudly, demo continues, exit status non-zero
         _loud(log, f"PROOFS FAILED: {type(err).__name__}: {err}")
         log(traceback.format_exc())
@@ -81,7 +88,8 @@ def run_proofs(out_dir: Path, log: Log, only: list[str] | None = None) -> dict[s
     return {
         "status": "regression" if regressions else "ok",
         "results": results,
-        "markdown": md,
+        "table": table,
+        "sections": sections,
         "summary": doc.get("summary", {}),
         "regressions": regressions,
         "seconds": time.perf_counter() - t0,
@@ -112,30 +120,45 @@ def run_tabular(out_dir: Path, log: Log) -> dict[str, Any]:
     return {"status": "ok", "report": report, "text": text, "gamma": gamma, "gamma_star": gstar}
 
 
-def _fmt_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.4g}"
-    if isinstance(v, list):
-        return "[" + ", ".join(_fmt_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {_fmt_value(x)}" for k, x in v.items()) + "}"
-    return str(v)
-
-
-def demote_headings(markdown: str, levels: int = 2) -> str:
-    """Push every Markdown heading down `levels` levels (to embed another report under our own headings)."""
-    out = []
-    for line in markdown.splitlines():
-        if line.startswith("#"):
-            line = "#" * levels + line
-        out.append(line)
-    return "\n".join(out)
-
-
 def _md(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+APPENDIX = "Appendix: evidence per claim"
+APPENDIX_ANCHOR = "appendix-evidence-per-claim"
+
+
+def _claim_link(claim_id: str, proofs: dict[str, Any]) -> str:
+    """A link to a claim's section of the appendix with its verdict, or, when this run did not check it, the
+    command that does."""
+    result = next((r for r in proofs.get("results", []) if r.id == claim_id), None)
+    if result is None:
+        return f"{claim_id} (not checked in this run: `dpocheck proofs --only {claim_id}`)"
+    from dpocheck.proofs_check.report import claim_anchor
+
+    corrected = f"; corrected statement: {result.corrected['verdict']}" if result.corrected else ""
+    return f"[{claim_id}](#{claim_anchor(claim_id)}) ({result.paper_ref}: **{result.verdict}**{corrected})"
+
+
+def _cpo_note(report: dict[str, Any], proofs: dict[str, Any]) -> list[str]:
+    """Below the tabular report: why its CPO lines show fewer aligned pairs than π*, with links to the claims."""
+    from dpocheck.theory.report import CPO_EXPLAINING_CLAIMS, cpo_counts
+
+    if "cpo" not in report:
+        return []
+    k = cpo_counts(report)
+    if k["n_aligned_exact"] >= k["n_aligned_rlhf"]:
+        return []
+    n, n_point = k["n_pairs"], k["n_pairs_with_point"]
+    missing = f"; the other {n - n_point} count as not aligned" if n_point < n else ""
+    return [
+        "",
+        f"**Why CPO's exact stationary point is aligned on fewer pairs ({k['n_aligned_exact']}/{n}) than π*, i.e. "
+        f"DPO's population optimum ({k['n_aligned_rlhf']}/{n}).** Thm 4.9's γ > γ* guarantee holds for the "
+        "1/π_ref approximation only: the CPO objective is unbounded above for γ > 0 (an interior stationary point "
+        f"exists on {n_point}/{n} pairs here{missing}), and where one exists, 1/π_γ replaces 1/π_ref and the "
+        "margin can fall short. See " + " and ".join(_claim_link(c, proofs) for c in CPO_EXPLAINING_CLAIMS) + ".",
+    ]
 
 
 def build_report(
@@ -179,7 +202,7 @@ def build_report(
             f"violation rate "
             f"(C2) {100 * rep['violation_rate']:.1f} %, γ* (Eq. 27) = {rep['gamma_star']:.4g}, E-CPOC (C9, "
             f"ε = 0) all "
-            f"constraints hold: {_fmt_value(rep['ecpoc']['all_constraints_hold'])}."
+            f"constraints hold: {format_scalar(rep['ecpoc']['all_constraints_hold'])}."
         )
     else:
         lines.append(f"- **Tabular report {tabular['status'].upper()}**: {tabular.get('error', '')}")
@@ -203,15 +226,17 @@ def build_report(
         for h in f.get("headlines", []):
             lines.append(
                 f"| {_md(h['claim'])} | {_md(h['setting'])} | {_md(h['quantity'])} | "
-                f"{_md(_fmt_value(h['value']))} | "
+                f"{_md(format_headline_value(h['value']))} | "
                 f"{_md(h['text'])} |"
             )
     lines += ["", "## Verdicts (proofs, fast profile)", ""]
     if proofs["status"] in ("ok", "regression"):
         lines += [
-            proofs["markdown"],
+            "Each claim's evidence is summarised by its leading clauses; the id links to the full evidence in "
+            f"[{APPENDIX}](#{APPENDIX_ANCHOR}) (also in [proofs.md](proofs.md), every number in "
+            "[proofs.json](proofs.json)).",
             "",
-            "Full evidence: [proofs.md](proofs.md), [proofs.json](proofs.json).",
+            proofs["table"],
         ]
     else:
         lines.append(f"**Not available** — {proofs.get('error', '')}")
@@ -227,6 +252,7 @@ def build_report(
             tabular["text"],
             "```",
         ]
+        lines += _cpo_note(tabular["report"], proofs)
     else:
         lines.append(f"**Not available** — {tabular.get('error', '')}")
     lines += ["", "## Experiments", ""]
@@ -246,6 +272,8 @@ def build_report(
         for h in f["headlines"]:
             lines.append(f"- **{h['claim']}** ({h['setting']}): {h['text']}")
         lines.append("")
+    if proofs["status"] in ("ok", "regression"):
+        lines += [f'<a id="{APPENDIX_ANCHOR}"></a>', "", f"## {APPENDIX}", "", proofs["sections"], ""]
     return "\n".join(lines) + "\n"
 
 

@@ -170,14 +170,14 @@ def compute(sweep: dict[str, Any], progress: Progress = no_progress) -> dict[str
     return {"violation_map": rows, "delta_opt_histogram": hist}
 
 
-def plot(tables: dict[str, Rows], path: Path) -> Path:
-    """Left: violation share against β per ρ (closed form lines, Monte Carlo points ± 2 s.e.); right:
-    histograms."""
+def figure(tables: dict[str, Rows]) -> Any:
+    """The matplotlib Figure. Left: violation share against β per ρ (closed-form lines, Monte Carlo points ± 2
+    s.e.); right: histograms of δ_π*, violated bins in red, with one legend below them."""
     plt = pyplot()
     vmap = tables["violation_map"]
     hist = tables["delta_opt_histogram"]
     panels = [(h["beta"], h["misalignment"]) for h in _unique_pairs(hist)]
-    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(4.2 * (1 + len(panels)), 3.4))
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(4.4 * (1 + len(panels)), 4.2), layout="constrained")
     ax = axes[0]
     cmap = plt.get_cmap("viridis")
     rhos = unique(vmap, "misalignment")
@@ -198,29 +198,34 @@ def plot(tables: dict[str, Rows], path: Path) -> Path:
     ax.set_xlabel("β")
     ax.set_ylabel("share of pairs violating C2")
     ax.set_title("closed form (lines) vs Monte Carlo (points ± 2 s.e.)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8, title="misalignment", title_fontsize=8, loc="upper left")
+    bars = {}
     for ax, (beta, rho) in zip(axes[1:], panels, strict=True):
         rows = select(hist, beta=beta, misalignment=rho)
         left = column(rows, "bin_left")
         width = column(rows, "bin_right") - left
         counts = column(rows, "count")
         viol = np.array([bool(r["violated_bin"]) for r in rows])
-        ax.bar(left[~viol], counts[~viol], width=width[~viol], align="edge", color="tab:gray")
-        ax.bar(
-            left[viol],
-            counts[viol],
-            width=width[viol],
-            align="edge",
-            color="tab:red",
-            label="violated (δ_π* ≤ 0)",
+        bars["not violated (δ_π* > 0)"] = ax.bar(
+            left[~viol], counts[~viol], width=width[~viol], align="edge", color="tab:gray"
+        )
+        bars["violated (δ_π* ≤ 0): π* prefers y_l"] = ax.bar(
+            left[viol], counts[viol], width=width[viol], align="edge", color="tab:red"
         )
         ax.axvline(0.0, color="k", lw=0.8)
         share = rows[0]["share_violated"]
         ax.set_title(f"β = {beta:g}, ρ = {rho:g}: {pct(share)} violated")
-        ax.set_xlabel("δ_π* = δ_ref + Δr*/β")
-        ax.legend(fontsize=7)
+        ax.set_xlabel("δ_π* = δ_ref + Δr*/β (end bins hold the tails)")
+        ax.set_ylabel(f"number of pairs (of {rows[0]['n_pairs']})")
+    if bars:
+        fig.legend(list(bars.values()), list(bars), loc="outside lower right", ncol=2, fontsize=9, frameon=False)
     fig.suptitle(TITLE)
-    return save_figure(fig, path)
+    return fig
+
+
+def plot(tables: dict[str, Rows], path: Path) -> Path:
+    """Draw :func:`figure` from the tables and save it."""
+    return save_figure(figure(tables), path)
 
 
 def _unique_pairs(hist: Rows) -> Rows:

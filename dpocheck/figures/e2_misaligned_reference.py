@@ -235,29 +235,45 @@ def _combos(rows: Rows) -> list[tuple[float, float, str]]:
     return out
 
 
-def plot(tables: dict[str, Rows], path: Path) -> Path:
-    """One row per (T, β, optimizer): share in U over steps per loss (line style = R), final accuracy and
-    reward against R."""
+_FLIP_STYLES = ["-", "--", "-.", ":", (0, (1, 1))]
+_COLUMNS = (  # (what each column of panels shows, its y-label)
+    ("share of training pairs in U over steps", "share of pairs in U"),
+    ("final preference accuracy against R", "preference accuracy\n(share with δ_θ > 0)"),
+    ("final true reward against R", "true reward E_π[r*]"),
+)
+
+
+def _setting_title(T: float, beta: float, opt: str, lr: float) -> str:
+    return f"T = {T:g}, β = {beta:g}, {opt} (lr {lr:g})"
+
+
+def figure(tables: dict[str, Rows]) -> Any:
+    """The matplotlib Figure: one row of panels per (T, β, optimizer) setting — share in U over steps per loss
+    (colour) and flip rate R (line style), final accuracy and final true reward against R — with one legend for
+    the whole figure, every panel titled by its setting and every axis labelled."""
     plt = pyplot()
     u = tables["u_share"]
     final = tables["final"]
     combos = _combos(u)
     flip_rates = unique(u, "flip_rate")
-    styles = ["-", "--", "-.", ":", (0, (1, 1))]
-    fig, axes = plt.subplots(len(combos), 3, figsize=(13, 2.8 * len(combos)), squeeze=False)
+    losses = unique(u, "loss_name")
+    fig, axes = plt.subplots(
+        len(combos), 3, figsize=(14, 2.6 * len(combos) + 1.6), squeeze=False, sharex="col", layout="constrained"
+    )
     for i, (T, beta, opt) in enumerate(combos):
         ax_u, ax_acc, ax_r = axes[i]
         where = {"ref_temperature": T, "beta": beta, "optimizer": opt}
-        for loss in unique(u, "loss_name"):
+        lr = select(final, **where)[0]["lr"]
+        for loss in losses:
             for j, R in enumerate(flip_rates):
                 rows = sorted(select(u, **where, loss_name=loss, flip_rate=R), key=lambda r: r["step"])
                 if rows:
                     ax_u.plot(
                         column(rows, "step"),
                         column(rows, "frac_in_U"),
-                        ls=styles[j % len(styles)],
+                        ls=_FLIP_STYLES[j % len(_FLIP_STYLES)],
+                        lw=1.2,
                         color=LOSS_COLORS.get(loss),
-                        label=f"{LOSS_LABELS.get(loss, loss)}, R={R:g}" if i == 0 else None,
                     )
             rows = sorted(select(final, **where, loss_name=loss), key=lambda r: r["flip_rate"])
             for ax, name in ((ax_acc, "pref_acc"), (ax_r, "expected_reward")):
@@ -267,30 +283,54 @@ def plot(tables: dict[str, Rows], path: Path) -> Path:
                     yerr=2 * column(rows, f"{name}_se"),
                     marker="o",
                     ms=3,
+                    capsize=2,
                     color=LOSS_COLORS.get(loss),
-                    label=LOSS_LABELS.get(loss, loss),
                 )
         rows = sorted(select(final, **where, loss_name="dpo"), key=lambda r: r["flip_rate"])
         if rows:
-            ax_r.plot(column(rows, "flip_rate"), column(rows, "rlhf_optimum_reward"), "k--", label="RLHF optimum π*")
-            ax_r.plot(column(rows, "flip_rate"), column(rows, "reference_reward"), "k:", label="π_ref")
-        ax_u.axhline(0.25, color="gray", lw=0.6)
-        ax_u.axhline(0.05, color="gray", lw=0.6, ls=":")
-        label = f"T = {T:g}, β = {beta:g}, {opt}"
-        ax_u.set_title(f"{label}: share of pairs in U")
+            ax_r.plot(column(rows, "flip_rate"), column(rows, "rlhf_optimum_reward"), "k--", lw=1)
+            ax_r.plot(column(rows, "flip_rate"), column(rows, "reference_reward"), "k:", lw=1)
+        ax_u.axhline(0.25, color="gray", lw=0.8)
+        ax_u.axhline(0.05, color="gray", lw=0.8, ls=":")
         ax_u.set_ylim(bottom=0)
-        ax_acc.set_title(f"{label}: final preference accuracy")
-        ax_r.set_title(f"{label}: final true reward")
-        if i == len(combos) - 1:
-            ax_u.set_xlabel("step")
-            ax_acc.set_xlabel("flip rate R of the reference's labels")
-            ax_r.set_xlabel("flip rate R")
-        if i == 0:
-            ax_u.legend(fontsize=6, ncol=2)
-            ax_r.legend(fontsize=6)
-    fig.suptitle(TITLE, y=1.0)
-    fig.tight_layout()
-    return save_figure(fig, path)
+        for ax, (_, ylabel) in zip(axes[i], _COLUMNS, strict=True):
+            ax.set_title(_setting_title(T, beta, opt, lr), fontsize=9)
+            ax.set_ylabel(ylabel)
+    for ax, xlabel in zip(
+        axes[-1], ("training step", "flip rate R of the reference's labels", "flip rate R"), strict=True
+    ):
+        ax.set_xlabel(xlabel)
+    fig.legend(*_legend_entries(losses, flip_rates), loc="outside lower center", ncol=4, fontsize=10, frameon=False)
+    fig.suptitle(
+        f"{TITLE}\ncolumns: " + "; ".join(c for c, _ in _COLUMNS) + ". T: reference temperature, R: share of the "
+        "reference's labels flipped; error bars ± 2 s.e.",
+        fontsize=11,
+    )
+    return fig
+
+
+def _legend_entries(losses: list[str], flip_rates: list[float]) -> tuple[list[Any], list[str]]:
+    """Proxy artists for the one figure legend: colour = loss, line style = R, black/gray = reference lines."""
+    from matplotlib.lines import Line2D
+
+    handles: list[Any] = [Line2D([], [], color=LOSS_COLORS.get(loss), lw=2.5) for loss in losses]
+    labels = [LOSS_LABELS.get(loss, loss) for loss in losses]
+    for j, R in enumerate(flip_rates):
+        handles.append(Line2D([], [], color="dimgray", ls=_FLIP_STYLES[j % len(_FLIP_STYLES)], lw=1.5))
+        labels.append(f"flip rate R = {R:g} (left column)")
+    handles += [
+        Line2D([], [], color="gray", lw=0.8),
+        Line2D([], [], color="gray", lw=0.8, ls=":"),
+        Line2D([], [], color="k", ls="--", lw=1),
+        Line2D([], [], color="k", ls=":", lw=1),
+    ]
+    labels += ["25 % in U (paper's DPO level)", "5 % in U (paper's CPO level)", "RLHF optimum π*", "reference π_ref"]
+    return handles, labels
+
+
+def plot(tables: dict[str, Rows], path: Path) -> Path:
+    """Draw :func:`figure` from the tables and save it."""
+    return save_figure(figure(tables), path)
 
 
 def headlines(tables: dict[str, Rows]) -> Rows:
@@ -333,7 +373,11 @@ def headlines(tables: dict[str, Rows]) -> Rows:
                 "E2/C3/C8",
                 f"{setting}; {cell(r)}",
                 "final share in U: DPO vs CPO margin",
-                [r["dpo_final_U"], r["cpo_final_U"]],
+                {
+                    f"{LOSS_LABELS['dpo']}, final share in U": r["dpo_final_U"],
+                    f"{LOSS_LABELS['dpo']}, peak share in U": r["dpo_peak_U"],
+                    f"{LOSS_LABELS['cpo_margin']}, final share in U": r["cpo_final_U"],
+                },
                 f"{cell(r)}: share in U after {steps} steps DPO {pct(r['dpo_final_U'])} "
                 f"(peak {pct(r['dpo_peak_U'])}), CPO margin {pct(r['cpo_final_U'])}"
                 f" → pattern {'holds' if r['pattern_holds'] else 'does not hold'}.",

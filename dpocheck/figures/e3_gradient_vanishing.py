@@ -67,6 +67,7 @@ TABLES = {
         "time_over_T",
         "delta_policy",
         "weight",
+        "weight_over_beta",
         "in_U",
     ),
 }
@@ -136,28 +137,30 @@ def compute(sweep: dict[str, Any], progress: Progress = no_progress) -> dict[str
                     "time_over_T": time / t_closed[i],
                     "delta_policy": float(d[r]),
                     "weight": float(w[r]),
+                    "weight_over_beta": float(w[r] / beta),
                     "in_U": bool(inside[r]),
                 }
             )
     return {"escape_times": esc, "weight_trajectories": traj_rows}
 
 
-def plot(tables: dict[str, Rows], path: Path) -> Path:
-    """Weight/β along trajectories; simulated vs closed-form escape time; exit/entry weight and slowdown vs
-    κ."""
+def figure(tables: dict[str, Rows]) -> Any:
+    """The matplotlib Figure: weight/β along trajectories; simulated vs closed-form escape time; exit/entry
+    weight and slow-down against β·|δ_ref|. Every legend sits below its panel, off the data."""
     plt = pyplot()
     esc = tables["escape_times"]
     tr = tables["weight_trajectories"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), layout="constrained")
     cmap = plt.get_cmap("plasma")
     kappas = sorted(unique(tr, "kappa"), reverse=True)
     beta0 = unique(tr, "beta")[len(unique(tr, "beta")) // 2]
+    below = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.16), "fontsize": 8, "frameon": False}
     ax = axes[0]
     for i, k in enumerate(kappas):
         rows = select(tr, beta=beta0, kappa=k)
         ax.plot(
             column(rows, "time_over_T"),
-            column(rows, "weight") / beta0,
+            column(rows, "weight_over_beta"),
             color=cmap(i / max(1, len(kappas) - 1)),
             label=f"β·δ_ref = {k:g}",
         )
@@ -165,21 +168,21 @@ def plot(tables: dict[str, Rows], path: Path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("time / closed-form escape time T")
     ax.set_ylabel("DPO gradient weight / β")
-    ax.set_title(f"β = {beta0:g}: weight falls from 1/2 to σ(β·δ_ref) at the exit")
-    ax.legend(fontsize=7)
+    ax.set_title(f"β = {beta0:g}: weight falls from 1/2 to σ(β·δ_ref) at the exit (t = T)")
+    ax.legend(ncol=4, **below)
     ax = axes[1]
     for b in unique(esc, "beta"):
         rows = select(esc, beta=b)
         ax.plot(column(rows, "escape_time_closed"), column(rows, "escape_time_sim"), "o", ms=4, label=f"β = {b:g}")
     lo = min(column(esc, "escape_time_closed").min(), column(esc, "escape_time_sim").min())
     hi = max(column(esc, "escape_time_closed").max(), column(esc, "escape_time_sim").max())
-    ax.plot([lo, hi], [lo, hi], "k-", lw=0.6, label="y = x")
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.6, label="y = x (agreement)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("closed-form escape time T")
     ax.set_ylabel("simulated escape time (gradient descent)")
-    ax.set_title(f"max relative error {fmt(float(np.max(np.abs(column(esc, 'rel_error')))))}")
-    ax.legend(fontsize=7)
+    ax.set_title("escape time from U: simulation vs closed form")
+    ax.legend(ncol=4, **below)
     ax = axes[2]
     rows = sorted(select(esc, beta=unique(esc, "beta")[0]), key=lambda r: r["kappa"])
     k = column(rows, "kappa")
@@ -187,11 +190,16 @@ def plot(tables: dict[str, Rows], path: Path) -> Path:
     ax.plot(-k, column(rows, "slowdown"), "s-", label="T / (|δ_ref|/β)  (slow-down vs no vanishing)")
     ax.set_yscale("log")
     ax.set_xlabel("β·|δ_ref|")
+    ax.set_ylabel("ratio (log scale)")
     ax.set_title("relative vanishing grows like e^(β·|δ_ref|)")
-    ax.legend(fontsize=7)
+    ax.legend(ncol=1, **below)
     fig.suptitle(TITLE)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
+
+
+def plot(tables: dict[str, Rows], path: Path) -> Path:
+    """Draw :func:`figure` from the tables and save it."""
+    return save_figure(figure(tables), path)
 
 
 def headlines(tables: dict[str, Rows]) -> Rows:
@@ -214,7 +222,10 @@ def headlines(tables: dict[str, Rows]) -> Rows:
             "C4",
             f"{setting}; β = {worst['beta']:g}, β·δ_ref = {worst['kappa']:g}",
             "exit/entry gradient weight and slow-down",
-            [worst["exit_over_entry"], worst["slowdown"]],
+            {
+                "exit / entry gradient weight": worst["exit_over_entry"],
+                "slow-down T / (|δ_ref|/β)": worst["slowdown"],
+            },
             f"At β·δ_ref = {worst['kappa']:g} the DPO gradient weight at the exit of U is "
             f"{fmt(100 * worst['exit_over_entry'])} % of its entry value β/2 (never 0: vanishing is "
             f"relative), and "

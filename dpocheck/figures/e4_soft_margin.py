@@ -74,12 +74,15 @@ def compute(sweep: dict[str, Any], progress: Progress = no_progress) -> dict[str
     return {"soft_margin": rows}
 
 
-def plot(tables: dict[str, Rows], path: Path) -> Path:
-    """One panel per δ_ref: ℓ/β curves per β over the hinge, the [hinge, hinge + (log 2)/β] band shaded."""
+def figure(tables: dict[str, Rows]) -> Any:
+    """The matplotlib Figure: one panel per δ_ref with ℓ/β curves per β over the hinge and the [hinge, hinge +
+    (log 2)/β] band shaded, then the gap relative to the band; one legend for the whole figure."""
     plt = pyplot()
     t = tables["soft_margin"]
     drefs = unique(t, "delta_ref")
-    fig, axes = plt.subplots(1, len(drefs) + 1, figsize=(4.6 * (len(drefs) + 1), 3.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(drefs) + 1, figsize=(4.8 * (len(drefs) + 1), 4.4), squeeze=False, layout="constrained"
+    )
     axes = axes[0]
     cmap = plt.get_cmap("viridis")
     betas = unique(t, "beta")
@@ -92,29 +95,32 @@ def plot(tables: dict[str, Rows], path: Path) -> Path:
             ax.fill_between(x, h, h + column(rows, "bound"), color=color, alpha=0.12)
             ax.plot(x, column(rows, "loss_over_beta"), color=color, label=f"β = {beta:g}")
         ax.plot(x, h, "k--", lw=1.0, zorder=5, label="hinge max(0, δ_ref − δ_θ)")
-        ax.axvline(dref, color="gray", lw=0.6, ls=":")
-        ax.axvline(0.0, color="gray", lw=0.6)
+        ax.axvline(dref, color="gray", lw=0.6, ls=":", label="δ_θ = δ_ref")
+        ax.axvline(0.0, color="gray", lw=0.6, label="δ_θ = 0")
         ax.set_xlabel("δ_θ")
         ax.set_ylabel("ℓ_DPO / β")
         ax.set_title(f"δ_ref = {dref:g}" + (" (target inside U)" if dref < 0 else ""))
-        ax.legend(fontsize=7)
     ax = axes[-1]
     for i, beta in enumerate(betas):
         rows = sorted(select(t, beta=beta, delta_ref=drefs[0]), key=lambda r: r["delta_policy"])
-        ax.plot(
-            column(rows, "delta_policy"),
-            column(rows, "gap_over_bound"),
-            color=cmap(i / max(1, len(betas) - 1)),
-            label=f"β = {beta:g}",
-        )
+        ax.plot(column(rows, "delta_policy"), column(rows, "gap_over_bound"), color=cmap(i / max(1, len(betas) - 1)))
     ax.axhline(1.0, color="k", lw=0.6)
     ax.set_xlabel("δ_θ")
     ax.set_ylabel("(ℓ/β − hinge) / ((log 2)/β)")
-    ax.set_title(f"gap within the band (δ_ref = {drefs[0]:g})")
-    ax.legend(fontsize=7)
+    ax.set_title(f"gap within the band (δ_ref = {drefs[0]:g}; 1 = the bound)")
+    from matplotlib.patches import Patch
+
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(Patch(color="gray", alpha=0.25))
+    labels.append("band [hinge, hinge + (log 2)/β] (colour = β)")
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=9, frameon=False)
     fig.suptitle(TITLE)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
+
+
+def plot(tables: dict[str, Rows], path: Path) -> Path:
+    """Draw :func:`figure` from the tables and save it."""
+    return save_figure(figure(tables), path)
 
 
 def headlines(tables: dict[str, Rows]) -> Rows:
@@ -131,7 +137,7 @@ def headlines(tables: dict[str, Rows]) -> Rows:
             f"δ_θ grid, β ∈ {{{', '.join(fmt(b) for b in betas)}}}, δ_ref ∈ "
             f"{{{', '.join(fmt(d) for d in unique(t, 'delta_ref'))}}}",
             "min gap, max gap/bound",
-            [float(gap.min()), float(ratio.max())],
+            {"min gap ℓ_DPO/β − hinge": float(gap.min()), "max gap / ((log 2)/β)": float(ratio.max())},
             f"0 ≤ ℓ_DPO/β − hinge ≤ (log 2)/β on all {len(t)} grid points up to float64 rounding (min gap "
             f"{fmt(float(gap.min()))}, "
             f"max gap/bound {fmt(float(ratio.max()), 6)}); at δ_θ = δ_ref the gap equals (log 2)/β to "

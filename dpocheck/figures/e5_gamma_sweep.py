@@ -190,39 +190,76 @@ def compute(sweep: dict[str, Any], progress: Progress = no_progress) -> dict[str
     return {"gamma_sweep": rows, "gamma_star": gs_rows}
 
 
-def plot(tables: dict[str, Rows], path: Path) -> Path:
-    """Share aligned against γ/γ* per reading, with the Thm 4.9 threshold γ/γ* = 1."""
+#: What each reading is, in words (legend and report labels).
+READING_LABELS = {
+    "paper_formula": "paper's formula δ_ref + (Δr* + m)/β",
+    "bt_population_closed_form": "BT population optimum, closed form",
+    "bt_population_trained": "BT population optimum, trained by gradient descent",
+    "exact_objective": "exact CPO objective (1/π_γ), where an interior point exists",
+    "hard_labels_budget": "hard labels, fixed step budget",
+}
+# Line styles: the trained population optimum coincides with the closed form, so the closed form is a wide pale
+# band drawn first and the trained run a thin dashed line with crosses drawn on top of it — both stay visible.
+_STYLES = {
+    "paper_formula": {"color": "tab:blue", "marker": "o", "ls": "-", "lw": 1.5, "zorder": 3},
+    "bt_population_closed_form": {
+        "color": "tab:orange",
+        "marker": None,
+        "ls": "-",
+        "lw": 7,
+        "alpha": 0.45,
+        "zorder": 2,
+    },
+    "bt_population_trained": {"color": "tab:green", "marker": "x", "ms": 7, "ls": "--", "lw": 1.5, "zorder": 4},
+    "exact_objective": {"color": "tab:red", "marker": "^", "ls": "-", "lw": 1.5, "zorder": 3},
+    "hard_labels_budget": {"color": "tab:purple", "marker": "v", "ls": ":", "lw": 1.5, "zorder": 3},
+}
+
+
+def figure(tables: dict[str, Rows]) -> Any:
+    """The matplotlib Figure: share aligned against γ/γ* per reading, with the Thm 4.9 threshold γ/γ* = 1, and
+    where the exact objective has an interior stationary point."""
     plt = pyplot()
     t = tables["gamma_sweep"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained", width_ratios=(1.4, 1))
     ax = axes[0]
-    markers = dict(zip(READINGS, "osD^v", strict=True))
-    for reading in unique(t, "reading"):
+    for reading in sorted(unique(t, "reading"), key=lambda r: _STYLES.get(r, {}).get("zorder", 3)):
         rows = sorted(select(t, reading=reading), key=lambda r: r["gamma_ratio"])
+        style = {"ms": 5, **_STYLES.get(reading, {"marker": "o"})}
         ax.errorbar(
             column(rows, "gamma_ratio"),
             column(rows, "share_aligned"),
             yerr=2 * np.nan_to_num(column(rows, "share_aligned_se")),
-            marker=markers.get(reading, "o"),
-            ms=4,
-            label=reading,
+            capsize=2,
+            elinewidth=0.8,
+            label=READING_LABELS.get(reading, reading),
+            **style,
         )
-    ax.axvline(1.0, color="k", lw=0.8, ls=":")
+    ax.axvline(1.0, color="k", lw=0.8, ls=":", label="Thm 4.9 threshold γ = γ*")
     ax.set_xlabel("γ / γ*  (per instance)")
-    ax.set_ylabel("share of pairs with δ > 0")
-    ax.set_title("share aligned (exact_objective: among contexts where a point exists)")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("share of pairs with δ > 0 (± 2 s.e.)")
+    ax.set_title("share of pairs aligned, per reading of “at convergence”")
     ax = axes[1]
     rows = sorted(select(t, reading="exact_objective"), key=lambda r: r["gamma_ratio"])
-    ax.plot(column(rows, "gamma_ratio"), column(rows, "share_exists"), "o-", color="tab:red")
+    ax.plot(column(rows, "gamma_ratio"), column(rows, "share_exists"), "^-", color="tab:red")
     ax.axvline(1.0, color="k", lw=0.8, ls=":")
     ax.set_ylim(0, 1.05)
-    ax.set_xlabel("γ / γ*")
+    ax.set_xlabel("γ / γ*  (per instance)")
     ax.set_ylabel("share of contexts")
     ax.set_title("exact CPO objective: an interior stationary point exists")
+    by_label = dict(zip(*reversed(axes[0].get_legend_handles_labels()), strict=True))
+    order = [READING_LABELS.get(r, r) for r in READINGS] + [
+        lab for lab in by_label if lab not in READING_LABELS.values()
+    ]
+    labels = [lab for lab in order if lab in by_label]
+    fig.legend([by_label[lab] for lab in labels], labels, loc="outside lower center", ncol=3, fontsize=9, frameon=False)
     fig.suptitle(TITLE)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
+
+
+def plot(tables: dict[str, Rows], path: Path) -> Path:
+    """Draw :func:`figure` from the tables and save it."""
+    return save_figure(figure(tables), path)
 
 
 def headlines(tables: dict[str, Rows]) -> Rows:
@@ -243,13 +280,13 @@ def headlines(tables: dict[str, Rows]) -> Rows:
         abs(a["share_aligned"] - b["share_aligned"])
         for a, b in zip(trained, select(t, reading="bt_population_closed_form"), strict=True)
     )
-    parts = ", ".join(f"{k} {pct(v['share_aligned'])}" for k, v in at.items())
+    parts = ", ".join(f"{READING_LABELS.get(k, k)} {pct(v['share_aligned'])}" for k, v in at.items())
     out = [
         headline(
             "C8/Thm 4.9",
             setting,
             f"share aligned at γ/γ* = {r1:g}",
-            {k: v["share_aligned"] for k, v in at.items()},
+            {READING_LABELS.get(k, k): v["share_aligned"] for k, v in at.items()},
             f"At γ = {r1:g}·γ* the share of pairs with δ > 0 is: {parts} (at γ = 0, i.e. DPO: "
             f"{pct(zero.get('paper_formula', {}).get('share_aligned', float('nan')))}). Thm 4.9's "
             f"threshold is exact "
@@ -259,7 +296,7 @@ def headlines(tables: dict[str, Rows]) -> Rows:
             "C8",
             setting,
             "share of contexts with an interior stationary point (exact objective)",
-            {fmt(r["gamma_ratio"]): r["share_exists"] for r in select(t, reading="exact_objective")},
+            {f"at {fmt(r['gamma_ratio'])}·γ*": r["share_exists"] for r in select(t, reading="exact_objective")},
             f"The exact CPO objective has an interior stationary point on "
             f"{pct(at['exact_objective']['share_exists'])} "
             f"of contexts at γ = {r1:g}·γ* (vs {pct(zero['exact_objective']['share_exists'])} at γ = 0): "
@@ -273,9 +310,9 @@ def headlines(tables: dict[str, Rows]) -> Rows:
             setting,
             "trained vs closed-form population stationary δ",
             {
-                "max_abs_diff": float(diff),
-                "min_share_within_1e-3": float(conv),
-                "max_share_aligned_diff": same_share,
+                "largest |trained δ − closed-form δ|": float(diff),
+                "smallest share of pairs within 1e-3": float(conv),
+                "largest difference of the aligned shares": same_share,
             },
             f"Gradient descent on the soft-label population loss reaches the closed-form stationary δ of "
             f"dpocheck.theory.population_stationary_delta within 1e-3 on ≥ {pct(float(conv))} of pairs at "

@@ -38,6 +38,7 @@ from dpocheck.theory import get_loss
 
 from .common import (
     LOSS_COLORS,
+    LOSS_LABELS,
     Progress,
     Rows,
     column,
@@ -77,6 +78,19 @@ METHODS = (
     "released_clip_hard",
     "ecpoc",
 )
+_HOW = {"_population": "population optimum", "_hard": "hard labels, step budget"}
+
+
+def method_label(method: str) -> str:
+    """A method of the table in words: the loss registry's label plus how it was run (e.g. 'DPO, hard labels,
+    step budget')."""
+    for suffix, how in _HOW.items():
+        if method.endswith(suffix):
+            base = method[: -len(suffix)]
+            return f"{LOSS_LABELS.get(base, base)}, {how}"
+    return LOSS_LABELS.get(method, method)
+
+
 TABLES = {
     "methods": (
         "method",
@@ -170,24 +184,25 @@ def compute(sweep: dict[str, Any], progress: Progress = no_progress) -> dict[str
     return {"methods": rows, "checks": checks}
 
 
-def plot(tables: dict[str, Rows], path: Path) -> Path:
-    """Grouped bars per ε: constraint satisfaction, true reward, KL, objective."""
+def figure(tables: dict[str, Rows]) -> Any:
+    """The matplotlib Figure: grouped bars per ε — constraint satisfaction, true reward, KL, objective — with
+    one legend naming each method in words."""
     plt = pyplot()
     t = tables["methods"]
     eps_values = unique(t, "epsilon")
     methods = unique(t, "method")
     metrics = [
         ("constraint_satisfied", "share of pairs with δ ≥ ε"),
-        ("expected_reward", "E_π[r*]"),
+        ("expected_reward", "true reward E_π[r*]"),
         ("kl", "KL(π‖π_ref)"),
-        ("objective", "E[r*] − β·KL"),
+        ("objective", "RLHF objective E[r*] − β·KL"),
     ]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 4.6), layout="constrained")
     width = 0.8 / len(methods)
     for ax, (metric, label) in zip(axes, metrics, strict=True):
         for j, m in enumerate(methods):
             rows = sorted(select(t, method=m), key=lambda r: r["epsilon"])
-            x = np.arange(len(rows)) + (j - (len(methods) - 1) / 2) * width
+            x = np.array([eps_values.index(r["epsilon"]) for r in rows]) + (j - (len(methods) - 1) / 2) * width
             base = m.replace("_population", "").replace("_hard", "")
             ax.bar(
                 x,
@@ -197,16 +212,24 @@ def plot(tables: dict[str, Rows], path: Path) -> Path:
                 color=LOSS_COLORS.get(base, "gray"),
                 hatch="//" if m.endswith("_hard") else None,
                 edgecolor="white" if m.endswith("_hard") else None,
-                label=m,
+                error_kw={"elinewidth": 0.8},
+                label=method_label(m),
             )
+        ax.axhline(0.0, color="k", lw=0.5)
         ax.set_xticks(np.arange(len(eps_values)))
         ax.set_xticklabels([f"ε = {e:g}" for e in eps_values])
+        ax.set_xlabel("constraint level ε")
+        ax.set_ylabel(label)
         ax.set_title(label)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(methods), fontsize=7, frameon=False)
-    fig.suptitle(TITLE)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    return save_figure(fig, path)
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=9, frameon=False)
+    fig.suptitle(f"{TITLE} — mean over instances ± 2 s.e.; hatched: hard labels after a step budget")
+    return fig
+
+
+def plot(tables: dict[str, Rows], path: Path) -> Path:
+    """Draw :func:`figure` from the tables and save it."""
+    return save_figure(figure(tables), path)
 
 
 def headlines(tables: dict[str, Rows]) -> Rows:
@@ -217,7 +240,8 @@ def headlines(tables: dict[str, Rows]) -> Rows:
     at = {r["method"]: r for r in select(t, epsilon=e0)}
     setting = f"{SETTING['construction']}, β = {SETTING['beta']}, CPO γ = {SETTING['cpo_gamma']}, ε = {e0:g}"
     parts = "; ".join(
-        f"{m}: {pct(r['constraint_satisfied'])} satisfied, reward {fmt(r['expected_reward'])}, KL {fmt(r['kl'])}"
+        f"{method_label(m)}: {pct(r['constraint_satisfied'])} satisfied, reward {fmt(r['expected_reward'])}, "
+        f"KL {fmt(r['kl'])}"
         for m, r in at.items()
     )
     return [
@@ -225,7 +249,14 @@ def headlines(tables: dict[str, Rows]) -> Rows:
             "C9",
             setting,
             "constraint satisfaction, reward and KL per method",
-            {m: [r["constraint_satisfied"], r["expected_reward"], r["kl"]] for m, r in at.items()},
+            {
+                method_label(m): {
+                    f"share with δ ≥ {e0:g}": r["constraint_satisfied"],
+                    "true reward": r["expected_reward"],
+                    "KL": r["kl"],
+                }
+                for m, r in at.items()
+            },
             f"E-CPOC satisfies δ ≥ {e0:g} on {pct(at['ecpoc']['constraint_satisfied'])} of pairs (π*: "
             f"{pct(at['rlhf_optimum']['constraint_satisfied'])}) at RLHF objective "
             f"{fmt(at['ecpoc']['objective'])} vs "

@@ -157,55 +157,55 @@ def compute(sweep: dict[str, Any], progress: Progress = no_progress) -> dict[str
     return {"targets": targets, "outcomes": outcomes}
 
 
-def plot(tables: dict[str, Rows], path: Path) -> Path:
-    """Per configuration: target against δ_ref per loss; then outcome bars."""
+def figure(tables: dict[str, Rows]) -> Any:
+    """The matplotlib Figure: per configuration, the effective target against δ_ref per loss; then the share in U
+    after hard-label training, each bar labelled with its value; one legend for the losses."""
     plt = pyplot()
     tg = tables["targets"]
     out = tables["outcomes"]
     configs = unique(tg, "config")
-    fig, axes = plt.subplots(1, len(configs) + 1, figsize=(4.8 * (len(configs) + 1), 4.0))
+    losses = unique(tg, "loss_name")
+    fig, axes = plt.subplots(1, len(configs) + 1, figsize=(5.0 * (len(configs) + 1), 4.6), layout="constrained")
     for ax, cfg in zip(axes, configs, strict=False):
         rows = select(tg, config=cfg)
-        for loss in unique(rows, "loss_name"):
+        for loss in losses:
             r = select(rows, loss_name=loss)
-            ax.plot(
-                column(r, "delta_ref"),
-                column(r, "target"),
-                ".",
-                ms=2.5,
-                color=LOSS_COLORS.get(loss),
-                label=LOSS_LABELS.get(loss, loss),
-            )
+            ax.plot(column(r, "delta_ref"), column(r, "target"), ".", ms=2.5, color=LOSS_COLORS.get(loss))
         lim = np.nanpercentile(np.abs(column(rows, "delta_ref")), 99)
         ax.plot([-lim, lim], [-lim, lim], "k-", lw=0.5)
         ax.axhline(0, color="gray", lw=0.5)
         ax.axvline(0, color="gray", lw=0.5)
         ax.set_yscale("symlog", linthresh=1.0)
         ax.set_xlim(-lim, lim)
-        ax.set_xlabel("δ_ref")
+        ax.set_xlabel("δ_ref (axis ends at the 99th percentile of |δ_ref|)")
         ax.set_ylabel("effective target δ_θ (symlog)")
         ax.set_title(f"{cfg} (β = {rows[0]['beta']:g}, γ = {rows[0]['gamma']:g})")
-        ax.legend(fontsize=6, markerscale=3)
     ax = axes[-1]
-    losses = unique(out, "loss_name")
     width = 0.8 / len(losses)
     for j, loss in enumerate(losses):
         rows = select(out, loss_name=loss)
-        x = np.arange(len(rows)) + (j - (len(losses) - 1) / 2) * width
-        ax.bar(
-            x,
-            column(rows, "hard_frac_in_U"),
-            width=width,
-            color=LOSS_COLORS.get(loss),
-            label=LOSS_LABELS.get(loss, loss),
-        )
+        x = np.array([configs.index(r["config"]) for r in rows]) + (j - (len(losses) - 1) / 2) * width
+        bars = ax.bar(x, column(rows, "hard_frac_in_U"), width=width, color=LOSS_COLORS.get(loss))
+        ax.bar_label(bars, labels=[pct(r["hard_frac_in_U"]) for r in rows], fontsize=7, rotation=90, padding=2)
+    ax.margins(y=0.25)
     ax.set_xticks(np.arange(len(configs)))
-    ax.set_xticklabels(configs, fontsize=7)
+    ax.set_xticklabels(configs)
+    ax.set_xlabel("configuration of the released code")
+    ax.set_ylabel("share of pairs in U")
     ax.set_title("share of pairs in U after hard-label training")
-    ax.legend(fontsize=6)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="", marker="s", ms=8, color=LOSS_COLORS.get(loss)) for loss in losses]
+    handles.append(Line2D([], [], color="k", lw=0.5))
+    labels = [LOSS_LABELS.get(loss, loss) for loss in losses] + ["target = δ_ref (no margin)"]
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9, frameon=False)
     fig.suptitle(TITLE)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
+
+
+def plot(tables: dict[str, Rows], path: Path) -> Path:
+    """Draw :func:`figure` from the tables and save it."""
+    return save_figure(figure(tables), path)
 
 
 def headlines(tables: dict[str, Rows]) -> Rows:
@@ -224,11 +224,15 @@ def headlines(tables: dict[str, Rows]) -> Rows:
                 setting,
                 "easy vs paper margin: share of targets below δ_ref; final share in U",
                 {
-                    "easy_below_dref": e["share_target_below_delta_ref"],
-                    "cpo_below_dref": c["share_target_below_delta_ref"],
-                    "easy_U": e["hard_frac_in_U"],
-                    "cpo_U": c["hard_frac_in_U"],
-                    "dpo_U": d["hard_frac_in_U"] if d else None,
+                    LOSS_LABELS["released_easy"]: {
+                        "share of targets below δ_ref": e["share_target_below_delta_ref"],
+                        "final share in U": e["hard_frac_in_U"],
+                    },
+                    LOSS_LABELS["cpo_margin"]: {
+                        "share of targets below δ_ref": c["share_target_below_delta_ref"],
+                        "final share in U": c["hard_frac_in_U"],
+                    },
+                    **({LOSS_LABELS["dpo"]: {"final share in U": d["hard_frac_in_U"]}} if d else {}),
                 },
                 f"{cfg} (β = {e['beta']:g}, γ = {e['gamma']:g}): the released `easy` target lies below "
                 f"δ_ref on "

@@ -3,12 +3,13 @@ only.
 
 Every experiment module defines NAME, TITLE, CLAIMS, SETTING (plain data), SWEEP ({"toy": ..., "paper":
 ...}, plain data), TABLES ({table name: declared columns}), compute(sweep, progress) -> {table: rows},
-plot(tables, path) and headlines(tables) -> rows. The runner writes each table atomically under
-``<out>/tables/<experiment>/``, reads the tables back from disk and only then plots them, so a figure
-never re-derives a number. A ``_meta.json`` beside the tables records the sweep's fingerprint: a rerun
-into the same folder reuses finished experiments (resume after a kill) unless ``force`` is given or the
-sweep or the experiment's code changed. ``manifest.json`` (figure → tables → the command that made it)
-is rewritten after every experiment.
+figure(tables) -> a matplotlib Figure drawn from the tables alone, plot(tables, path) (saves that figure)
+and headlines(tables) -> rows (each value a scalar or labelled numbers, see common.headline). The runner
+writes each table atomically under ``<out>/tables/<experiment>/``, reads the tables back from disk and only
+then plots them, so a figure never re-derives a number. A ``_meta.json`` beside the tables records the
+sweep's fingerprint: a rerun into the same folder reuses finished experiments (resume after a kill) unless
+``force`` is given or the sweep or the experiment's code changed. ``manifest.json`` (figure → tables → the
+command that made it) is rewritten after every experiment.
 """
 
 from __future__ import annotations

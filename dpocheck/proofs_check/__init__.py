@@ -6,7 +6,8 @@ Public API (used by `dpocheck proofs` and the demo report):
 - :data:`CLAIMS` — the ordered registry; each :class:`Claim` has id, paper_ref, statement, readings, methods, the
   check function and the expected verdict(s).
 - :func:`run_claims` ``(profile="fast", only=None, progress=None)`` → list of :class:`ClaimResult`.
-- :func:`results_to_json`, :func:`results_to_markdown`, :func:`results_table`.
+- :func:`results_to_json`, :func:`results_to_markdown`, :func:`results_table`; the Markdown's parts
+  :func:`verdict_table_markdown`, :func:`claim_sections_markdown` and :func:`claim_anchor` (the demo report).
 
 Names are loaded lazily so that importing :mod:`dpocheck.proofs_check.cli` (done by every `dpocheck` command)
 does not import sympy, hypothesis or the theory layer.
@@ -33,9 +34,12 @@ _EXPORTS = {
     "get_claim": "registry",
     "run_claims": "registry",
     "select_claims": "registry",
+    "claim_anchor": "report",
+    "claim_sections_markdown": "report",
     "results_table": "report",
     "results_to_json": "report",
     "results_to_markdown": "report",
+    "verdict_table_markdown": "report",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from collections import Counter
 from collections.abc import Sequence
@@ -59,38 +60,74 @@ def _json_block(obj: Any, limit: int = 4000) -> str:
     return "```json\n" + text + "\n```"
 
 
-def results_to_markdown(results: Sequence[ClaimResult], *, details: bool = True) -> str:
-    """A Markdown report for a paper's appendix: summary table, then one section per claim.
+def claim_anchor(claim_id: str) -> str:
+    """The HTML anchor of a claim's section in the Markdown reports (letters, digits and '-' only), e.g.
+    'C8.thm4.9-exact' → 'claim-C8-thm4-9-exact'; link to it with ``[text](#claim-…)``."""
+    return "claim-" + re.sub(r"[^A-Za-z0-9-]+", "-", claim_id).strip("-")
 
-    Each section gives the paper's statement, the reading checked, the verdict with its evidence, the corrected
-    statement with its own verdict where the claim fails or cannot be checked, and (details=True) the numbers.
-    """
-    s = summary(results)
+
+def _clauses(text: str) -> list[str]:
+    """`text` split at its clause boundaries ('; ' outside brackets and quotes); the evidence strings of the
+    checks are clauses joined by '; '."""
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+        elif ch == ";" and depth == 0 and text[i + 1 : i + 2] == " ":
+            out.append(text[start:i].strip())
+            start = i + 1
+    out.append(text[start:].strip())
+    return [c for c in out if c]
+
+
+def evidence_summary(evidence: str, limit: int = 200) -> tuple[str, int]:
+    """The leading whole clauses of `evidence` that fit in `limit` characters (always at least the first
+    clause, never a clause cut in the middle), and how many clauses were left out."""
+    clauses = _clauses(evidence)
+    if not clauses:
+        return "", 0
+    kept = [clauses[0]]
+    for c in clauses[1:]:
+        if len("; ".join([*kept, c])) > limit:
+            break
+        kept.append(c)
+    return "; ".join(kept), len(clauses) - len(kept)
+
+
+def verdict_table_markdown(results: Sequence[ClaimResult], *, limit: int = 200) -> str:
+    """The verdict table: one row per claim, its id linking to the claim's section (:func:`claim_anchor`), the
+    evidence's leading whole clauses and, where clauses were left out, a link to the full evidence."""
     lines = [
-        "# Claim-by-claim verification of the paper's theory",
-        "",
-        f"Paper: {PAPER}. Checked by `dpocheck proofs` (profile: {', '.join(sorted({r.profile for r in results}))}).",
-        "Verdicts: **proved** (sympy derivation, confirmed numerically), **verified** (numerical search, no "
-        "counterexample), **fails as stated** (with a counterexample and the corrected statement), **not checkable** "
-        "(with the reason and a weaker statement that is checked instead).",
-        "",
-        "Summary: "
-        + ", ".join(f"{n} {v}" for v, n in s["verdicts"].items() if n)
-        + (f"; regressions: {', '.join(s['regressions'])}" if s["regressions"] else "; no regressions")
-        + f"; {s['seconds']:.1f} s.",
-        "",
-        "| id | reference | verdict | corrected | evidence |",
+        "| id | reference | verdict | corrected statement's verdict | evidence (summary) |",
         "| --- | --- | --- | --- | --- |",
     ]
     for r in results:
         corr = r.corrected["verdict"] if r.corrected else ""
         verdict = f"**{r.verdict}**" + (" ⚠ regression" if r.regression else "")
-        ev = r.evidence if len(r.evidence) <= 240 else r.evidence[:237] + "…"
-        lines.append(f"| {r.id} | {_md_escape(r.paper_ref)} | {verdict} | {corr} | {_md_escape(ev)} |")
+        summary_text, left_out = evidence_summary(r.evidence, limit)
+        anchor = claim_anchor(r.id)
+        if left_out:
+            more = "clause" if left_out == 1 else "clauses"
+            summary_text += f"; … ({left_out} more {more}: [full evidence](#{anchor}))"
+        lines.append(
+            f"| [{r.id}](#{anchor}) | {_md_escape(r.paper_ref)} | {verdict} | {corr} | {_md_escape(summary_text)} |"
+        )
+    return "\n".join(lines)
+
+
+def claim_sections_markdown(results: Sequence[ClaimResult], *, details: bool = True, level: int = 2) -> str:
+    """One section per claim (heading `level`, an anchor from :func:`claim_anchor` above it): the paper's
+    statement, the reading checked, the verdict with its full evidence, the corrected statement with its own
+    verdict where the claim fails or cannot be checked, and (details=True) the numbers."""
+    lines: list[str] = []
     for r in results:
         lines += [
             "",
-            f"## {r.id} — {r.paper_ref}",
+            f'<a id="{claim_anchor(r.id)}"></a>',
+            "",
+            f"{'#' * level} {r.id} — {r.paper_ref}",
             "",
             f"*Statement.* {r.statement}",
             "",
@@ -114,6 +151,35 @@ def results_to_markdown(results: Sequence[ClaimResult], *, details: bool = True)
             ]
         if details:
             lines += ["", "<details><summary>numbers</summary>", "", _json_block(r.details), "", "</details>"]
+    return "\n".join(lines).lstrip("\n")
+
+
+def results_to_markdown(results: Sequence[ClaimResult], *, details: bool = True) -> str:
+    """A Markdown report for a paper's appendix: summary table, then one section per claim.
+
+    The table (:func:`verdict_table_markdown`) gives each claim's evidence as whole clauses with a link to its
+    section; each section (:func:`claim_sections_markdown`) gives the paper's statement, the reading checked,
+    the verdict with its full evidence, the corrected statement with its own verdict where the claim fails or
+    cannot be checked, and (details=True) the numbers.
+    """
+    s = summary(results)
+    lines = [
+        "# Claim-by-claim verification of the paper's theory",
+        "",
+        f"Paper: {PAPER}. Checked by `dpocheck proofs` (profile: {', '.join(sorted({r.profile for r in results}))}).",
+        "Verdicts: **proved** (sympy derivation, confirmed numerically), **verified** (numerical search, no "
+        "counterexample), **fails as stated** (with a counterexample and the corrected statement), **not checkable** "
+        "(with the reason and a weaker statement that is checked instead).",
+        "",
+        "Summary: "
+        + ", ".join(f"{n} {v}" for v, n in s["verdicts"].items() if n)
+        + (f"; regressions: {', '.join(s['regressions'])}" if s["regressions"] else "; no regressions")
+        + f"; {s['seconds']:.1f} s.",
+        "",
+        verdict_table_markdown(results),
+        "",
+        claim_sections_markdown(results, details=details),
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,10 @@ from .ecpoc import ECPOCNotConverged, ecpoc_solve, reward_shift
 from .stationary import cpo_approximation_error
 
 DEFAULT_EPSILON = 0.0
+#: The proofs claims that explain the CPO line of the table: Thm 4.9's γ > γ* guarantee holds for the 1/π_ref
+#: approximation, not at the exact stationary point (1/π_γ), and the CPO objective is unbounded above for γ > 0.
+CPO_EXPLAINING_CLAIMS = ("C8.thm4.9-exact", "C8.unbounded")
+NO_EXIT = "—"  # table entry for the exit weight and escape time of a pair whose U is empty
 LOG_PROB_ABS_TOL = 1e-6  # a log-prob entry whose rounding error may exceed this many nats is flagged imprecise
 
 
@@ -73,8 +78,9 @@ def tabular_report(bandit: TabularBandit, gamma: float | None = None, epsilon: f
     """Every closed-form quantity of PAPER.md for `bandit`, as a JSON-ready dict.
 
     Keys: beta, log_pi_opt (rows, C1), gamma_star (Eq. 27), violation_rate (C2), pairs (per pair: x, w, l,
-    delta_ref, delta_reward, delta_opt, violated, u_nonempty, exit_gradient_weight, escape_time (None where it
-    overflows float64), log_escape_time, gamma_star_pair), ecpoc (C9: epsilon, log_pi, multipliers, delta,
+    delta_ref, delta_reward, delta_opt, violated, u_nonempty, exit_gradient_weight and escape_time (None where U
+    is empty — δ_ref ≥ 0, nothing to exit — and escape_time also where it overflows float64), log_escape_time,
+    gamma_star_pair), ecpoc (C9: epsilon, log_pi, multipliers, delta,
     all_constraints_hold, KKT residuals) and, when gamma is given, cpo (C8: exact stationary δ of the CPO objective,
     the 1/π_ref approximation and its error per pair).
 
@@ -122,9 +128,10 @@ def tabular_report(bandit: TabularBandit, gamma: float | None = None, epsilon: f
                 "delta_opt": float(dopt[i]),
                 "violated": bool(violated[i]),
                 "u_nonempty": bool(nonempty[i]),
-                "exit_gradient_weight": float(exit_w[i]),
-                "escape_time": _finite_or_none(float(t[i])),
-                "log_escape_time": _finite_or_none(float(log_t[i])),
+                # U = ∅ (δ_ref ≥ 0): there is no exit, so neither an exit weight nor an escape time (C3, C4)
+                "exit_gradient_weight": float(exit_w[i]) if nonempty[i] else None,
+                "escape_time": _finite_or_none(float(t[i])) if nonempty[i] else None,
+                "log_escape_time": _finite_or_none(float(log_t[i])) if nonempty[i] else None,
                 "gamma_star_pair": float(g_pair[i]),
             }
         )
@@ -195,24 +202,122 @@ def _cells(entries: list[list[int]], limit: int = 4) -> str:
     return shown + (f", … ({len(entries)} in all)" if len(entries) > limit else "")
 
 
+#: Column headers of the per-pair table, in words (what each column is; the claim it belongs to).
+PAIR_COLUMNS = (
+    ("context", 7),
+    ("winner", 6),
+    ("loser", 5),
+    ("δ_ref", 9),
+    ("Δr*", 9),
+    ("δ* (C1)", 9),
+    ("violates C2", 11),
+    ("U non-empty", 11),
+    ("exit gradient weight", 20),
+    ("escape time", 11),
+    ("γ* of pair", 10),
+)
+
+
+def cpo_counts(report: dict[str, Any]) -> dict[str, Any]:
+    """What the CPO lines of the table state, counted from the report's `cpo` block (C8): contexts and pairs where
+    the exact CPO objective has an interior stationary point, pairs aligned (δ > 0) there, pairs aligned under the
+    1/π_ref approximation δ_ref + (Δr* + m)/β and under π* (γ = 0: DPO's population optimum, C5a), and pairs
+    whose effective γ/n_x (a context's n_x pairs each weigh 1/n_x) is at most their own γ*_pair (Eq. 27)."""
+    c = report["cpo"]
+    pairs = report["pairs"]
+    exists = c["interior_stationary_point_exists"]
+    n_x = Counter(p["x"] for p in pairs)
+    return {
+        "gamma": c["gamma"],
+        "gamma_over_gamma_star": c.get("gamma_over_gamma_star"),
+        "n_pairs": report["n_pairs"],
+        "n_contexts": len(n_x),
+        "contexts_with_point": sorted({p["x"] for p, e in zip(pairs, exists, strict=True) if e}),
+        "n_pairs_with_point": sum(bool(e) for e in exists),
+        "n_aligned_exact": sum(1 for v in c["aligned_exact"] if v),
+        "n_aligned_approx": sum(1 for v in c["delta_approx"] if v is not None and v > 0),
+        "n_aligned_rlhf": sum(1 for p in pairs if p["delta_opt"] > 0),
+        "n_effective_gamma_at_most_pair_threshold": sum(
+            1 for p in pairs if p["gamma_star_pair"] > 0 and c["gamma"] / n_x[p["x"]] <= p["gamma_star_pair"]
+        ),
+        "max_abs_approximation_error": max(
+            (abs(v) for v in c["approximation_error"] if v is not None), default=float("nan")
+        ),
+    }
+
+
+def cpo_summary_lines(report: dict[str, Any]) -> list[str]:
+    """The CPO lines of the table: what was counted (:func:`cpo_counts`) and, when γ > γ* and the exact stationary
+    point is not aligned on every pair, why — naming the proofs claims that show it (CPO_EXPLAINING_CLAIMS)."""
+    k = cpo_counts(report)
+    ratio = k["gamma_over_gamma_star"]
+    gamma_txt = f"γ = {k['gamma']:.4g}" + (f" = {ratio:.3g}·γ*" if ratio is not None else "")
+    n, n_point, n_below = k["n_pairs"], k["n_pairs_with_point"], k["n_effective_gamma_at_most_pair_threshold"]
+    lines = [
+        f"CPO objective (C8), {gamma_txt}; a context's n_x pairs each weigh 1/n_x (effective γ/n_x per pair):",
+        f"  exact interior stationary point (1/π_γ): exists in {len(k['contexts_with_point'])}/{k['n_contexts']} "
+        f"contexts ({n_point}/{n} pairs), aligned (δ > 0) on {k['n_aligned_exact']} of those {n_point} pairs",
+        f"  1/π_ref approximation δ_ref + (Δr* + m)/β: aligned on {k['n_aligned_approx']}/{n} pairs"
+        + (f" ({n_below} pair{'' if n_below == 1 else 's'} with γ/n_x ≤ γ*_pair)" if n_below else ""),
+        f"    largest |approximate δ − exact δ|: {k['max_abs_approximation_error']:.4g}",
+        f"  π* (γ = 0, DPO's population optimum): aligned on {k['n_aligned_rlhf']}/{n} pairs",
+    ]
+    if ratio is None or ratio <= 1 or k["n_aligned_exact"] == n:
+        return lines  # below the threshold, or nothing to explain
+    why = ["  why: Thm 4.9's γ > γ* ⇒ δ > 0 is derived for the 1/π_ref approximation, not for the exact objective:"]
+    if n_point < n:
+        why += [
+            "       the CPO objective is unbounded above for γ > 0, so in some contexts no interior stationary point "
+            "exists",
+            "       (their pairs count as not aligned), and where one exists its margin γ(1/π_γ(y_w) + 1/π_γ(y_l)) can",
+        ]
+    else:
+        why += ["       at the exact stationary point the margin γ(1/π_γ(y_w) + 1/π_γ(y_l)) can"]
+    why += [
+        f"       fall short of the approximate one — see the proofs claims {' and '.join(CPO_EXPLAINING_CLAIMS)}",
+        "       (`dpocheck proofs --only C8`).",
+    ]
+    return lines + why
+
+
 def format_tabular_table(report: dict[str, Any]) -> str:
-    """A readable fixed-width table of a :func:`tabular_report` (one line per pair, then the summary)."""
-    head = (
-        f"{'x':>3} {'w':>3} {'l':>3} {'δ_ref':>9} {'Δr*':>9} {'δ*':>9} {'viol':>5} {'U≠∅':>4} "
-        f"{'exit wt':>9} {'escape T':>10} {'γ*_pair':>9}"
-    )
+    """A readable fixed-width table of a :func:`tabular_report` (one line per pair, then the summary).
+
+    Pairs whose U is empty (δ_ref ≥ 0) show NO_EXIT for the exit gradient weight and the escape time, with a
+    footnote under the table."""
+    widths = [w for _, w in PAIR_COLUMNS]
+    head = " ".join(name.rjust(w) for name, w in PAIR_COLUMNS)
     lines = [head, "-" * len(head)]
+    n_empty = 0
     for r in report["pairs"]:
-        t, log_t = r["escape_time"], r["log_escape_time"]
-        if t is not None:
-            t_txt = f"{t:10.4g}"
+        if not r["u_nonempty"]:
+            n_empty += 1
+            w_txt, t_txt = NO_EXIT.rjust(widths[8]), NO_EXIT.rjust(widths[9])
         else:
-            t_txt = (f"e^{log_t:.4g}" if log_t is not None else "n/a").rjust(10)
+            w_txt = _num(r["exit_gradient_weight"], f"{widths[8]}.4g", widths[8])
+            t, log_t = r["escape_time"], r["log_escape_time"]
+            if t is not None:
+                t_txt = f"{t:{widths[9]}.4g}"
+            else:
+                t_txt = (f"e^{log_t:.4g}" if log_t is not None else "n/a").rjust(widths[9])
+        cells = [
+            f"{r['x']:>{widths[0]}}",
+            f"{r['w']:>{widths[1]}}",
+            f"{r['l']:>{widths[2]}}",
+            _num(r["delta_ref"], "9.4f", widths[3]),
+            _num(r["delta_reward"], "9.4f", widths[4]),
+            _num(r["delta_opt"], "9.4f", widths[5]),
+            f"{'yes' if r['violated'] else 'no':>{widths[6]}}",
+            f"{'yes' if r['u_nonempty'] else 'no':>{widths[7]}}",
+            w_txt,
+            t_txt,
+            _num(r["gamma_star_pair"], f"{widths[10]}.4g", widths[10]),
+        ]
+        lines.append(" ".join(cells))
+    if n_empty:
         lines.append(
-            f"{r['x']:>3} {r['w']:>3} {r['l']:>3} {_num(r['delta_ref'], '9.4f', 9)} "
-            f"{_num(r['delta_reward'], '9.4f', 9)} {_num(r['delta_opt'], '9.4f', 9)} "
-            f"{'yes' if r['violated'] else 'no':>5} {'yes' if r['u_nonempty'] else 'no':>4} "
-            f"{_num(r['exit_gradient_weight'], '9.4g', 9)} {t_txt} {_num(r['gamma_star_pair'], '9.4g', 9)}"
+            f"{NO_EXIT} on {n_empty} pair{'' if n_empty == 1 else 's'} with δ_ref ≥ 0: U = (δ_ref, 0) is empty "
+            "(C3), so there is no exit of U and no escape time (C4)."
         )
     e = report["ecpoc"]
     n_viol = sum(r["violated"] for r in report["pairs"])
@@ -231,13 +336,8 @@ def format_tabular_table(report: dict[str, Any]) -> str:
             "on all their pairs"
         )
     if "cpo" in report:
+        lines += cpo_summary_lines(report)
         c = report["cpo"]
-        errs = [abs(v) for v in c["approximation_error"] if v is not None]
-        n_al = sum(1 for v in c["aligned_exact"] if v)
-        lines.append(
-            f"CPO objective (C8, γ = {c['gamma']:g}): exact stationary point aligned on {n_al}/{report['n_pairs']} "
-            f"pairs; |1/π_ref approximation error| max {max(errs) if errs else float('nan'):.4g}"
-        )
         if c.get("delta_exact_imprecise"):
             lines.append(
                 f"  exact CPO δ withheld (n/a) on pairs {c['delta_exact_imprecise'][:8]}: their contexts' log π "
