@@ -13,13 +13,13 @@ from numpy.testing import assert_allclose
 
 from dpocheck.sims import gaussian_batch, train
 from dpocheck.theory import (
+    DPO_NLL_DEFAULT_ALPHA,
+    DPOP_DEFAULT_LAMBDA,
     LOSS_NAMES,
     LOSSES,
     RELEASED_DEFAULTS,
     LossSpec,
     ReferencePairs,
-    DPO_NLL_DEFAULT_ALPHA,
-    DPOP_DEFAULT_LAMBDA,
     cpo_margin_loss,
     dpo_loss,
     dpo_nll_loss,
