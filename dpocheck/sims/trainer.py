@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.special import logsumexp
 
 from dpocheck.theory import (
     LossSpec,
@@ -123,11 +124,6 @@ class PairLoss:
         self.q = batch.label_prob
         self.hard = batch.hard_labels
         ref = ReferencePairs.single_token(*batch.log_pi_ref_pairs())
-        if self.needs_policy_chosen:
-            # the policy's log π(y|x) is z − logsumexp(z); with the reference's log-probs renormalised the same way,
-            # Δ_w is exactly 0 at z = log π_ref (DPOP's kink, where the registry's derivative is the non-displaced
-            # side's) instead of ± an ulp of rounding
-            ref = ReferencePairs.single_token(*gather_pairs(batched_log_softmax(batch.log_pi_ref), batch.pairs))
         resolved = self.spec.resolve(**loss.params())
         params = {k: _col(v, B) if np.ndim(v) else v for k, v in resolved.items()}
         self.fwd = self.spec.precompute(ref, self.beta, **params)
@@ -289,6 +285,13 @@ def train(
 
     chosen = pair_loss.needs_policy_chosen
     ctx = (np.arange(B)[:, None] * X + p[..., 0]).ravel()  # flat (instance, context) of every pair
+    if chosen:
+        # the policy's log π(y|x) as log π_ref(y|x) + (z − z_ref)[y] − (logsumexp z − logsumexp z_ref): exactly the
+        # reference's at z = log π_ref, so Δ_w = 0 there is DPOP's kink itself (where the registry's derivative is
+        # the non-displaced side's), not ± an ulp of rounding
+        z_ref = batch.log_pi_ref.reshape(-1)
+        lse_ref = logsumexp(batch.log_pi_ref, axis=-1).reshape(-1)
+        ref_w, ref_l = (v.ravel() for v in batch.log_pi_ref_pairs())
 
     def evaluate(zz: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(per-pair loss, gradient of the mean loss in the logits)."""
@@ -296,8 +299,13 @@ def train(
             ell, g, _, _ = pair_loss(d)
             grad = np.bincount(idx_all, weights=np.concatenate([g.ravel(), -g.ravel()]), minlength=size)
             return ell, grad.reshape(B, X, Y) / N
-        log_pi = batched_log_softmax(zz).reshape(-1)
-        ell, g, gw, gl = pair_loss(d, log_pi[idx_w].reshape(B, N), log_pi[idx_l].reshape(B, N))
+        flat = zz.reshape(-1)
+        lse = logsumexp(zz, axis=-1).reshape(-1)
+        shift = (lse - lse_ref)[ctx]
+        lw = ref_w + (flat[idx_w] - z_ref[idx_w]) - shift
+        ll = ref_l + (flat[idx_l] - z_ref[idx_l]) - shift
+        log_pi = (zz - lse.reshape(B, X, 1)).reshape(-1)
+        ell, g, gw, gl = pair_loss(d, lw.reshape(B, N), ll.reshape(B, N))
         gw = np.broadcast_to(gw, (B, N)).ravel()
         gl = np.zeros(B * N) if gl is None else np.broadcast_to(gl, (B, N)).ravel()
         w = np.concatenate([g.ravel() + gw, -g.ravel() + gl])

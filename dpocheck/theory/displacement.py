@@ -20,7 +20,7 @@ Exact statements (proved in ``dpocheck proofs``, S6.*):
   response; impossible on two responses unless Δr* = 0), and on a two-response context it is δ_ref exactly iff
   λ·σ(sgn(Δr*)·δ_ref) ≥ e^{|Δr*|} − 1 (:func:`dpop_stays_at_reference`).
 * DPO + NLL (one-token responses, weight a = α on either label): dL/dδ = β(σ(β(δ − δ_ref)) − q) + a(σ(δ) − q), so
-  its minimiser lies between δ* and Δr* (the NLL's own optimum σ(δ) = q); it is ≥ 0 iff α ≥
+  its minimiser lies between δ* and Δr* (the NLL's own optimum σ(δ) = q); for Δr* > 0 it is ≥ 0 iff α ≥
   :func:`dpo_nll_alpha_star`. With more than two responses the NLL drains the others (∂L/∂z_k = a·π(y_k) > 0): no
   interior stationary point, the infimum is this face value.
 """
@@ -41,6 +41,20 @@ def _face_logps(delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return -np.logaddexp(0.0, -delta), -np.logaddexp(0.0, delta)
 
 
+def _face_precompute(spec: Any, ref_logp_w: Any, ref_logp_l: Any, beta: float, params: dict) -> tuple[dict, dict]:
+    ref = ReferencePairs.single_token(np.asarray(ref_logp_w, np.float64), np.asarray(ref_logp_l, np.float64))
+    return spec.precompute(ref, beta, **params), spec.precompute(ref.swapped(), beta, **params)
+
+
+def _face_derivative(spec: Any, d: np.ndarray, q: np.ndarray, beta: float, fwd: dict, rev: dict) -> np.ndarray:
+    lw, ll = _face_logps(d)
+    f = spec.apply(d, beta, policy_logp_w=lw, **fwd)
+    r = spec.apply(-d, beta, policy_logp_w=ll, **rev)
+    gw = 0.0 if f.grad_logp_w is None else f.grad_logp_w * expit(-d)
+    gl = 0.0 if r.grad_logp_w is None else r.grad_logp_w * expit(d)
+    return q * (np.asarray(f.grad) + gw) - (1 - q) * (np.asarray(r.grad) + gl)
+
+
 def population_face_derivative(
     loss_name: str, delta: Any, ref_logp_w: Any, ref_logp_l: Any, delta_reward: Any, beta: float, **params: Any
 ) -> np.ndarray:
@@ -51,15 +65,9 @@ def population_face_derivative(
     for the pair's kink, the left one for the swapped pair's.
     """
     spec = get_loss(loss_name)
-    d = np.asarray(delta, dtype=np.float64)
+    fwd, rev = _face_precompute(spec, ref_logp_w, ref_logp_l, beta, params)
     q = expit(np.asarray(delta_reward, dtype=np.float64))
-    ref = ReferencePairs.single_token(np.asarray(ref_logp_w, np.float64), np.asarray(ref_logp_l, np.float64))
-    lw, ll = _face_logps(d)
-    fwd = spec.apply(d, beta, policy_logp_w=lw, **spec.precompute(ref, beta, **params))
-    rev = spec.apply(-d, beta, policy_logp_w=ll, **spec.precompute(ref.swapped(), beta, **params))
-    gw = 0.0 if fwd.grad_logp_w is None else fwd.grad_logp_w * expit(-d)
-    gl = 0.0 if rev.grad_logp_w is None else rev.grad_logp_w * expit(d)
-    return q * (np.asarray(fwd.grad) + gw) - (1 - q) * (np.asarray(rev.grad) + gl)
+    return _face_derivative(spec, np.asarray(delta, dtype=np.float64), q, beta, fwd, rev)
 
 
 def dpop_delta_star_reachable(ref_logp_w: Any, ref_logp_l: Any, delta_reward: Any, beta: float) -> np.ndarray:
@@ -81,16 +89,17 @@ def dpop_stays_at_reference(delta_ref: Any, delta_reward: Any, lam: Any) -> np.n
 
 
 def dpo_nll_alpha_star(delta_ref: Any, delta_reward: Any, beta: float) -> np.ndarray:
-    """The smallest α for which DPO + NLL's population minimiser on a two-response context (one-token responses) has
-    δ ≥ 0, i.e. is outside U: α* = max(0, β(σ(−β·δ_ref) − q)/(q − ½)) for q = σ(Δr*) > ½; for q ≤ ½ it is 0 when
-    δ* ≥ 0 and +inf otherwise (the NLL then pulls towards Δr* ≤ 0 too)."""
+    """For q = σ(Δr*) > ½: the smallest α for which DPO + NLL's population minimiser on a two-response context
+    (one-token responses) has δ ≥ 0, i.e. is outside U: α* = max(0, β(σ(−β·δ_ref) − q)/(q − ½)) (dL/dδ at 0 is
+    β(σ(−β·δ_ref) − q) + α(½ − q), and δ ≥ 0 ⇔ it is ≤ 0). NaN for q ≤ ½, where the NLL pulls towards Δr* ≤ 0:
+    δ ≥ 0 then holds for α ≤ β(q − σ(−β·δ_ref))/(½ − q) only, and for no α when δ* < 0."""
     require_positive_beta(beta)
     dref, dr = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (delta_ref, delta_reward)))
     q = expit(dr)
     gap = expit(-beta * dref) - q  # β·gap = dL/dδ at δ = 0 without the NLL term
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = beta * gap / (q - 0.5)
-    return np.where(gap <= 0, 0.0, np.where(q > 0.5, ratio, np.inf))
+        ratio = np.maximum(beta * gap / (q - 0.5), 0.0)
+    return np.where(q > 0.5, ratio, np.nan)
 
 
 def population_face_stationary_delta(
@@ -116,10 +125,13 @@ def population_face_stationary_delta(
     dref = rw - rl
     star = dref + dr / beta
 
+    fwd, rev = _face_precompute(spec, rw, rl, beta, params)
+    q = expit(dr)
+
     def deriv(d: np.ndarray) -> np.ndarray:
         # At a kink this is one of the one-sided derivatives; convexity makes the bisection converge to the
         # minimiser either way (a kink that is the minimiser included).
-        return population_face_derivative(loss_name, d, rw, rl, dr, beta, **params)
+        return _face_derivative(spec, d, q, beta, fwd, rev)
 
     lo = np.minimum(dref, star) - 1.0
     hi = np.maximum(dref, star) + 1.0
