@@ -482,7 +482,7 @@ _ENTRIES = (
     LossSpec(
         name="dpop",
         label="DPOP (λ)",
-        color="tab:gray",
+        color="darkgoldenrod",
         claim="DPOP (Pal et al. 2024), PAPER §6",
         family="dpop",
         params=("lam",),
@@ -498,7 +498,7 @@ _ENTRIES = (
     LossSpec(
         name="dpo_nll",
         label="DPO + NLL (α)",
-        color="tab:cyan",
+        color="teal",
         claim="RPO (Pang et al. 2024), PAPER §6",
         family="dpo_nll",
         params=("alpha",),
