@@ -199,7 +199,9 @@ def cpo_objective_stationary_policy(
     exists = np.zeros(X, dtype=bool)
     for x in range(X):
         neg = c[x] < 0
-        nu_max = np.min(b[x, neg] - beta * (np.log(-c[x, neg] / beta) + 1)) if neg.any() else math.inf
+        # log(−c) − log β exactly as _solve_coordinate forms s0: −c/β can be subnormal (γ ~ 1e-313), where the
+        # quotient loses precision and ν_max would disagree with the branch minimum by ~1e-10
+        nu_max = np.min(b[x, neg] - beta * (np.log(-c[x, neg]) - math.log(beta) + 1)) if neg.any() else math.inf
 
         def solve(nu: float, x: int = x) -> np.ndarray:
             return np.array([_solve_coordinate(b[x, y] - nu, c[x, y], beta) for y in range(Y)])
