@@ -15,10 +15,10 @@ swapped pair at (−δ, log π(y_l)).
 
 Exact statements (proved in ``dpocheck proofs``, S6.*):
 
-* DPOP ≥ DPO pointwise, equal where no chosen response is displaced. Its minimiser lies between δ_ref and δ*; it is
-  δ* exactly iff π_ref(y_w)·e^{[Δr*]₊/β} + π_ref(y_l)·e^{[−Δr*]₊/β} ≤ 1 (room to reach δ* without displacing either
-  response; impossible on two responses unless Δr* = 0), and on a two-response context it is δ_ref exactly iff
-  λ·σ(sgn(Δr*)·δ_ref) ≥ e^{|Δr*|} − 1 (:func:`dpop_stays_at_reference`).
+* DPOP ≥ DPO pointwise, equal where no chosen response is displaced. Its minimiser lies between δ_ref and δ*; for
+  λ > 0 it is δ* exactly iff π_ref(y_w)·e^{[Δr*]₊/β} + π_ref(y_l)·e^{[−Δr*]₊/β} ≤ 1 (room to reach δ* without
+  displacing either response; impossible on two responses unless Δr* = 0), and on a two-response context it is δ_ref
+  exactly iff λ·σ(sgn(Δr*)·δ_ref) ≥ e^{|Δr*|} − 1 (:func:`dpop_stays_at_reference`).
 * DPO + NLL (one-token responses, weight a = α on either label): dL/dδ = β(σ(β(δ − δ_ref)) − q) + a(σ(δ) − q), so
   its minimiser lies between δ* and Δr* (the NLL's own optimum σ(δ) = q); for Δr* > 0 it is ≥ 0 iff α ≥
   :func:`dpo_nll_alpha_star`. With more than two responses the NLL drains the others (∂L/∂z_k = a·π(y_k) > 0): no

@@ -153,8 +153,8 @@ def check_dpop_population(
     )
     corr = combine("two-sided BT population, one pair per context, one-token responses", [s1, s2, s3], [n_cor])
     corrected = corrected_statement(
-        "DPOP's population stationary margin lies between δ_ref and δ* (it shrinks DPO's towards the reference); it "
-        "is δ* iff π_ref(y_w)·e^{[Δr*]₊/β} + π_ref(y_l)·e^{[−Δr*]₊/β} ≤ 1 (δ* reachable displacing neither "
+        "DPOP's population stationary margin lies between δ_ref and δ* (it shrinks DPO's towards the reference); for "
+        "λ > 0 it is δ* iff π_ref(y_w)·e^{[Δr*]₊/β} + π_ref(y_l)·e^{[−Δr*]₊/β} ≤ 1 (δ* reachable displacing neither "
         "response: never on two responses unless Δr* = 0), and on a two-response context it is δ_ref (π_ref kept) "
         "iff λ·σ(sgn(Δr*)·δ_ref) ≥ e^{|Δr*|} − 1 (λ = 50, δ_ref = 0: |Δr*| ≤ log 26)",
         corr.reading,
