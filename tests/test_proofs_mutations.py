@@ -119,3 +119,54 @@ def test_a_crashing_check_is_not_checkable_and_a_regression():
     (r,) = run_claims(MUTATION, only=["C6.shift-invariance"], overrides={"C6.shift-invariance": {"impl": boom}})
     assert r.verdict == NOT_CHECKABLE and r.regression
     assert "injected failure" in r.evidence and "Traceback" in r.details["error"]
+
+
+# --------------------------------------------------------------- PAPER §6: DPOP and DPO + NLL (the S6 entries)
+def _dpop_without_penalty_gradient(d, dref, beta, lw, rw, lam=50.0):
+    out = th.dpop_loss(d, dref, beta, lw, rw, lam=lam)
+    return th.LossAndGrad(out.loss, out.grad, 0.0 * out.grad_logp_w)  # ∂ℓ/∂log π(y_w) dropped
+
+
+def _sigmoid(z):
+    return 1 / (1 + sp.exp(-z))
+
+
+S6_MUTANTS = [
+    ("S6.dpop-lambda0", {"impl": lambda d, dref, b, lw, rw, lam: th.dpop_loss(d, dref, b, lw, rw, lam=1.0)}),
+    (
+        "S6.dpo-nll-alpha0",
+        {"impl": lambda d, dref, b, lw, alpha, tokens_w: th.dpo_nll_loss(d, dref, b, lw, alpha=1.0, tokens_w=1)},
+    ),
+    # the penalty on the wrong side: non-displaced pairs penalised
+    ("S6.dpop-non-displaced", {"impl": lambda d, dref, b, lw, rw, lam: th.dpop_loss(d, dref, b, 2 * rw - lw, rw, lam)}),
+    ("S6.dpop-gradient", {"impl": _dpop_without_penalty_gradient}),
+    (
+        "S6.dpop-gradient",  # β missing in ∂ℓ/∂log π(y_w)
+        {
+            "claimed": lambda d, dref, b, lam, lw, rw: [
+                -b * _sigmoid(b * (dref - d) + b * lam * (rw - lw)),
+                -lam * _sigmoid(b * (dref - d) + b * lam * (rw - lw)),
+            ]
+        },
+    ),
+    # the NLL summed instead of per token
+    ("S6.dpo-nll-gradient", {"impl": lambda d, dref, b, lw, alpha, tokens_w: th.dpo_nll_loss(d, dref, b, lw, alpha)}),
+    ("S6.dpo-nll-gradient", {"claimed": lambda d, dref, b, a, n: [-b * _sigmoid(b * (dref - d)), -a]}),
+]
+
+
+@pytest.mark.parametrize(("claim_id", "formulas"), S6_MUTANTS, ids=[f"{m[0]}-{i}" for i, m in enumerate(S6_MUTANTS)])
+def test_wrong_displacement_loss_is_reported_failing(claim_id, formulas):
+    r = run(claim_id, **formulas)
+    assert r.verdict == FAILS and r.regression, (claim_id, r.verdict, r.evidence)
+    assert "sympy" in r.evidence or "counterexample" in r.evidence
+
+
+def test_mutating_the_displacement_population_claims_changes_their_outcome():
+    """A solver that returned δ* would make S6.dpop-population hold as stated (a regression); a halved α* breaks the
+    corrected DPO + NLL statement."""
+    star = lambda name, rw, rl, dr, beta, **p: np.asarray(rw) - np.asarray(rl) + np.asarray(dr) / beta  # noqa: E731
+    r = run("S6.dpop-population", impl=star)
+    assert r.verdict == VERIFIED and r.regression
+    r = run("S6.dpo-nll-population", impl_alpha_star=lambda dref, dr, beta: 0.5 * th.dpo_nll_alpha_star(dref, dr, beta))
+    assert r.verdict == FAILS and r.corrected["verdict"] == FAILS and r.regression

@@ -29,14 +29,15 @@ def fast_results():
 def test_registry_is_well_formed():
     ids = [c.id for c in CLAIMS]
     assert len(ids) == len(set(ids)) >= 20
+    families = {f"C{i}" for i in range(1, 11)} | {"S6"}  # the paper's C1..C10 and PAPER §6's statements
     for c in CLAIMS:
-        assert c.id.split(".")[0] in {f"C{i}" for i in range(1, 11)}, c.id
+        assert c.id.split(".")[0] in families, c.id
         assert c.paper_ref and c.statement and c.readings and c.methods
         assert c.expected in VERDICTS
         if c.expected in (FAILS, NOT_CHECKABLE) and c.id != "C2.real-data-rate":
             assert c.expected_corrected in VERDICTS, f"{c.id} needs a corrected statement's expected verdict"
-    # every claim family C1..C10 of PAPER.md has at least one entry
-    assert {c.id.split(".")[0] for c in CLAIMS} == {f"C{i}" for i in range(1, 11)}
+    # every claim family C1..C10 of PAPER.md (and §6) has at least one entry
+    assert {c.id.split(".")[0] for c in CLAIMS} == families
 
 
 @pytest.mark.parametrize("claim_id", [c.id for c in CLAIMS])
@@ -73,6 +74,30 @@ def test_expected_outcomes_named_in_the_issue(fast_results):
     assert ce["paper_delta"] != pytest.approx(ce["population_delta"], abs=1e-3)
     exact = fast_results["C8.thm4.9-exact"].details["literal"]["counterexample_info"]
     assert exact["gamma"] > exact["gamma_threshold"] and exact["delta_ref"] < exact["delta_exact"] < 0
+
+
+def test_displacement_loss_outcomes(fast_results):
+    """PAPER §6: the reductions, DPOP = DPO off displacement and the exact derivatives are proved; the population
+    stationary points of DPOP and DPO + NLL are not δ* (minimal counterexamples worked out by hand below)."""
+    for cid in ("S6.dpop-lambda0", "S6.dpo-nll-alpha0", "S6.dpop-non-displaced", "S6.dpop-gradient",
+                "S6.dpo-nll-gradient", "S6.hard-labels"):  # fmt: skip
+        assert fast_results[cid].verdict == "proved", cid
+    # DPOP, β = 1, δ_ref = 0, Δr* = 1, λ = 1 on two responses: not stuck at δ_ref (λσ(0) = ½ < e − 1), so the
+    # minimiser lies strictly inside (0, δ* = 1)
+    pop = fast_results["S6.dpop-population"]
+    ce = pop.details["literal"]["counterexample_info"]
+    assert pop.verdict == FAILS and pop.corrected["verdict"] == "proved"
+    assert ce["delta_ref"] < ce["dpop_delta"] < ce["delta_star"]
+    # δ_ref = −1, Δr* = 2, β = 1, λ = 5: δ* = 1 ∉ U, DPOP's point −0.370 ∈ U = (−1, 0)
+    u = fast_results["S6.dpop-undesirable-space"]
+    ce = u.details["literal"]["counterexample_info"]
+    assert u.verdict == FAILS and u.corrected["verdict"] == "verified"
+    assert ce["delta_star"] == pytest.approx(1.0) and ce["dpop_delta"] == pytest.approx(-0.3701923, abs=1e-6)
+    # DPO + NLL, β = α = 1, δ_ref = 1, Δr* = 0: β(σ(δ − 1) − ½) + (σ(δ) − ½) = 0 at δ = ½ by symmetry, δ* = 1
+    nll = fast_results["S6.dpo-nll-population"]
+    ce = nll.details["literal"]["counterexample_info"]
+    assert nll.verdict == FAILS and nll.corrected["verdict"] == "proved"
+    assert ce["delta_star"] != pytest.approx(ce["dpo_nll_delta"], abs=1e-3)
 
 
 def test_json_report_parses_and_has_every_claim(fast_results):

@@ -56,6 +56,10 @@ def loss_params(name: str, batch: BanditBatch, gamma: float | None) -> dict:
         return {"gamma": g, "tau": 2.0, "alpha": 1.0}
     if name == "simpo":
         return {"gamma": g}
+    if name == "dpop":
+        return {"ref_logp_w": lw, "lam": LossConfig(name).spec.defaults["lam"]}
+    if name == "dpo_nll":
+        return {"tokens_w": 1, "alpha": LossConfig(name).spec.defaults["alpha"]}
     return {}
 
 
@@ -84,24 +88,30 @@ def test_one_adam_step_hand_worked() -> None:
 @pytest.mark.parametrize("soft", [False, True])
 def test_first_step_matches_torch_autograd(name: str, soft: bool) -> None:
     """One SGD step of the trainer equals z − lr·∇L with ∇ from torch autograd through the theory layer's own loss
-    (mean over pairs; soft labels q·ℓ(δ) + (1 − q)·ℓ(−δ; swapped)), for every loss."""
+    (mean over pairs; soft labels q·ℓ(δ) + (1 − q)·ℓ(−δ; swapped)), for every loss. dpop and dpo_nll read the
+    policy's log π(y_w|x) (log π(y_l|x) for the swapped label), differentiated through log_softmax."""
     batch = gaussian_batch(3, 2, 4, 0.7, seed=1, misalignment=0.7)
     if soft:
         batch = batch.with_bt_population_labels()
     gamma = {"cpo_margin": 0.02, "released_easy": 0.3, "released_adaptive": 0.4, "simpo": 0.5}.get(name)
     lr = 0.05
-    traj = train(batch, LossConfig(name, gamma=gamma), 1, optimizer="sgd", lr=lr, record_every=1)
+    # start off π_ref: there every pair sits on DPOP's kink Δ_w = 0, where numpy's and torch's log-softmax may round
+    # to different sides (the kink itself: test_dpop_first_step_at_the_reference_is_dpos)
+    z0 = batch.log_pi_ref + 0.3 * np.random.default_rng(0).standard_normal(batch.log_pi_ref.shape)
+    traj = train(batch, LossConfig(name, gamma=gamma), 1, optimizer="sgd", lr=lr, record_every=1, init_logits=z0)
     B = batch.n_instances
     b = torch.arange(B)[:, None]
     p = torch.as_tensor(batch.pairs)
-    z = torch.tensor(batch.log_pi_ref, requires_grad=True)
+    z = torch.tensor(z0, requires_grad=True)
     d = z[b, p[..., 0], p[..., 1]] - z[b, p[..., 0], p[..., 2]]
     dref = torch.as_tensor(batch.delta_ref())
     beta = torch.as_tensor(batch.beta)[:, None]
     params = {
         k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in loss_params(name, batch, gamma).items()
     }
-    ell = loss_and_grad(name, d, dref, beta, **params).loss
+    logp = torch.log_softmax(z, dim=-1)
+    lw, ll = logp[b, p[..., 0], p[..., 1]], logp[b, p[..., 0], p[..., 2]]
+    ell = loss_and_grad(name, d, dref, beta, policy_logp_w=lw, **params).loss
     if soft:
         swapped = dict(params)
         if name == "released_easy":
@@ -109,8 +119,10 @@ def test_first_step_matches_torch_autograd(name: str, soft: bool) -> None:
                 params["mean_logp_ref_l"],
                 params["mean_logp_ref_w"],
             )
+        if name == "dpop":
+            swapped["ref_logp_w"] = torch.as_tensor(batch.log_pi_ref_pairs()[1])
         q = torch.as_tensor(batch.label_prob)
-        ell = q * ell + (1 - q) * loss_and_grad(name, -d, -dref, beta, **swapped).loss
+        ell = q * ell + (1 - q) * loss_and_grad(name, -d, -dref, beta, policy_logp_w=ll, **swapped).loss
     ell.mean(dim=1).sum().backward()
     expected = batched_log_softmax((z - lr * z.grad).detach().numpy())
     np.testing.assert_allclose(traj.log_pi, expected, atol=1e-12, rtol=0)

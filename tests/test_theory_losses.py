@@ -25,6 +25,8 @@ from dpocheck.theory import (
     LossAndGrad,
     cpo_margin_loss,
     dpo_loss,
+    dpo_nll_loss,
+    dpop_loss,
     effective_target,
     hinge_loss,
     ipo_loss,
@@ -245,16 +247,20 @@ def test_loss_and_grad_dispatch() -> None:
         "released_easy": released_easy_loss(d, dref, beta, -1.0, -2.0, gamma=0.1),
         "released_clip": released_clip_loss(d, dref, beta),
         "released_adaptive": released_adaptive_loss(d, dref, beta, gamma=0.2, tau=3.0, alpha=2.0),
+        "dpop": dpop_loss(d, dref, beta, np.array([-2.0, -0.5]), -1.0, lam=3.0),
+        "dpo_nll": dpo_nll_loss(d, dref, beta, np.array([-2.0, -0.5]), alpha=0.5, tokens_w=4),
     }
     params = {
         "simpo": {"gamma": 0.2},
         "cpo_margin": {"margin": 0.3},
         "released_easy": {"mean_logp_ref_w": -1.0, "mean_logp_ref_l": -2.0, "gamma": 0.1},
         "released_adaptive": {"gamma": 0.2, "tau": 3.0, "alpha": 2.0},
+        "dpop": {"ref_logp_w": -1.0, "lam": 3.0},
+        "dpo_nll": {"tokens_w": 4, "alpha": 0.5},
     }
     assert set(direct) == set(LOSS_NAMES)
     for name in LOSS_NAMES:
-        got = loss_and_grad(name, d, dref, beta, **params.get(name, {}))
+        got = loss_and_grad(name, d, dref, beta, policy_logp_w=np.array([-2.0, -0.5]), **params.get(name, {}))
         assert_allclose(got.loss, direct[name].loss, rtol=0, atol=0, err_msg=name)
         assert_allclose(got.grad, direct[name].grad, rtol=0, atol=0, err_msg=name)
     with pytest.raises(ValueError, match="unknown loss 'cpo'"):
@@ -293,7 +299,13 @@ def test_losses_reject_bad_beta(name, beta) -> None:
 
 
 def _np_params(name: str, a: dict[str, np.ndarray]) -> dict:
-    """Per-pair parameters for loss `name` from pair arrays (numpy)."""
+    """Per-pair parameters for loss `name` from pair arrays (numpy). dpop and dpo_nll also get the policy's chosen
+    log-prob (keyword policy_logp_w of loss_and_grad), here the strictly negative array mean_logp_ref_w: displaced
+    where it lies below log_pi_ref_w. dpo_nll's token count is len_w (summed log-probs) when given."""
+    if name == "dpop":
+        return {"policy_logp_w": a["mean_logp_ref_w"], "ref_logp_w": a["log_pi_ref_w"], "lam": 2.0}
+    if name == "dpo_nll":
+        return {"policy_logp_w": a["mean_logp_ref_w"], "tokens_w": a.get("len_w", 1.0), "alpha": 0.5}
     if name == "simpo":
         return {"gamma": 0.5}
     if name == "cpo_margin":
@@ -337,6 +349,11 @@ def reference_loss(name: str, d: torch.Tensor, dref: torch.Tensor, beta: float, 
         x = p["tau"] * (p["gamma"] - dref)
         a = torch.logaddexp(torch.zeros_like(x), x) / p["tau"]
         return -F.logsigmoid(beta * d - beta * dref - (beta / p["alpha"]) * a)
+    if name == "dpop":  # PAPER §6: −log σ(β[(δ − δ_ref) − λ·max(0, log π_ref(y_w) − log π_θ(y_w))])
+        penalty = torch.relu(p["ref_logp_w"] - p["policy_logp_w"])
+        return -F.logsigmoid(beta * ((d - dref) - p["lam"] * penalty))
+    if name == "dpo_nll":  # PAPER §6: ℓ_DPO + α·(−log π_θ(y_w))/|y_w|
+        return -F.logsigmoid(beta * (d - dref)) - p["alpha"] * p["policy_logp_w"] / p["tokens_w"]
     raise AssertionError(name)
 
 
@@ -360,6 +377,10 @@ def _check_against_autograd(name: str, d_np, dref_np, beta: float, params_np: di
         scale = scale + np.exp(params_np["log_margin"])
     if name == "released_easy":
         scale = scale + 0.5 * (1 / np.abs(params_np["mean_logp_ref_w"]) + 1 / np.abs(params_np["mean_logp_ref_l"]))
+    if name == "dpop":
+        scale = scale + beta * params_np["lam"] * np.abs(params_np["ref_logp_w"] - params_np["policy_logp_w"])
+    if name == "dpo_nll":
+        scale = scale + np.abs(params_np["policy_logp_w"])
     assert_allclose(loss, ref.detach().numpy(), rtol=1e-9, atol=1e-13 * np.max(scale), err_msg=f"{name} loss")
     gscale = 1e-13 * np.max(scale) * (1.0 if name in ("ipo", "hinge") else beta)
     assert_allclose(grad, d.grad.numpy(), rtol=1e-9, atol=gscale, err_msg=f"{name} grad vs autograd")
@@ -417,8 +438,9 @@ LOGISTIC = ("dpo", "simpo", "cpo_margin", "released_easy", "released_clip", "rel
 
 @given(arrs=pair_arrays(log_prob_min=-30.0), beta=betas(1e-2, 1e2))
 def test_effective_target_is_where_the_sigmoid_argument_vanishes(arrs, beta) -> None:
-    """For each logistic loss the effective target δ_t makes ℓ(δ_t) = log 2 and ∂ℓ/∂δ(δ_t) = −β/2 (C7/C10)."""
-    for name in LOGISTIC:
+    """For each logistic loss the effective target δ_t makes ℓ(δ_t) = log 2 and ∂ℓ/∂δ(δ_t) = −β/2 (C7/C10); so
+    does DPOP's δ_ref + λ·P at fixed log π_θ(y_w) (PAPER §6)."""
+    for name in (*LOGISTIC, "dpop"):
         params = _np_params(name, arrs)
         t = effective_target(name, arrs["delta_ref"], beta, **params)
         out = loss_and_grad(name, t, arrs["delta_ref"], beta, **params)
@@ -450,8 +472,8 @@ def test_dpo_depends_only_on_the_relative_margin(arrs, beta, shift) -> None:
 )
 def test_tabular_logit_gradient_matches_autograd(bandit, logits) -> None:
     """For a tabular softmax policy π = softmax(z), Σ_i ℓ_i(δ_i) with δ_i = log π(w_i) − log π(l_i) has
-    gradient tabular_logit_gradient(∂ℓ/∂δ, pairs) in z (log Z cancels): compare with autograd through
-    log_softmax."""
+    gradient tabular_logit_gradient(∂ℓ/∂δ, pairs) in z (log Z cancels), plus ∂ℓ/∂log π(y_w)·(e_w − π) for dpop and
+    dpo_nll: compare with autograd through log_softmax."""
     X, Y = bandit.log_pi_ref.shape
     z_np = np.array(logits[: X * Y]).reshape(X, Y)
     p = bandit.pairs
@@ -460,14 +482,20 @@ def test_tabular_logit_gradient_matches_autograd(bandit, logits) -> None:
     dref = bandit.delta_ref()
     d_np = policy_delta(z_np - np.log(np.exp(z_np).sum(axis=1, keepdims=True)), p)
     pt = torch.as_tensor(p)
+    log_pi = z_np - np.log(np.exp(z_np).sum(axis=1, keepdims=True))
     for name in LOSS_NAMES:
         params = _np_params(name, arrs)
-        grad_delta = loss_and_grad(name, d_np, dref, bandit.beta, **params).grad
-        analytic = tabular_logit_gradient(grad_delta, p, (X, Y))
+        if "policy_logp_w" in params:  # dpop, dpo_nll: the policy's own log π(y_w|x), through log_softmax
+            params["policy_logp_w"] = log_pi[p[:, 0], p[:, 1]]
+        out = loss_and_grad(name, d_np, dref, bandit.beta, **params)
+        analytic = tabular_logit_gradient(out.grad, p, (X, Y), grad_logp_w=out.grad_logp_w, log_pi=log_pi)
         z = torch.tensor(z_np, dtype=torch.float64, requires_grad=True)
         logp = torch.log_softmax(z, dim=1)
         d = logp[pt[:, 0], pt[:, 1]] - logp[pt[:, 0], pt[:, 2]]
-        loss = reference_loss(name, d, torch.as_tensor(dref), bandit.beta, **_torch_params(params))
+        tp = _torch_params(params)
+        if "policy_logp_w" in tp:
+            tp["policy_logp_w"] = logp[pt[:, 0], pt[:, 1]]
+        loss = reference_loss(name, d, torch.as_tensor(dref), bandit.beta, **tp)
         loss.sum().backward()
         tol = 1e-12 * (1 + bandit.beta) * (1 + np.abs(d_np).max())
         assert_allclose(analytic, z.grad.numpy(), rtol=1e-9, atol=tol, err_msg=name)
@@ -480,9 +508,9 @@ def _loss_cases():
     cases = {}
     for name in LOSS_NAMES:
         cases[f"loss_and_grad[{name}]"] = lambda a, b, n=name: tuple(
-            loss_and_grad(n, a["delta_policy"], a["delta_ref"], b, **_np_params(n, a))
+            x for x in loss_and_grad(n, a["delta_policy"], a["delta_ref"], b, **_np_params(n, a)) if x is not None
         )
-    for name in (*LOGISTIC, "ipo", "hinge"):
+    for name in (*LOGISTIC, "ipo", "hinge", "dpop", "dpo_nll"):
         cases[f"effective_target[{name}]"] = lambda a, b, n=name: effective_target(
             n, a["delta_ref"], b, **_np_params(n, a)
         )
@@ -492,7 +520,7 @@ def _loss_cases():
     )
     cases["released_easy_margin"] = lambda a, b: released_easy_margin(a["mean_logp_ref_w"], a["mean_logp_ref_l"], 0.5)
     cases["released_adaptive_margin"] = lambda a, b: released_adaptive_margin(a["delta_ref"], 0.5, 2.0)
-    cases["logistic_loss"] = lambda a, b: tuple(logistic_loss(a["delta_policy"], b, a["delta_reward"]))
+    cases["logistic_loss"] = lambda a, b: tuple(logistic_loss(a["delta_policy"], b, a["delta_reward"]))[:2]
     return cases
 
 

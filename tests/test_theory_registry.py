@@ -13,6 +13,8 @@ from numpy.testing import assert_allclose
 
 from dpocheck.sims import gaussian_batch, train
 from dpocheck.theory import (
+    DPO_NLL_DEFAULT_ALPHA,
+    DPOP_DEFAULT_LAMBDA,
     LOSS_NAMES,
     LOSSES,
     RELEASED_DEFAULTS,
@@ -20,6 +22,8 @@ from dpocheck.theory import (
     ReferencePairs,
     cpo_margin_loss,
     dpo_loss,
+    dpo_nll_loss,
+    dpop_loss,
     effective_target,
     get_loss,
     hinge_loss,
@@ -58,7 +62,10 @@ def _logistic(z: float, beta: float) -> tuple[float, float]:
 #   released_easy  c = 2 + a, a = 0.5(1/(−1) + 1/(−2)) = −3/4        → z = 3/4
 #   released_clip  c = β·max(δ_ref, 0) = 2                           → z = 3/2
 #   released_adapt c = 2 + (β/α)·softplus(τ(γ − δ_ref))/τ = 2 + log(1 + e^{−1})  → z = 3/2 + log(1 + e^{−1})
-HAND_LW, HAND_LL, HAND_BETA, HAND_DELTA = -1.0, -2.0, 2.0, 0.25
+# The policy's log π_θ(y_w) = −3/2 (displaced: Δ_w = −1/2), for the two losses that read it (PAPER §6):
+#   dpop           P = −1 − (−3/2) = 1/2, λ = 50: z = 3/2 + β·λ·P = 3/2 + 50 = 51.5; ∂ℓ/∂log π(y_w) = −βλσ(z) = −100σ(z)
+#   dpo_nll        α = 1, |y_w| = 1: ℓ = softplus(3/2) + 3/2, ∂ℓ/∂δ = −2σ(3/2), ∂ℓ/∂log π(y_w) = −1
+HAND_LW, HAND_LL, HAND_BETA, HAND_DELTA, HAND_POLICY_LW = -1.0, -2.0, 2.0, 0.25, -1.5
 HAND_VALUES = {
     "dpo": _logistic(1.5, 2.0),
     "ipo": (1.0, -2.0),
@@ -68,7 +75,10 @@ HAND_VALUES = {
     "released_easy": _logistic(0.75, 2.0),
     "released_clip": _logistic(1.5, 2.0),
     "released_adaptive": _logistic(1.5 + math.log1p(math.exp(-1.0)), 2.0),
+    "dpop": _logistic(51.5, 2.0),
+    "dpo_nll": (_softplus(1.5) + 1.5, -2.0 * _sigmoid(1.5)),
 }
+HAND_GRAD_LOGP_W = {"dpop": -100.0 * _sigmoid(51.5), "dpo_nll": -1.0}
 HAND_TARGETS = {  # δ_θ where z = 0 (ipo: its minimiser δ_ref + 1/(2β))
     "dpo": 1.0,
     "ipo": 1.25,
@@ -78,6 +88,8 @@ HAND_TARGETS = {  # δ_θ where z = 0 (ipo: its minimiser δ_ref + 1/(2β))
     "released_easy": 1.0 - 0.75 / 2.0,
     "released_clip": 1.0,
     "released_adaptive": 1.0 + math.log1p(math.exp(-1.0)) / 2.0,
+    "dpop": 1.0 + 50.0 * 0.5,  # δ_ref + λ·P
+    "dpo_nll": 1.0,  # the NLL term is outside the sigmoid
 }
 
 
@@ -92,16 +104,24 @@ def _hand_ref(kind: str = "numpy") -> ReferencePairs:
 def test_every_entry_has_a_hand_worked_value() -> None:
     """(a) The registry's value and derivative at the hand-worked pair, for every entry (numpy and torch)."""
     assert set(HAND_VALUES) == set(LOSS_NAMES) == set(HAND_TARGETS)
+    lw_np, lw_t = np.array([HAND_POLICY_LW]), torch.tensor([HAND_POLICY_LW], dtype=torch.float64)
     for name in LOSS_NAMES:
         spec = get_loss(name)
         want_loss, want_grad = HAND_VALUES[name]
-        out = spec.loss_and_grad(np.array([HAND_DELTA]), _hand_ref(), HAND_BETA)
+        out = spec.loss_and_grad(np.array([HAND_DELTA]), _hand_ref(), HAND_BETA, policy_logp_w=lw_np)
         assert float(out.loss[0]) == pytest.approx(want_loss, rel=1e-14), name
         assert float(out.grad[0]) == pytest.approx(want_grad, rel=1e-14), name
-        tout = spec.loss_and_grad(torch.tensor([HAND_DELTA], dtype=torch.float64), _hand_ref("torch"), HAND_BETA)
+        tout = spec.loss_and_grad(
+            torch.tensor([HAND_DELTA], dtype=torch.float64), _hand_ref("torch"), HAND_BETA, policy_logp_w=lw_t
+        )
         assert float(tout.loss[0]) == pytest.approx(want_loss, rel=1e-14), name
         assert float(tout.grad[0]) == pytest.approx(want_grad, rel=1e-14), name
-        target = float(np.asarray(spec.effective_target(_hand_ref(), HAND_BETA))[0])
+        for o in (out, tout):
+            if name in HAND_GRAD_LOGP_W:
+                assert float(o.grad_logp_w[0]) == pytest.approx(HAND_GRAD_LOGP_W[name], rel=1e-14), name
+            else:
+                assert o.grad_logp_w is None, name
+        target = float(np.asarray(spec.effective_target(_hand_ref(), HAND_BETA, policy_logp_w=lw_np))[0])
         assert target == pytest.approx(HAND_TARGETS[name], rel=1e-14), name
 
 
@@ -116,6 +136,8 @@ def test_registry_metadata() -> None:
         "released_easy",
         "released_clip",
         "released_adaptive",
+        "dpop",
+        "dpo_nll",
     )
     assert all(isinstance(s, LossSpec) and s.name == n for n, s in LOSSES.items())
     assert {n for n, s in LOSSES.items() if s.family == "logistic"} == {
@@ -132,6 +154,10 @@ def test_registry_metadata() -> None:
     assert get_loss("released_adaptive").defaults == {"gamma": 0.5, "tau": 2.0, "alpha": 1.0}
     assert [n for n, s in LOSSES.items() if s.reference_free] == ["simpo"]
     assert [n for n, s in LOSSES.items() if s.needs_mean_logps] == ["released_easy"]
+    assert [n for n, s in LOSSES.items() if s.needs_policy_chosen] == ["dpop", "dpo_nll"]
+    # defaults: λ = 50 (Pal et al. 2024's experiments), α = 1 (RPO, Pang et al. 2024)
+    assert get_loss("dpop").defaults == {"lam": DPOP_DEFAULT_LAMBDA} == {"lam": 50.0}
+    assert get_loss("dpo_nll").defaults == {"alpha": DPO_NLL_DEFAULT_ALPHA} == {"alpha": 1.0}
     assert len({s.color for s in LOSSES.values()}) == len(LOSSES)
     assert all(s.label and s.claim for s in LOSSES.values())
     with pytest.raises(ValueError, match="unknown loss 'cpo'; choose one of dpo, ipo"):
@@ -146,6 +172,9 @@ def test_describe() -> None:
     assert get_loss("cpo_margin").describe(gamma=np.array([0.1, 0.2])) == "cpo_margin(γ per instance)"
     assert get_loss("released_adaptive").describe() == "released_adaptive(γ=0.5,τ=2,α=1)"
     assert get_loss("released_adaptive").describe(gamma=np.array([0.1])) == "released_adaptive(γ=per instance,τ=2,α=1)"
+    assert get_loss("dpop").describe() == "dpop(λ=50)"
+    assert get_loss("dpop").describe(lam=np.array([1.0, 5.0])) == "dpop(λ per instance)"
+    assert get_loss("dpo_nll").describe(alpha=0.5) == "dpo_nll(α=0.5)"
 
 
 # ---------------------------------------------------------------------------------- random points
@@ -157,6 +186,7 @@ def _random_points(seed: int, n: int = 64) -> dict[str, np.ndarray]:
         "delta": rng.uniform(-40.0, 40.0, n),
         "lw": rng.uniform(-8.0, -0.05, n),
         "ll": rng.uniform(-8.0, -0.05, n),
+        "policy_lw": rng.uniform(-8.0, -0.05, n),  # log π_θ(y_w): displaced where below lw
     }
 
 
@@ -165,6 +195,8 @@ PARAMS = {  # non-default hyper-parameters, so defaults are not the only thing t
     "cpo_margin": {"gamma": 0.01},
     "released_easy": {"gamma": 0.3},
     "released_adaptive": {"gamma": 0.2, "tau": 3.0, "alpha": 0.5},
+    "dpop": {"lam": 3.0},
+    "dpo_nll": {"alpha": 0.7},
 }
 
 
@@ -172,15 +204,21 @@ PARAMS = {  # non-default hyper-parameters, so defaults are not the only thing t
 @pytest.mark.parametrize("beta", [1e-3, 0.1, 1.0, 10.0, 1e3])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_analytic_gradient_matches_autograd(name: str, beta: float, seed: int) -> None:
-    """(b) ∂ℓ/∂δ_θ returned by apply equals torch autograd of the returned loss (float64), extreme β included."""
+    """(b) ∂ℓ/∂δ_θ (and ∂ℓ/∂log π_θ(y_w) for dpop, dpo_nll) returned by apply equal torch autograd of the returned
+    loss (float64), extreme β included."""
     p = _random_points(seed)
     spec = get_loss(name)
     ref = ReferencePairs.single_token(torch.tensor(p["lw"]), torch.tensor(p["ll"]))
     d = torch.tensor(p["delta"], requires_grad=True)
-    out = spec.loss_and_grad(d, ref, beta, **PARAMS.get(name, {}))
-    (auto,) = torch.autograd.grad(out.loss.sum(), d)
+    lw = torch.tensor(p["policy_lw"], requires_grad=True)
+    out = spec.loss_and_grad(d, ref, beta, policy_logp_w=lw, **PARAMS.get(name, {}))
+    auto_d, auto_w = torch.autograd.grad(out.loss.sum(), (d, lw), allow_unused=True)
     assert out.loss.dtype == torch.float64 and torch.isfinite(out.loss).all()
-    assert_allclose(out.grad.detach().numpy(), auto.numpy(), rtol=1e-12, atol=1e-300, err_msg=name)
+    assert_allclose(out.grad.detach().numpy(), auto_d.numpy(), rtol=1e-12, atol=1e-300, err_msg=name)
+    if spec.needs_policy_chosen:
+        assert_allclose(out.grad_logp_w.detach().numpy(), auto_w.numpy(), rtol=1e-12, atol=1e-300, err_msg=name)
+    else:
+        assert auto_w is None and out.grad_logp_w is None
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
@@ -193,13 +231,17 @@ def test_numpy_equals_torch(name: str) -> None:
         params = PARAMS.get(name, {})
         ref_np = ReferencePairs.single_token(p["lw"], p["ll"])
         ref_t = ReferencePairs.single_token(torch.tensor(p["lw"]), torch.tensor(p["ll"]))
-        a = spec.loss_and_grad(p["delta"], ref_np, beta, **params)
-        b = spec.loss_and_grad(torch.tensor(p["delta"]), ref_t, beta, **params)
+        lw = p["policy_lw"]
+        a = spec.loss_and_grad(p["delta"], ref_np, beta, policy_logp_w=lw, **params)
+        b = spec.loss_and_grad(torch.tensor(p["delta"]), ref_t, beta, policy_logp_w=torch.tensor(lw), **params)
         assert isinstance(a.loss, np.ndarray) and isinstance(b.loss, torch.Tensor)
         assert_allclose(b.loss.numpy(), a.loss, rtol=1e-13, atol=1e-300, err_msg=name)
         assert_allclose(b.grad.numpy(), a.grad, rtol=1e-13, atol=1e-300, err_msg=name)
-        t_np = spec.effective_target(ref_np, beta, **params)
-        t_t = spec.effective_target(ref_t, beta, **params)
+        if spec.needs_policy_chosen:
+            assert isinstance(b.grad_logp_w, torch.Tensor)
+            assert_allclose(b.grad_logp_w.numpy(), a.grad_logp_w, rtol=1e-13, atol=1e-300, err_msg=name)
+        t_np = spec.effective_target(ref_np, beta, policy_logp_w=lw, **params)
+        t_t = spec.effective_target(ref_t, beta, policy_logp_w=torch.tensor(lw), **params)
         assert_allclose(np.asarray(t_t), t_np, rtol=1e-13, atol=1e-15, err_msg=name)
 
 
@@ -227,9 +269,15 @@ def test_precompute_apply_equals_loss_and_grad(name: str) -> None:
     beta = np.array([[0.2], [1.5]])  # per-instance (B, 1) column broadcast against (N,) pairs
     params = PARAMS.get(name, {})
     pre = spec.precompute(ref, beta, **params)
-    assert set(pre) == ({"offset"} if spec.family == "logistic" else {"delta_ref"})
-    a = spec.apply(p["delta"], beta, **pre)
-    b = spec.loss_and_grad(p["delta"], ref, beta, **params)
+    keys = {
+        "logistic": {"offset"},
+        "dpop": {"offset", "ref_logp_w", "penalty_weight"},
+        "dpo_nll": {"offset", "nll_weight"},
+    }.get(spec.family, {"delta_ref"})
+    assert set(pre) == keys
+    pol = p["policy_lw"]
+    a = spec.apply(p["delta"], beta, policy_logp_w=pol, **pre)
+    b = spec.loss_and_grad(p["delta"], ref, beta, policy_logp_w=pol, **params)
     assert a.loss.shape == ((p["delta"].size,) if spec.family == "hinge" else (2, p["delta"].size))  # hinge: no β
     assert np.array_equal(a.loss, b.loss) and np.array_equal(a.grad, b.grad)
     d, dref, lw, ll, be = p["delta"], p["lw"] - p["ll"], p["lw"], p["ll"], 0.7
@@ -243,21 +291,27 @@ def test_precompute_apply_equals_loss_and_grad(name: str) -> None:
         "released_easy": lambda: released_easy_loss(d, dref, be, lw, ll, g),
         "released_clip": lambda: released_clip_loss(d, dref, be),
         "released_adaptive": lambda: released_adaptive_loss(d, dref, be, **params),
+        "dpop": lambda: dpop_loss(d, dref, be, pol, lw, **params),
+        "dpo_nll": lambda: dpo_nll_loss(d, dref, be, pol, **params),
     }[name]()
-    got = spec.loss_and_grad(d, ref, be, **params)
+    got = spec.loss_and_grad(d, ref, be, policy_logp_w=pol, **params)
     tol = 1e-13 if name == "cpo_margin" else 0.0  # the registry forms m in log space
     assert_allclose(got.loss, direct.loss, rtol=tol, atol=0, err_msg=name)
     assert_allclose(got.grad, direct.grad, rtol=tol, atol=0, err_msg=name)
+    if spec.needs_policy_chosen:
+        assert np.array_equal(got.grad_logp_w, direct.grad_logp_w)
     delta_params = {
         "simpo": lambda: {"gamma": g},
         "cpo_margin": lambda: {"log_margin": math.log(g) + np.logaddexp(-lw, -ll)},
         "released_easy": lambda: {"mean_logp_ref_w": lw, "mean_logp_ref_l": ll, "gamma": g},
         "released_adaptive": lambda: params,
+        "dpop": lambda: {"ref_logp_w": lw, **params},
+        "dpo_nll": lambda: {"tokens_w": 1, **params},
     }.get(name, dict)()
-    by_name = loss_and_grad(name, d, dref, be, **delta_params)
+    by_name = loss_and_grad(name, d, dref, be, policy_logp_w=pol, **delta_params)
     assert np.array_equal(by_name.loss, got.loss) and np.array_equal(by_name.grad, got.grad)
-    t = effective_target(name, dref, be, **delta_params)
-    assert np.array_equal(t, spec.effective_target(ref, be, **params))
+    t = effective_target(name, dref, be, policy_logp_w=pol, **delta_params)
+    assert np.array_equal(t, spec.effective_target(ref, be, policy_logp_w=pol, **params))
 
 
 def test_swapped_pairs() -> None:
@@ -301,23 +355,28 @@ def test_released_easy_needs_mean_logps() -> None:
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_resolve_rejects_unknown_and_bad_params(name: str) -> None:
-    """(f) resolve fills defaults; unknown names → TypeError naming them; γ < 0, τ ≤ 0, α ≤ 0 or non-finite →
-    ValueError naming the parameter."""
+    """(f) resolve fills defaults; unknown names → TypeError naming them; γ < 0, τ ≤ 0, λ < 0, α ≤ 0 (released
+    adaptive) or α < 0 (dpo_nll), or non-finite → ValueError naming the parameter."""
     spec = get_loss(name)
     assert spec.resolve() == dict(spec.defaults)
     with pytest.raises(TypeError, match="bogus"):
         spec.resolve(bogus=1.0)
     with pytest.raises(TypeError, match="bogus"):
         spec.precompute(_hand_ref(), 1.0, bogus=1.0)
-    bad = {"gamma": [-0.1, math.nan, math.inf, np.array([0.1, -1.0])], "tau": [0.0, -1.0, math.inf], "alpha": [0.0]}
+    bad = {
+        "gamma": [-0.1, math.nan, math.inf, np.array([0.1, -1.0])],
+        "tau": [0.0, -1.0, math.inf],
+        "alpha": [0.0] if name == "released_adaptive" else [-0.1, math.nan, math.inf],
+        "lam": [-1e-9, math.nan, -math.inf, np.array([1.0, -2.0])],
+    }
     for p in spec.params:
         for v in bad[p]:
             with pytest.raises(ValueError, match=p):
                 spec.resolve(**{p: v})
             with pytest.raises(ValueError, match=p):
                 spec.precompute(_hand_ref(), 1.0, **{p: v})
-    if "gamma" in spec.params:
-        assert spec.resolve(gamma=0.0)["gamma"] == 0.0  # γ = 0 is allowed (no margin)
+    for p in set(spec.params) & {"gamma", "lam"} | ({"alpha"} if name == "dpo_nll" else set()):
+        assert spec.resolve(**{p: 0.0})[p] == 0.0  # γ = 0, λ = 0, dpo_nll's α = 0 are allowed (DPO)
 
 
 def test_released_transcription_agrees_with_the_registry() -> None:

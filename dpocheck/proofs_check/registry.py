@@ -1,4 +1,5 @@
-"""The registry of the paper's claims (PAPER.md C1–C10) and :func:`run_claims`.
+"""The registry of the paper's claims (PAPER.md C1–C10), the checkable statements of PAPER §6 (S6: the losses users
+reach for against likelihood displacement) and :func:`run_claims`.
 
 Adding a claim is adding one :class:`Claim` entry to :data:`CLAIMS`; the report, the CLI and the tests pick it up.
 ``expected`` records the verdict this toolkit has established for the statement as the paper makes it (and
@@ -320,6 +321,95 @@ CLAIMS: tuple[Claim, ...] = (
         ("one-sided losses; population points reported",),
         (SYM, HYP),
         claims.check_released_targets,
+        PROVED,
+    ),
+    # ------------------------------------------------------------------------- S6 (PAPER §6, not the paper's claims)
+    Claim(
+        "S6.dpop-lambda0",
+        "Pal et al. 2024 (arXiv 2402.13228), PAPER §6",
+        "DPOP with λ = 0 is DPO (loss and derivatives)",
+        ("per pair, both log-prob conventions",),
+        (SYM, HYP + " (bit for bit, registry included)"),
+        claims.check_dpop_lambda_zero,
+        PROVED,
+    ),
+    Claim(
+        "S6.dpo-nll-alpha0",
+        "Pang et al. 2024 (RPO, arXiv 2404.19733), PAPER §6",
+        "DPO + NLL with α = 0 is DPO (loss and derivatives)",
+        ("per pair, both log-prob conventions",),
+        (SYM, HYP + " (bit for bit, registry included)"),
+        claims.check_dpo_nll_alpha_zero,
+        PROVED,
+    ),
+    Claim(
+        "S6.dpop-non-displaced",
+        "Pal et al. 2024, PAPER §6 [ours]",
+        "DPOP's penalty is zero unless Δ_w < 0, so DPOP coincides with DPO on every pair that is not displaced; on "
+        "displaced pairs its loss and its gradient weight exceed DPO's",
+        ("per pair, λ ≥ 0",),
+        (SYM, HYP),
+        claims.check_dpop_non_displaced,
+        PROVED,
+    ),
+    Claim(
+        "S6.dpop-gradient",
+        "Pal et al. 2024, PAPER §6",
+        "∂ℓ_DPOP/∂δ_θ = −β·σ(z), ∂ℓ_DPOP/∂log π_θ(y_w) = −β·λ·σ(z)·1[Δ_w < 0] (0 at the kink Δ_w = 0), z = β(δ_ref − "
+        "δ_θ) + β·λ·P; tabular logit gradient g_δ(e_w − e_l) + g_w(e_w − π(·|x))",
+        ("per pair; tabular softmax policies",),
+        (SYM, HYP + " vs torch autograd"),
+        claims.check_dpop_gradient,
+        PROVED,
+    ),
+    Claim(
+        "S6.dpo-nll-gradient",
+        "Pang et al. 2024, PAPER §6",
+        "∂ℓ/∂δ_θ = −β·σ(β(δ_ref − δ_θ)), ∂ℓ/∂log π_θ(y_w) = −α/|y_w|; the NLL term is per token in both log-prob "
+        "conventions; tabular logit gradient g_δ(e_w − e_l) + g_w(e_w − π(·|x))",
+        ("per pair, summed and per-token mean log-probs; tabular softmax policies",),
+        (SYM, HYP + " vs torch autograd"),
+        claims.check_dpo_nll_gradient,
+        PROVED,
+    ),
+    Claim(
+        "S6.hard-labels",
+        "PAPER §6 [ours], as C5 (b)",
+        "With hard labels neither DPOP nor DPO + NLL has a stationary point on a pair of a tabular softmax policy: "
+        "∂ℓ/∂z_l = β·σ(z)·(1 + λ·1[Δ_w < 0]·π(y_l)) resp. β·σ(z) + α·π(y_l) > 0",
+        ("ordered pair, one pair per context",),
+        (SYM, HYP),
+        claims.check_no_stationary_point_hard_labels,
+        PROVED,
+    ),
+    Claim(
+        "S6.dpop-population",
+        "Pal et al. 2024, PAPER §6 [ours], C5 (a)",
+        "Under the two-sided Bradley–Terry population DPOP's stationary margin is δ* = δ_{π*}, as DPO's",
+        ("two-sided BT population, one pair per context", "between δ_ref and δ*, closed-form cases (corrected)"),
+        (SYM + " (one-sided derivatives, convexity)", HYP + " vs an independent face loss"),
+        claims.check_dpop_population,
+        FAILS,
+        PROVED,
+    ),
+    Claim(
+        "S6.dpop-undesirable-space",
+        "Pal et al. 2024, PAPER §6 [ours], C3",
+        "DPOP's population stationary point avoids U wherever DPO's (δ*) does",
+        ("two-sided BT population, δ_ref < 0 ≤ δ*", "δ* ∈ U ⇒ DPOP's point in [δ_ref, δ*] (corrected)"),
+        (HYP,),
+        claims.check_dpop_undesirable_space,
+        FAILS,
+        VERIFIED,
+    ),
+    Claim(
+        "S6.dpo-nll-population",
+        "Pang et al. 2024, PAPER §6 [ours], C5 (a)",
+        "Under the two-sided Bradley–Terry population DPO + NLL's stationary margin is δ* = δ_{π*}, as DPO's",
+        ("two-sided BT population, one pair per context", "between δ* and Δr*, α* to leave U (corrected)"),
+        (SYM, HYP + " vs brentq"),
+        claims.check_dpo_nll_population,
+        FAILS,
         PROVED,
     ),
 )

@@ -24,7 +24,8 @@ def register(subparsers: Any) -> None:
         "temperature --ref-temperature); 'gaussian' = Gaussian rewards with a reference "
         "misaligned to degree --misalignment. Labels: 'hard' (each pair once, y_w ≻ y_l "
         "by true reward) or 'population' (Bradley–Terry soft labels q = σ(Δr*)). --loss "
-        "rlhf_optimum / ecpoc evaluate the exact reference points instead of training.",
+        "rlhf_optimum / ecpoc evaluate the exact reference points instead of training. The columns p_w and "
+        "logp_w_shift measure likelihood displacement, which dpop (--lam) and dpo_nll (--alpha) target.",
     )
     p.add_argument("--loss", default="dpo", choices=LOSS_NAMES + REFERENCE_POINTS, help="loss (default dpo)")
     p.add_argument("--steps", type=int, default=500, help="training steps (default 500)")
@@ -33,12 +34,20 @@ def register(subparsers: Any) -> None:
     p.add_argument("--beta", type=float, default=1.0, help="KL strength β (default 1.0)")
     gamma_defaults = "; ".join(f"{n} {s.defaults['gamma']:g}" for n, s in LOSSES.items() if "gamma" in s.params)
     adaptive = LOSSES["released_adaptive"].defaults
+    nll_alpha = LOSSES["dpo_nll"].defaults["alpha"]
     p.add_argument("--gamma", type=float, help=f"margin γ (defaults: {gamma_defaults})")
+    p.add_argument("--tau", type=float, help=f"released_adaptive τ (default {adaptive['tau']:g})")
     p.add_argument(
-        "--tau", type=float, default=adaptive["tau"], help=f"released_adaptive τ (default {adaptive['tau']})"
+        "--alpha",
+        type=float,
+        help=f"released_adaptive α (> 0, default {adaptive['alpha']:g}) or dpo_nll's NLL weight α (>= 0, default "
+        f"{nll_alpha:g}, RPO)",
     )
     p.add_argument(
-        "--alpha", type=float, default=adaptive["alpha"], help=f"released_adaptive α (default {adaptive['alpha']})"
+        "--lam",
+        type=float,
+        help=f"dpop's λ (>= 0, default {LOSSES['dpop'].defaults['lam']:g}, the Smaug paper's; 0 is DPO). Its "
+        "gradient weight reaches β(1 + λ): with sgd keep lr below about 1/(β(1 + λ))",
     )
     p.add_argument("--epsilon", type=float, default=0.0, help="E-CPOC margin ε for --loss ecpoc (default 0)")
     p.add_argument("--instances", type=int, default=16, help="bandit instances trained at once (default 16)")
@@ -116,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             final = {m: row[m] for m in METRIC_COLUMNS}
         else:
             lr = args.lr if args.lr is not None else (1.0 if args.optimizer == "sgd" else 0.01)
-            loss = LossConfig(args.loss, gamma=args.gamma, tau=args.tau, alpha=args.alpha)
+            loss = LossConfig(args.loss, gamma=args.gamma, tau=args.tau, alpha=args.alpha, lam=args.lam)
             print(
                 f"training {loss.describe()} on {batch.n_instances} bandits ({setting}), {args.steps} "
                 f"steps of "

@@ -5,13 +5,16 @@ at log π_ref. For a tabular softmax policy δ_θ = z[x, w] − z[x, l] (the nor
 gradient of the training loss in the logits is Σ_i ∂ℓ_i/∂δ_i·(e_w − e_l) / N. The per-pair losses and
 their exact derivatives ∂ℓ/∂δ_θ come from the loss registry (:mod:`dpocheck.theory.registry`) —
 nothing here re-implements a loss. Everything pair-constant (the logistic family's offset c in
-ℓ = softplus(c − β·δ_θ), or δ_ref) is precomputed once by the registry before training.
+ℓ = softplus(c − β·δ_θ), or δ_ref) is precomputed once by the registry before training. The losses that
+also depend on log π(y_w|x) = z[x, w] − logsumexp(z[x]) (DPOP, DPO + NLL; PAPER §6) add
+∂ℓ_i/∂log π(y_w)·(e_w − π(·|x)) (see :func:`dpocheck.theory.tabular_logit_gradient`).
 
 **The training loss is the mean over pairs** of each instance: L_b(z) = (1/N)·Σ_i ℓ_i, so learning rates
 do not depend on the number of pairs. One step updates every instance with one array operation. With
 soft labels (label_prob q < 1) a pair contributes q·ℓ(δ; y_w ≻ y_l) + (1 − q)·ℓ(−δ; y_l ≻ y_w), the
 expected loss over its Bradley–Terry labels (C5a's population reading); the swapped pair has δ_ref →
-−δ_ref and y_w, y_l exchanged.
+−δ_ref and y_w, y_l exchanged. For DPOP and DPO + NLL the swapped label's chosen response is y_l: its
+displacement is penalised, its NLL is added (the expectation over labels is well defined for both).
 
 Runs are deterministic: no randomness is used after the batch is built, and every reduction has a fixed
 order, so equal inputs give bit-for-bit equal trajectories.
@@ -24,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.special import logsumexp
 
 from dpocheck.theory import (
-    RELEASED_DEFAULTS,
     LossSpec,
     ReferencePairs,
     dpo_gradient_weight,
@@ -60,22 +63,26 @@ class LossConfig:
 
     gamma: the margin scale of cpo_margin (C8: m = γ(1/π_ref(y_w) + 1/π_ref(y_l))), released_easy and
     released_adaptive (C10) and simpo; a scalar or a (B,) array, one γ per instance. None takes the registry's
-    default (0.05 for cpo_margin, the released demo config; 0.5 for the others). tau, alpha: released adaptive
-    softplus (C10). Hyper-parameters the loss does not take are ignored. "cpo_margin" is the paper's constrained
-    preference optimization, not TRL's CPOTrainer.
+    default (0.05 for cpo_margin, the released demo config; 0.5 for the others). tau: released adaptive softplus
+    (C10). alpha: released adaptive softplus (C10, > 0) or the NLL weight of dpo_nll (≥ 0). lam: DPOP's λ (≥ 0).
+    None takes the registry's default (τ 2, α 1, λ 50); lam and alpha may be (B,) arrays too. Hyper-parameters the
+    loss does not take are ignored. "cpo_margin" is the paper's constrained preference optimization, not TRL's
+    CPOTrainer.
     """
 
     name: str
     gamma: Any = None
-    tau: float = RELEASED_DEFAULTS["tau"]
-    alpha: float = RELEASED_DEFAULTS["alpha"]
+    tau: float | None = None
+    alpha: Any = None
+    lam: Any = None
 
     def __post_init__(self) -> None:
-        get_loss(self.name)  # ValueError listing the names
+        spec = get_loss(self.name)  # ValueError listing the names
         if self.gamma is not None:
             g = np.asarray(self.gamma, dtype=np.float64)
             if not np.all(np.isfinite(g)) or np.any(g < 0):
                 raise ValueError(f"gamma must be finite and >= 0, got {self.gamma!r}")
+        spec.resolve(**self.params())  # ValueError naming a bad τ, α or λ
 
     @property
     def spec(self) -> LossSpec:
@@ -89,7 +96,7 @@ class LossConfig:
 
     def params(self) -> dict[str, Any]:
         """The hyper-parameters the loss takes, as given (γ per instance stays a (B,) array)."""
-        given = {"gamma": self.gamma, "tau": self.tau, "alpha": self.alpha}
+        given = {"gamma": self.gamma, "tau": self.tau, "alpha": self.alpha, "lam": self.lam}
         return {k: given[k] for k in self.spec.params if given[k] is not None}
 
     def describe(self) -> str:
@@ -103,31 +110,40 @@ def _col(v: Any, B: int) -> np.ndarray:
 
 
 class PairLoss:
-    """Per-pair loss and ∂ℓ/∂δ_θ of one LossConfig on one batch, with everything pair-constant precomputed by the
-    registry (:meth:`dpocheck.theory.LossSpec.precompute`) for the pairs as labelled and, with soft labels, for the
-    swapped pairs."""
+    """Per-pair loss and its exact derivatives for one LossConfig on one batch, with everything pair-constant
+    precomputed by the registry (:meth:`dpocheck.theory.LossSpec.precompute`) for the pairs as labelled and, with
+    soft labels, for the swapped pairs. ``needs_policy_chosen``: the loss also depends on log π(y_w|x) (and, with
+    soft labels, on log π(y_l|x), the swapped pair's chosen response)."""
 
     def __init__(self, loss: LossConfig, batch: BanditBatch) -> None:
         B = batch.n_instances
         self.loss = loss
         self.spec = loss.spec
+        self.needs_policy_chosen = self.spec.needs_policy_chosen
         self.beta = _col(batch.beta, B)
         self.q = batch.label_prob
         self.hard = batch.hard_labels
         ref = ReferencePairs.single_token(*batch.log_pi_ref_pairs())
         resolved = self.spec.resolve(**loss.params())
-        params = {k: _col(v, B) if k == "gamma" else v for k, v in resolved.items()}
+        params = {k: _col(v, B) if np.ndim(v) else v for k, v in resolved.items()}
         self.fwd = self.spec.precompute(ref, self.beta, **params)
         self.rev = None if self.hard else self.spec.precompute(ref.swapped(), self.beta, **params)
 
-    def __call__(self, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(loss, ∂loss/∂δ_θ), each (B, N), at policy margins δ_θ = delta."""
-        fwd = self.spec.apply(delta, self.beta, **self.fwd)
+    def __call__(
+        self, delta: np.ndarray, logp_w: np.ndarray | None = None, logp_l: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(loss, ∂loss/∂δ_θ, ∂loss/∂log π(y_w), ∂loss/∂log π(y_l)), each (B, N) or None, at policy margins δ_θ =
+        delta and chosen/rejected log-probs logp_w, logp_l (needed when ``needs_policy_chosen``). The partial
+        derivatives in δ hold both log-probs' dependence fixed: the loss is ℓ(δ, log π(y_w)) with soft labels
+        q·ℓ(δ, log π(y_w)) + (1 − q)·ℓ'(−δ, log π(y_l))."""
+        fwd = self.spec.apply(delta, self.beta, policy_logp_w=logp_w, **self.fwd)
         if self.rev is None:
-            return fwd.loss, fwd.grad
-        rev = self.spec.apply(-delta, self.beta, **self.rev)
+            return fwd.loss, fwd.grad, fwd.grad_logp_w, None
+        rev = self.spec.apply(-delta, self.beta, policy_logp_w=logp_l, **self.rev)
         q = self.q
-        return q * fwd.loss + (1 - q) * rev.loss, q * fwd.grad - (1 - q) * rev.grad
+        gw = None if fwd.grad_logp_w is None else q * fwd.grad_logp_w
+        gl = None if rev.grad_logp_w is None else (1 - q) * rev.grad_logp_w
+        return q * fwd.loss + (1 - q) * rev.loss, q * fwd.grad - (1 - q) * rev.grad, gw, gl
 
 
 def policy_metrics(
@@ -267,13 +283,43 @@ def train(
         if record_deltas:
             rec_deltas.append(d.copy())
 
+    chosen = pair_loss.needs_policy_chosen
+    ctx = (np.arange(B)[:, None] * X + p[..., 0]).ravel()  # flat (instance, context) of every pair
+    if chosen:
+        # the policy's log π(y|x) as log π_ref(y|x) + (z − z_ref)[y] − (logsumexp z − logsumexp z_ref): exactly the
+        # reference's at z = log π_ref, so Δ_w = 0 there is DPOP's kink itself (where the registry's derivative is
+        # the non-displaced side's), not ± an ulp of rounding
+        z_ref = batch.log_pi_ref.reshape(-1)
+        lse_ref = logsumexp(batch.log_pi_ref, axis=-1).reshape(-1)
+        ref_w, ref_l = (v.ravel() for v in batch.log_pi_ref_pairs())
+
+    def evaluate(zz: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(per-pair loss, gradient of the mean loss in the logits)."""
+        if not chosen:
+            ell, g, _, _ = pair_loss(d)
+            grad = np.bincount(idx_all, weights=np.concatenate([g.ravel(), -g.ravel()]), minlength=size)
+            return ell, grad.reshape(B, X, Y) / N
+        flat = zz.reshape(-1)
+        lse = logsumexp(zz, axis=-1).reshape(-1)
+        shift = (lse - lse_ref)[ctx]
+        lw = ref_w + (flat[idx_w] - z_ref[idx_w]) - shift
+        ll = ref_l + (flat[idx_l] - z_ref[idx_l]) - shift
+        log_pi = (zz - lse.reshape(B, X, 1)).reshape(-1)
+        ell, g, gw, gl = pair_loss(d, lw.reshape(B, N), ll.reshape(B, N))
+        gw = np.broadcast_to(gw, (B, N)).ravel()
+        gl = np.zeros(B * N) if gl is None else np.broadcast_to(gl, (B, N)).ravel()
+        w = np.concatenate([g.ravel() + gw, -g.ravel() + gl])
+        grad = np.bincount(idx_all, weights=w, minlength=size).reshape(B, X, Y)
+        # log π(y|x) = z[x, y] − logsumexp(z[x]): every log-prob term also pulls its context's row by −g·π(·|x)
+        row = np.bincount(ctx, weights=gw + gl, minlength=B * X).reshape(B, X, 1)
+        grad -= row * np.exp(log_pi.reshape(B, X, Y))
+        return ell, grad / N
+
     d = delta_of(z)
     for t in range(1, steps + 1):
-        ell, g = pair_loss(d)
+        ell, grad = evaluate(z, d)
         if (t - 1) % record_every == 0:
             record(t - 1, z, d, ell)
-        grad = np.bincount(idx_all, weights=np.concatenate([g.ravel(), -g.ravel()]), minlength=size)
-        grad = grad.reshape(B, X, Y) / N
         if optimizer == "sgd":
             z -= lr_col * grad
         else:
@@ -291,7 +337,7 @@ def train(
         d = d_new
         if progress is not None:
             progress(t, steps)
-    ell, _ = pair_loss(d)
+    ell, _ = evaluate(z, d)
     if not rec_steps or rec_steps[-1] != steps:
         record(steps, z, d, ell)
     if not np.all(np.isfinite(z)):

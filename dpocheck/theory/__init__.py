@@ -4,7 +4,8 @@ Pair-level functions accept numpy arrays, Python numbers or torch tensors (CPU/C
 Modules: ``bandit`` (tabular bandits, the RLHF optimum, C1), ``pairs`` (pair quantities: δ*, violation, U, γ*;
 C1–C4, C8), ``losses`` (every loss with its exact derivative, C3–C10), ``registry`` (the one loss registry that
 sims, proofs_check, figures and the LLM trainer read), ``stationary`` (population stationary points, C5–C8),
-``ecpoc`` (exact E-CPOC, C9), ``report`` and ``cli`` (``dpocheck tabular``).
+``displacement`` (where DPOP and DPO + NLL put a pair's margin relative to U and δ*, PAPER §6), ``ecpoc`` (exact
+E-CPOC, C9), ``report`` and ``cli`` (``dpocheck tabular``).
 """
 
 from .bandit import (
@@ -17,15 +18,27 @@ from .bandit import (
     rlhf_optimal_log_policy,
     sample_bt_pairs,
 )
+from .displacement import (
+    dpo_nll_alpha_star,
+    dpop_delta_star_reachable,
+    dpop_stays_at_reference,
+    population_face_derivative,
+    population_face_stationary_delta,
+)
 from .ecpoc import ECPOCSolution, ecpoc_single_pair_closed_form, ecpoc_solve
 from .losses import (
     CPO_MARGIN_DEMO_GAMMA,
+    DPO_NLL_DEFAULT_ALPHA,
+    DPOP_DEFAULT_LAMBDA,
     RELEASED_DEFAULTS,
     RELEASED_DEMO,
     SIMPO_DEFAULT_GAMMA,
     LossAndGrad,
     cpo_margin_loss,
     dpo_loss,
+    dpo_nll_loss,
+    dpop_loss,
+    dpop_penalty,
     hinge_loss,
     ipo_loss,
     length_normalized_delta,
@@ -76,6 +89,8 @@ from .stationary import (
 
 __all__ = [
     "CPO_MARGIN_DEMO_GAMMA",
+    "DPOP_DEFAULT_LAMBDA",
+    "DPO_NLL_DEFAULT_ALPHA",
     "LOSSES",
     "LOSS_NAMES",
     "RELEASED_DEFAULTS",
@@ -95,6 +110,12 @@ __all__ = [
     "delta_opt",
     "dpo_gradient_weight",
     "dpo_loss",
+    "dpo_nll_alpha_star",
+    "dpo_nll_loss",
+    "dpop_delta_star_reachable",
+    "dpop_loss",
+    "dpop_penalty",
+    "dpop_stays_at_reference",
     "ecpoc_single_pair_closed_form",
     "ecpoc_solve",
     "effective_target",
@@ -116,6 +137,8 @@ __all__ = [
     "misaligned_bandit",
     "pair_values",
     "policy_delta",
+    "population_face_derivative",
+    "population_face_stationary_delta",
     "population_loss_derivative",
     "population_stationary_delta",
     "random_bandit",

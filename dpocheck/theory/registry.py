@@ -10,9 +10,23 @@ only wires them up:
 * :meth:`LossSpec.apply` evaluates the per-pair loss and its exact ∂ℓ/∂δ_θ from δ_θ and that output, on numpy
   arrays or torch tensors (differentiable by autograd).
 
-Callers that hold δ_ref and the per-pair quantities directly (a margin m, per-token mean log-probs) use
-:meth:`LossSpec.precompute_delta`, and the name-based :func:`loss_and_grad` / :func:`effective_target`.
-"cpo_margin" is the paper's constrained preference optimization (C8), not TRL's CPOTrainer.
+Losses of the policy's chosen log-prob (``LossSpec.needs_policy_chosen``; PAPER §6, against likelihood displacement):
+
+* ``dpop`` (DPO-Positive, Pal et al. 2024): ℓ = softplus(β·δ_ref − β·δ_θ + β·λ·max(0, log π_ref(y_w) − log π_θ(y_w))).
+  precompute → {"offset": β·δ_ref, "ref_logp_w": log π_ref(y_w|x), "penalty_weight": β·λ}.
+* ``dpo_nll`` (DPO + NLL, RPO, Pang et al. 2024): ℓ = softplus(β·δ_ref − β·δ_θ) − (α/|y_w|)·log π_θ(y_w|x).
+  precompute → {"offset": β·δ_ref, "nll_weight": α/tokens_w}, tokens_w from :class:`ReferencePairs` (|y_w| with
+  summed log-probs, 1 with per-token means), so the NLL term is per token in either convention.
+
+  Their ``apply(δ_θ, β, policy_logp_w=log π_θ(y_w|x), **pre)`` needs the policy's chosen log-prob in the same
+  convention as the reference log-probs (ValueError without it; the other losses ignore it) and returns
+  ``LossAndGrad(loss, grad, grad_logp_w)``: grad = ∂ℓ/∂δ_θ at fixed log π_θ(y_w|x), grad_logp_w = ∂ℓ/∂log π_θ(y_w|x)
+  at fixed δ_θ (None for the losses of δ_θ alone). At DPOP's kink Δ_w = 0 grad_logp_w is the one-sided derivative
+  from the non-displaced side, 0 (autograd through the returned loss agrees).
+
+Callers that hold δ_ref and the per-pair quantities directly (a margin m, per-token mean log-probs, log π_ref(y_w),
+a token count) use :meth:`LossSpec.precompute_delta`, and the name-based :func:`loss_and_grad` /
+:func:`effective_target`. "cpo_margin" is the paper's constrained preference optimization (C8), not TRL's CPOTrainer.
 """
 
 from __future__ import annotations
@@ -27,7 +41,7 @@ import numpy as np
 from array_api_compat import is_torch_array
 
 from . import losses as _L
-from ._array import Array, as_arrays, require_positive_beta
+from ._array import Array, as_arrays, require_finite, require_positive_beta
 from .losses import LossAndGrad
 from .pairs import log_cpo_margin
 
@@ -39,17 +53,23 @@ class ReferencePairs:
     logp_w, logp_l: log π_ref(y_w|x), log π_ref(y_l|x) in the convention the loss is used with (summed or per-token
     mean). mean_logp_w, mean_logp_l: per-token mean log-probs (the released `easy` branch needs them, C10); for a
     tabular bandit every response is one token and they equal logp_w, logp_l (see :meth:`single_token`).
+    tokens_w, tokens_l: how many tokens logp_w, logp_l (and the policy's log-probs in the same convention) sum over —
+    |y_w|, |y_l| with summed log-probs, 1 with per-token means and for tabular bandits; dpo_nll needs tokens_w to
+    make its NLL term per token (PAPER §6).
     """
 
     logp_w: Array
     logp_l: Array
     mean_logp_w: Array | None = None
     mean_logp_l: Array | None = None
+    tokens_w: Array | None = None
+    tokens_l: Array | None = None
 
     @classmethod
     def single_token(cls, logp_w: Array, logp_l: Array) -> ReferencePairs:
-        """Pairs of one-token responses (tabular bandits): the per-token means are the log-probs themselves."""
-        return cls(logp_w, logp_l, logp_w, logp_l)
+        """Pairs of one-token responses (tabular bandits): the per-token means are the log-probs themselves and
+        every token count is 1."""
+        return cls(logp_w, logp_l, logp_w, logp_l, 1, 1)
 
     def delta_ref(self) -> Array:
         """δ_ref = log π_ref(y_w|x) − log π_ref(y_l|x)."""
@@ -58,20 +78,22 @@ class ReferencePairs:
 
     def swapped(self) -> ReferencePairs:
         """The same pairs with y_w and y_l exchanged (the other Bradley–Terry label, for soft labels, C5a)."""
-        return ReferencePairs(self.logp_l, self.logp_w, self.mean_logp_l, self.mean_logp_w)
+        return ReferencePairs(
+            self.logp_l, self.logp_w, self.mean_logp_l, self.mean_logp_w, self.tokens_l, self.tokens_w
+        )
 
 
 # ------------------------------------------------------------------------------------------- parameter checks
 
-_SYMBOLS = {"gamma": "γ", "tau": "τ", "alpha": "α"}
+_SYMBOLS = {"gamma": "γ", "tau": "τ", "alpha": "α", "lam": "λ"}
 
 
-def _check_param(name: str, value: Any) -> None:
-    """γ ≥ 0, τ > 0, α > 0, all finite (scalars or arrays); ValueError naming the parameter otherwise."""
+def _check_param(name: str, value: Any, positive: bool = False) -> None:
+    """Finite and ≥ 0, or > 0 when `positive` (scalars or arrays); ValueError naming the parameter otherwise."""
     v = np.asarray(value.detach().cpu() if is_torch_array(value) else value, dtype=np.float64)
-    ok = np.isfinite(v) & ((v >= 0) if name == "gamma" else (v > 0))
+    ok = np.isfinite(v) & ((v > 0) if positive else (v >= 0))
     if not np.all(ok):
-        bound = ">= 0" if name == "gamma" else "> 0"
+        bound = "> 0" if positive else ">= 0"
         raise ValueError(f"{name} must be finite and {bound}; got {value!r}")
 
 
@@ -97,8 +119,10 @@ class LossSpec:
     """One preference loss of the registry (see the module docstring for the precompute/apply split).
 
     family: "logistic" (ℓ = softplus(c − β·δ_θ), precompute → {"offset": c}), "ipo" or "hinge" (precompute →
-    {"delta_ref": δ_ref}). params: hyper-parameter names, defaults their values when not given. delta_params: the
+    {"delta_ref": δ_ref}), "dpop" or "dpo_nll" (see the module docstring). params: hyper-parameter names, defaults
+    their values when not given; positive_params: those that must be > 0 (the others ≥ 0). delta_params: the
     keywords of :meth:`precompute_delta` (hyper-parameters and per-pair quantities such as a margin).
+    needs_policy_chosen: :meth:`apply` needs ``policy_logp_w`` = log π_θ(y_w|x) (DPOP, DPO + NLL).
     """
 
     name: str
@@ -114,6 +138,8 @@ class LossSpec:
     _from_ref: Callable[[ReferencePairs, dict[str, Any]], dict[str, Any]] = field(repr=False, compare=False)
     _precompute_delta: Callable[..., dict[str, Any]] = field(repr=False, compare=False)
     _target_delta: Callable[..., Array] = field(repr=False, compare=False)
+    positive_params: tuple[str, ...] = ()
+    needs_policy_chosen: bool = False
 
     # ---- parameters
     def resolve(self, **params: Any) -> dict[str, Any]:
@@ -123,26 +149,32 @@ class LossSpec:
             raise TypeError(f"loss {self.name!r} takes no parameter(s) {sorted(extra)}; it takes {list(self.params)}")
         out = {**self.defaults, **params}
         for k, v in out.items():
-            _check_param(k, v)
+            _check_param(k, v, k in self.positive_params)
         return out
 
     def describe(self, **params: Any) -> str:
-        """Short label such as 'cpo_margin(γ=0.05)' or 'released_adaptive(γ=0.5,τ=2,α=1)'."""
+        """Short label such as 'cpo_margin(γ=0.05)', 'dpop(λ=50)' or 'released_adaptive(γ=0.5,τ=2,α=1)'."""
         p = self.resolve(**params)
         if not p:
             return self.name
-        if self.params == ("gamma",) and np.ndim(p["gamma"]) != 0:
-            return f"{self.name}(γ per instance)"
+        if len(self.params) == 1 and np.ndim(p[self.params[0]]) != 0:
+            return f"{self.name}({_SYMBOLS.get(self.params[0], self.params[0])} per instance)"
         return f"{self.name}(" + ",".join(f"{_SYMBOLS.get(k, k)}={_fmt(p[k])}" for k in self.params) + ")"
 
     # ---- precomputation
     def _delta_kwargs(self, ref: ReferencePairs, params: dict[str, Any]) -> dict[str, Any]:
         if self.needs_mean_logps and (ref.mean_logp_w is None or ref.mean_logp_l is None):
             raise ValueError(f"loss {self.name!r} needs per-token mean log-probs (ReferencePairs.mean_logp_w/_l)")
+        if self.name == "dpo_nll" and ref.tokens_w is None:
+            raise ValueError(
+                "loss 'dpo_nll' needs ReferencePairs.tokens_w, the number of tokens log π(y_w|x) sums over: |y_w| "
+                "with summed log-probs, 1 with per-token means (its NLL term is per token)"
+            )
         return self._from_ref(ref, self.resolve(**params))
 
     def precompute(self, ref: ReferencePairs, beta: Any, **params: Any) -> dict[str, Array]:
-        """Everything pair-constant, computed once: logistic family → {"offset": c}; ipo/hinge → {"delta_ref"}.
+        """Everything pair-constant, computed once: logistic family → {"offset": c}; ipo/hinge → {"delta_ref"};
+        dpop → {"offset", "ref_logp_w", "penalty_weight"}; dpo_nll → {"offset", "nll_weight"} (module docstring).
 
         beta and the hyper-parameters may be scalars or arrays broadcastable to the pairs (e.g. (B, 1) columns).
         cpo_margin's margin is formed in log space; one whose exponential overflows raises OverflowError naming
@@ -160,36 +192,65 @@ class LossSpec:
         if extra:
             raise TypeError(f"loss {self.name!r} takes no parameter(s) {sorted(extra)}")
         for k in set(params) & set(self.params):
-            _check_param(k, params[k])
+            _check_param(k, params[k], k in self.positive_params)
 
     # ---- evaluation
-    def apply(self, delta_policy: Any, beta: Any, **precomputed: Any) -> LossAndGrad:
-        """Per-pair loss and exact ∂ℓ/∂δ_θ at policy margins δ_θ, from :meth:`precompute`'s output.
+    def apply(self, delta_policy: Any, beta: Any, *, policy_logp_w: Any = None, **precomputed: Any) -> LossAndGrad:
+        """Per-pair loss and exact derivatives at policy margins δ_θ, from :meth:`precompute`'s output.
 
-        Works on numpy arrays and torch tensors; a torch δ_θ with requires_grad gives a differentiable loss.
+        policy_logp_w: log π_θ(y_w|x) in the convention of the reference log-probs (summed or per-token mean);
+        required when ``needs_policy_chosen`` (ValueError otherwise), ignored by the other losses. Returns
+        LossAndGrad(loss, grad = ∂ℓ/∂δ_θ at fixed log π_θ(y_w), grad_logp_w = ∂ℓ/∂log π_θ(y_w) at fixed δ_θ or
+        None). Works on numpy arrays and torch tensors; torch inputs with requires_grad give a differentiable loss.
         """
+        if self.needs_policy_chosen and policy_logp_w is None:
+            raise ValueError(
+                f"loss {self.name!r} depends on the policy's chosen log-prob: pass policy_logp_w = log π_θ(y_w|x) "
+                "in the convention of the reference log-probs"
+            )
         if self.family == "logistic":
             return _L.logistic_loss(delta_policy, beta, precomputed["offset"])
         if self.family == "ipo":
             return _L.ipo_loss(delta_policy, precomputed["delta_ref"], beta)
+        if self.family == "dpop":
+            return _L.dpop_from_offset(
+                delta_policy,
+                beta,
+                precomputed["offset"],
+                policy_logp_w,
+                precomputed["ref_logp_w"],
+                precomputed["penalty_weight"],
+            )
+        if self.family == "dpo_nll":
+            return _L.dpo_nll_from_offset(
+                delta_policy, beta, precomputed["offset"], policy_logp_w, precomputed["nll_weight"]
+            )
         return _L.hinge_loss(delta_policy, precomputed["delta_ref"])
 
-    def loss_and_grad(self, delta_policy: Any, ref: ReferencePairs, beta: Any, **params: Any) -> LossAndGrad:
-        """apply(δ_θ, β, **precompute(ref, β, **params))."""
-        return self.apply(delta_policy, beta, **self.precompute(ref, beta, **params))
+    def loss_and_grad(
+        self, delta_policy: Any, ref: ReferencePairs, beta: Any, *, policy_logp_w: Any = None, **params: Any
+    ) -> LossAndGrad:
+        """apply(δ_θ, β, policy_logp_w=…, **precompute(ref, β, **params))."""
+        return self.apply(delta_policy, beta, policy_logp_w=policy_logp_w, **self.precompute(ref, beta, **params))
 
-    def effective_target(self, ref: ReferencePairs, beta: Any, **params: Any) -> Array:
+    def effective_target(self, ref: ReferencePairs, beta: Any, *, policy_logp_w: Any = None, **params: Any) -> Array:
         """δ_θ at which the sigmoid's argument is 0 (the β → ∞ hinge target, C7/C10); IPO: its minimiser.
 
-        dpo, hinge: δ_ref; cpo_margin: δ_ref + m/β; released_easy: δ_ref + a/β (a < 0); released_clip:
-        max(δ_ref, 0); released_adaptive: δ_ref + a/α; simpo: γ/β; ipo: δ_ref + 1/(2β).
+        dpo, hinge, dpo_nll (its NLL term is outside the sigmoid): δ_ref; cpo_margin: δ_ref + m/β; released_easy:
+        δ_ref + a/β (a < 0); released_clip: max(δ_ref, 0); released_adaptive: δ_ref + a/α; simpo: γ/β; ipo:
+        δ_ref + 1/(2β); dpop: δ_ref + λ·max(0, log π_ref(y_w) − log π_θ(y_w)) (needs policy_logp_w).
         """
-        return self.effective_target_delta(ref.delta_ref(), beta, **self._delta_kwargs(ref, params))
+        kwargs = self._delta_kwargs(ref, params)
+        return self.effective_target_delta(ref.delta_ref(), beta, policy_logp_w=policy_logp_w, **kwargs)
 
-    def effective_target_delta(self, delta_ref: Any, beta: Any, **params: Any) -> Array:
+    def effective_target_delta(self, delta_ref: Any, beta: Any, *, policy_logp_w: Any = None, **params: Any) -> Array:
         """As :meth:`effective_target`, from δ_ref and the per-pair quantities named in ``delta_params``."""
         self._check_delta_params(params)
         require_positive_beta(beta)
+        if self.family == "dpop":
+            if policy_logp_w is None:
+                raise ValueError("dpop's effective target δ_ref + λ·P depends on the policy: pass policy_logp_w")
+            return self._target_delta(delta_ref, beta, policy_logp_w=policy_logp_w, **params)
         return self._target_delta(delta_ref, beta, **params)
 
 
@@ -251,6 +312,40 @@ def _easy_target(
     gamma: Any = _L.RELEASED_DEFAULTS["gamma"],
 ) -> Array:
     return _dref(delta_ref) + _L.released_easy_margin(mean_logp_ref_w, mean_logp_ref_l, gamma) / beta
+
+
+def _dpop_from_ref(ref: ReferencePairs, p: dict[str, Any]) -> dict[str, Any]:
+    return {"ref_logp_w": ref.logp_w, **p}
+
+
+def _dpo_nll_from_ref(ref: ReferencePairs, p: dict[str, Any]) -> dict[str, Any]:
+    return {"tokens_w": ref.tokens_w, **p}
+
+
+def _dpop_pre(delta_ref: Any, beta: Any, ref_logp_w: Any = None, lam: Any = _L.DPOP_DEFAULT_LAMBDA) -> dict[str, Array]:
+    if ref_logp_w is None:
+        raise ValueError("loss 'dpop' needs ref_logp_w = log π_ref(y_w|x)")
+    xp, (dref, rw) = as_arrays(delta_ref, ref_logp_w)
+    require_finite("ref_logp_w", rw)
+    return {"offset": beta * dref, "ref_logp_w": rw, "penalty_weight": beta * lam}
+
+
+def _dpop_target(
+    delta_ref: Any, beta: Any, policy_logp_w: Any, ref_logp_w: Any = None, lam: Any = _L.DPOP_DEFAULT_LAMBDA
+) -> Array:
+    if ref_logp_w is None:
+        raise ValueError("loss 'dpop' needs ref_logp_w = log π_ref(y_w|x)")
+    return _dref(delta_ref) + lam * _L.dpop_penalty(policy_logp_w, ref_logp_w)
+
+
+def _dpo_nll_pre(
+    delta_ref: Any, beta: Any, tokens_w: Any = None, alpha: Any = _L.DPO_NLL_DEFAULT_ALPHA
+) -> dict[str, Array]:
+    if tokens_w is None:
+        raise ValueError("loss 'dpo_nll' needs tokens_w (|y_w| with summed log-probs, 1 with per-token means)")
+    _L.check_token_counts("tokens_w", tokens_w)
+    xp, (dref, n) = as_arrays(delta_ref, tokens_w)
+    return {"offset": beta * dref, "nll_weight": alpha / n}
 
 
 def _over_beta(fn: Callable[..., Array]) -> Callable[..., Array]:
@@ -382,6 +477,39 @@ _ENTRIES = (
         _from_ref=_no_ref_params,
         _precompute_delta=_offset(_L.released_adaptive_offset),
         _target_delta=_over_beta(_L.released_adaptive_offset),
+        positive_params=("tau", "alpha"),
+    ),
+    LossSpec(
+        name="dpop",
+        label="DPOP (λ)",
+        color="darkgoldenrod",
+        claim="DPOP (Pal et al. 2024), PAPER §6",
+        family="dpop",
+        params=("lam",),
+        defaults={"lam": _L.DPOP_DEFAULT_LAMBDA},
+        reference_free=False,
+        needs_mean_logps=False,
+        delta_params=("ref_logp_w", "lam"),
+        _from_ref=_dpop_from_ref,
+        _precompute_delta=_dpop_pre,
+        _target_delta=_dpop_target,
+        needs_policy_chosen=True,
+    ),
+    LossSpec(
+        name="dpo_nll",
+        label="DPO + NLL (α)",
+        color="teal",
+        claim="RPO (Pang et al. 2024), PAPER §6",
+        family="dpo_nll",
+        params=("alpha",),
+        defaults={"alpha": _L.DPO_NLL_DEFAULT_ALPHA},
+        reference_free=False,
+        needs_mean_logps=False,
+        delta_params=("tokens_w", "alpha"),
+        _from_ref=_dpo_nll_from_ref,
+        _precompute_delta=_dpo_nll_pre,
+        _target_delta=lambda delta_ref, beta, tokens_w=None, alpha=None: _dref(delta_ref) + 0.0,
+        needs_policy_chosen=True,
     ),
 )
 
@@ -390,14 +518,18 @@ LOSSES: Mapping[str, LossSpec] = MappingProxyType({s.name: s for s in _ENTRIES})
 LOSS_NAMES: tuple[str, ...] = tuple(LOSSES)
 
 
-#: The per-pair keywords of :meth:`LossSpec.precompute_delta` (the rest — γ, τ, α — are hyper-parameters).
-PER_PAIR_PARAMS = frozenset({"margin", "log_margin", "mean_logp_ref_w", "mean_logp_ref_l"})
+#: The per-pair keywords of :meth:`LossSpec.precompute_delta` (the rest — γ, τ, α, λ — are hyper-parameters).
+PER_PAIR_PARAMS = frozenset({"margin", "log_margin", "mean_logp_ref_w", "mean_logp_ref_l", "ref_logp_w", "tokens_w"})
 _SWAPPED = {"mean_logp_ref_w": "mean_logp_ref_l", "mean_logp_ref_l": "mean_logp_ref_w"}
 
 
 def swap_delta_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """The ``delta_params`` of the swapped pair (y_w ↔ y_l): per-response quantities exchanged; a margin
-    γ(1/π_ref(y_w) + 1/π_ref(y_l)) and the hyper-parameters are symmetric and stay (use with δ_ref → −δ_ref)."""
+    γ(1/π_ref(y_w) + 1/π_ref(y_l)) and the hyper-parameters are symmetric and stay (use with δ_ref → −δ_ref).
+    Not for dpop / dpo_nll: their swapped pair needs y_l's own log π_ref and token count — swap a
+    :class:`ReferencePairs` instead (:meth:`ReferencePairs.swapped`)."""
+    if {"ref_logp_w", "tokens_w"} & set(params):
+        raise ValueError("swap_delta_params cannot swap ref_logp_w / tokens_w; use ReferencePairs.swapped()")
     return {_SWAPPED.get(k, k): v for k, v in params.items()}
 
 
@@ -409,20 +541,26 @@ def get_loss(name: str) -> LossSpec:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}") from None
 
 
-def loss_and_grad(name: str, delta_policy: Any, delta_ref: Any, beta: Any, **params: Any) -> LossAndGrad:
-    """Loss and ∂ℓ/∂δ_θ of loss `name` from δ_θ, δ_ref and its ``delta_params``.
+def loss_and_grad(
+    name: str, delta_policy: Any, delta_ref: Any, beta: Any, *, policy_logp_w: Any = None, **params: Any
+) -> LossAndGrad:
+    """Loss and derivatives (∂ℓ/∂δ_θ; ∂ℓ/∂log π_θ(y_w) for dpop, dpo_nll) of loss `name` from δ_θ, δ_ref and its
+    ``delta_params``.
 
     params: ``margin`` / ``log_margin`` (cpo_margin); ``mean_logp_ref_w``, ``mean_logp_ref_l``, ``gamma``
-    (released_easy); ``gamma``, ``tau``, ``alpha`` (released_adaptive); ``gamma`` (simpo). Unknown params raise
-    TypeError.
+    (released_easy); ``gamma``, ``tau``, ``alpha`` (released_adaptive); ``gamma`` (simpo); ``ref_logp_w``, ``lam``
+    (dpop); ``tokens_w``, ``alpha`` (dpo_nll). policy_logp_w: log π_θ(y_w|x), required by dpop and dpo_nll.
+    Unknown params raise TypeError.
     """
     spec = get_loss(name)
-    return spec.apply(delta_policy, beta, **spec.precompute_delta(delta_ref, beta, **params))
+    return spec.apply(
+        delta_policy, beta, policy_logp_w=policy_logp_w, **spec.precompute_delta(delta_ref, beta, **params)
+    )
 
 
-def effective_target(name: str, delta_ref: Any, beta: Any, **params: Any) -> Array:
+def effective_target(name: str, delta_ref: Any, beta: Any, *, policy_logp_w: Any = None, **params: Any) -> Array:
     """The effective target of loss `name` (see :meth:`LossSpec.effective_target`) from δ_ref and its params."""
-    return get_loss(name).effective_target_delta(delta_ref, beta, **params)
+    return get_loss(name).effective_target_delta(delta_ref, beta, policy_logp_w=policy_logp_w, **params)
 
 
 __all__ = [

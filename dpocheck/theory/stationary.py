@@ -18,7 +18,7 @@ from scipy.special import expit
 
 from ._array import require_positive_beta
 from .bandit import TabularBandit
-from .registry import PER_PAIR_PARAMS, loss_and_grad, swap_delta_params
+from .registry import PER_PAIR_PARAMS, get_loss, loss_and_grad, swap_delta_params
 
 
 def population_loss_derivative(
@@ -40,9 +40,15 @@ def population_stationary_delta(
 
     Closed forms: DPO → δ_ref + Δr*/β (= δ_{π*}, whatever its sign); IPO → δ_ref + (2q − 1)/(2β).
     Other logistic losses: bisection on the increasing derivative to `tol` (absolute, in δ).
-    The hinge loss has no unique stationary point and raises ValueError.
+    The hinge loss has no unique stationary point and raises ValueError; so do dpop and dpo_nll, which depend on
+    log π(y_w) too (see :func:`dpocheck.theory.displacement.population_face_stationary_delta`).
     """
     require_positive_beta(beta)
+    if get_loss(loss_name).needs_policy_chosen:
+        raise ValueError(
+            f"{loss_name} depends on log π(y_w), not on δ alone: use "
+            "dpocheck.theory.displacement.population_face_stationary_delta"
+        )
     dref = np.asarray(delta_ref, dtype=np.float64)
     dr = np.asarray(delta_reward, dtype=np.float64)
     if loss_name == "dpo":
@@ -193,7 +199,9 @@ def cpo_objective_stationary_policy(
     exists = np.zeros(X, dtype=bool)
     for x in range(X):
         neg = c[x] < 0
-        nu_max = np.min(b[x, neg] - beta * (np.log(-c[x, neg] / beta) + 1)) if neg.any() else math.inf
+        # log(−c) − log β exactly as _solve_coordinate forms s0: −c/β can be subnormal (γ ~ 1e-313), where the
+        # quotient loses precision and ν_max would disagree with the branch minimum by ~1e-10
+        nu_max = np.min(b[x, neg] - beta * (np.log(-c[x, neg]) - math.log(beta) + 1)) if neg.any() else math.inf
 
         def solve(nu: float, x: int = x) -> np.ndarray:
             return np.array([_solve_coordinate(b[x, y] - nu, c[x, y], beta) for y in range(Y)])

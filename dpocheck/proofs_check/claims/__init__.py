@@ -9,6 +9,9 @@
 - :mod:`.c8_thm49` — C8 γ* (Eq. 27), Thm 4.9, the log-space margin.
 - :mod:`.c9_ecpoc` — C9 E-CPOC, the bridge, the released branches as practical forms.
 - :mod:`.c10_released` — C10 the released code's losses (reproduction, `easy` margin sign, targets).
+- :mod:`.s6_losses` — PAPER §6's losses against likelihood displacement (DPOP, DPO + NLL): reduction to DPO, DPOP = DPO
+  on non-displaced pairs, exact derivatives, no stationary point with hard labels.
+- :mod:`.s6_stationary` — their population stationary points relative to δ* and U.
 - :mod:`._shared` — sympy symbols and domains, population losses, offsets, solver wrapper.
 """
 
@@ -35,6 +38,15 @@ from .c8_cpo_margin import check_cpo_approximation, check_cpo_foc, check_cpo_pap
 from .c8_thm49 import check_gamma_star, check_log_space_margin, check_thm49_approximate, check_thm49_exact
 from .c9_ecpoc import check_ecpoc, check_ecpoc_bridge, check_practical_forms
 from .c10_released import check_easy_margin_sign, check_released_reproduction, check_released_targets
+from .s6_losses import (
+    check_dpo_nll_alpha_zero,
+    check_dpo_nll_gradient,
+    check_dpop_gradient,
+    check_dpop_lambda_zero,
+    check_dpop_non_displaced,
+    check_no_stationary_point_hard_labels,
+)
+from .s6_stationary import check_dpo_nll_population, check_dpop_population, check_dpop_undesirable_space
 
 __all__ = [
     "branch_offsets",
@@ -45,6 +57,14 @@ __all__ = [
     "check_cpo_paper_stationary",
     "check_cpo_unbounded",
     "check_dpo_gradient",
+    "check_dpo_nll_alpha_zero",
+    "check_dpo_nll_gradient",
+    "check_dpo_nll_population",
+    "check_dpop_gradient",
+    "check_dpop_lambda_zero",
+    "check_dpop_non_displaced",
+    "check_dpop_population",
+    "check_dpop_undesirable_space",
     "check_easy_margin_sign",
     "check_ecpoc",
     "check_ecpoc_bridge",
@@ -55,6 +75,7 @@ __all__ = [
     "check_hinge_limit",
     "check_key_identity",
     "check_log_space_margin",
+    "check_no_stationary_point_hard_labels",
     "check_ordered_pair",
     "check_population_equivalence",
     "check_practical_forms",
