@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from dpocheck._io import write_atomic
+from dpocheck._plot import pyplot, save_figure
 from dpocheck.theory import LOSSES
 
 Rows = list[dict[str, Any]]
@@ -130,27 +130,6 @@ def unique(rows: Iterable[Mapping[str, Any]], name: str) -> list[Any]:
         if r[name] not in seen:
             seen.append(r[name])
     return seen
-
-
-def pyplot() -> Any:
-    """matplotlib.pyplot with the non-interactive Agg backend (imported lazily: keeps the CLI import
-    cheap)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 120, "font.size": 9, "axes.titlesize": 9})
-    return plt
-
-
-def save_figure(fig: Any, path: str | Path) -> Path:
-    """Save a matplotlib figure atomically (through :func:`dpocheck._io.write_atomic`) and close it."""
-    path = Path(path)
-    write_atomic(path, lambda tmp: fig.savefig(tmp, bbox_inches="tight", format=path.suffix.lstrip(".")))
-    fig.clf()
-    pyplot().close(fig)
-    return path
 
 
 #: Colours and legend labels: every loss's from the loss registry, plus the exact reference points.

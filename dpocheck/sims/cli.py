@@ -29,7 +29,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--loss", default="dpo", choices=LOSS_NAMES + REFERENCE_POINTS, help="loss (default dpo)")
     p.add_argument("--steps", type=int, default=500, help="training steps (default 500)")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    p.add_argument(
+        "--optimizer", choices=("sgd", "adam"), default="sgd", help="update rule on the logits (sgd: gradient flow)"
+    )
     p.add_argument("--lr", type=float, help="step size (default 1.0 for sgd, 0.01 for adam)")
     p.add_argument("--beta", type=float, default=1.0, help="KL strength β (default 1.0)")
     gamma_defaults = "; ".join(f"{n} {s.defaults['gamma']:g}" for n, s in LOSSES.items() if "gamma" in s.params)
@@ -54,11 +56,22 @@ def register(subparsers: Any) -> None:
     p.add_argument("--contexts", type=int, default=4, help="contexts per bandit (default 4)")
     p.add_argument("--responses", type=int, default=6, help="responses per context (default 6)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bandits (runs are bit-for-bit reproducible)")
-    p.add_argument("--reference", choices=("misaligned", "gaussian"), default="misaligned")
+    p.add_argument(
+        "--reference",
+        choices=("misaligned", "gaussian"),
+        default="misaligned",
+        help="how π_ref is made: misaligned (a share R of flipped labels at temperature T, E2) or gaussian "
+        "(reference logits correlated with the rewards at misalignment ρ)",
+    )
     p.add_argument("--flip-rate", type=float, default=0.3, help="misaligned: share R of flipped labels (0.3)")
     p.add_argument("--ref-temperature", type=float, default=1.0, help="misaligned: reference temperature T (1.0)")
     p.add_argument("--misalignment", type=float, default=0.75, help="gaussian: misalignment ρ in [0, 1] (0.75)")
-    p.add_argument("--labels", choices=("hard", "population"), default="hard")
+    p.add_argument(
+        "--labels",
+        choices=("hard", "population"),
+        default="hard",
+        help="hard: y_w ≻ y_l always; population: Bradley–Terry soft labels q = σ(Δr*) (C5's population reading)",
+    )
     p.add_argument("--record-every", type=int, help="record metrics every k steps (default steps/100)")
     p.add_argument("--per-instance", action="store_true", help="one row per step and instance (default: means)")
     p.add_argument("--out", help="CSV path (default sim-<loss>.csv)")

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from dpocheck.errors import InputError
 from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
+from dpocheck.theory.registry import LOSS_NAMES
 
 from .args import add_data_args, add_model_args
 
@@ -81,7 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` sub-command."""
     p = subparsers.add_parser(
         "train",
-        help="train a causal LM with dpo, ipo, cpo_margin, the released losses, hinge or simpo; U watched (C3, C4)",
+        help="train a causal LM with any registry loss (dpo, ipo, cpo_margin, the released losses, hinge, simpo, dpop, "
+        "dpo_nll); U watched (C3, C4)",
         description="Preference training on TRL's DPOTrainer with dpocheck's tokenisation and precomputed "
         "reference log-probs (packed scorer). Logs per step the loss, the share in U (C3), ranking accuracy, TRL's "
         "accuracy and the DPO gradient weight inside/outside U (C4); scores the whole training set every "
@@ -90,11 +92,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_args(p, dtype_help="training dtype (auto: fp32 here)")
     _add_data_args(p)
-    p.add_argument("--loss", required=True, help="loss name from the registry (dpo, ipo, cpo_margin, ...)")
+    p.add_argument(
+        "--loss",
+        required=True,
+        help=f"loss from the registry: {', '.join(LOSS_NAMES)} (cpo_margin is the paper's constrained preference "
+        "optimization, C8, not TRL's CPOTrainer)",
+    )
     p.add_argument("--beta", type=float, required=True, help="β > 0 (KL strength / inverse temperature)")
     p.add_argument("--gamma", type=float, default=None, help="γ ≥ 0 of the margin losses (C8, C10)")
     p.add_argument("--tau", type=float, default=None, help="τ of the released adaptive softplus (C10)")
-    p.add_argument("--alpha", type=float, default=None, help="α of the released adaptive softplus (C10)")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="α: of the released adaptive softplus (C10, > 0), or the weight of dpo_nll's per-token NLL of the chosen "
+        "response (RPO, >= 0; default 1)",
+    )
+    p.add_argument(
+        "--lambda",
+        dest="lam",
+        type=float,
+        default=None,
+        help="λ >= 0 of dpop, the DPO-Positive penalty on a chosen log-prob that fell below the reference's "
+        "(Pal et al. 2024; default 50)",
+    )
     p.add_argument(
         "--normalize",
         choices=LOGP_CONVENTIONS,

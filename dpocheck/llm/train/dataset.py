@@ -160,11 +160,13 @@ def _precompute(spec: Any, values: list[dict[str, Any]], beta: float, params: di
         return np.array([v[name] for v in values], dtype=np.float64)
 
     mean_w, mean_l = col("ref_chosen_logp_mean"), col("ref_rejected_logp_mean")
-    if normalize == "sum":
+    if normalize == "sum":  # log π(y|x) sums over |y| tokens (dpo_nll's per-token NLL divides by it)
         logp_w, logp_l = col("ref_chosen_logp_sum"), col("ref_rejected_logp_sum")
+        tokens_w, tokens_l = col("n_chosen"), col("n_rejected")
     else:
         logp_w, logp_l = mean_w, mean_l
-    ref = ReferencePairs(logp_w, logp_l, mean_logp_w=mean_w, mean_logp_l=mean_l)
+        tokens_w = tokens_l = np.ones_like(mean_w)
+    ref = ReferencePairs(logp_w, logp_l, mean_logp_w=mean_w, mean_logp_l=mean_l, tokens_w=tokens_w, tokens_l=tokens_l)
     return spec.precompute(ref, beta, **params)
 
 

@@ -19,6 +19,7 @@ from dpocheck.llm.manifest import MANIFEST, check_output, differences, is_comple
 from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
 
 TOOL = "train"
+LOSS_PARAM_FLAGS = {"gamma": "--gamma", "tau": "--tau", "alpha": "--alpha", "lam": "--lambda"}  # registry name → flag
 METRICS = "metrics.jsonl"
 RESUME_FREE = ("resume", "threads", "progress")  # settings that may differ when a run is resumed
 
@@ -45,6 +46,7 @@ class TrainSettings:
     gamma: float | None = None
     tau: float | None = None
     alpha: float | None = None
+    lam: float | None = None
     normalize: str = "sum"
     max_steps: int | None = None
     epochs: float | None = None
@@ -65,7 +67,8 @@ class TrainSettings:
 
     def loss_params(self) -> dict[str, float]:
         """The loss hyper-parameters given on the command line (γ, τ, α); the registry fills the rest."""
-        return {k: v for k, v in (("gamma", self.gamma), ("tau", self.tau), ("alpha", self.alpha)) if v is not None}
+        given = (("gamma", self.gamma), ("tau", self.tau), ("alpha", self.alpha), ("lam", self.lam))
+        return {k: v for k, v in given if v is not None}
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the original, with paths made absolute."""
@@ -117,7 +120,7 @@ def resolve_loss(settings: TrainSettings) -> tuple[Any, dict[str, float]]:
     try:
         spec, params = core_resolve_loss(settings.loss, settings.loss_params())
     except TrainingInputError as err:
-        flag = "--" + (err.field if err.field in ("gamma", "tau", "alpha") else "loss")
+        flag = LOSS_PARAM_FLAGS.get(err.field, "--loss")
         raise InputError(f"{flag}: {err}") from None
     return spec, dict(params)
 

@@ -211,7 +211,7 @@ class PreferenceTrainer(DPOTrainer):
         first = ds[0]
         pre = {c[len(LOSS_PREFIX) :]: np.array([first[c]], dtype=np.float64) for c in loss_columns(ds)}
         try:
-            self.loss_spec.apply(np.zeros(1), beta, **pre)
+            self.loss_spec.apply(np.zeros(1), beta, policy_logp_w=np.zeros(1), **pre)
         except (KeyError, TypeError) as err:
             raise TrainingInputError(
                 None, "loss_*", f"columns {sorted(pre)} of {name} do not fit loss {self.loss_name!r} ({err})"
@@ -249,7 +249,9 @@ class PreferenceTrainer(DPOTrainer):
             raise FloatingPointError(f"non-finite policy log-probabilities for record(s) {bad}")
         delta_theta = pair_margins(logps, self.normalize)
         pre = {k[len(LOSS_PREFIX) :]: v for k, v in inputs.items() if k.startswith(LOSS_PREFIX)}
-        per_pair = self.loss_spec.apply(delta_theta, self.beta, **pre).loss
+        # the losses of the policy's chosen log-prob (dpop, dpo_nll) read it in the trained convention
+        chosen = logps[f"chosen_logp_{self.normalize}"]
+        per_pair = self.loss_spec.apply(delta_theta, self.beta, policy_logp_w=chosen, **pre).loss
         loss = per_pair.mean()
         self._store_metrics(mode, logps, inputs, delta_theta, per_pair)
         return (loss, logps) if return_outputs else loss
