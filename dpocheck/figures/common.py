@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dpocheck._plot import pyplot, save_figure
 from dpocheck.theory import LOSSES
 
 Rows = list[dict[str, Any]]

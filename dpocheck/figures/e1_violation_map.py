@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from dpocheck._plot import pyplot, save_figure
 from dpocheck.sims import gaussian_batch
 from dpocheck.theory import delta_opt, violation_mask
 
@@ -31,8 +32,6 @@ from .common import (
     headline,
     no_progress,
     pct,
-    pyplot,
-    save_figure,
     select,
     unique,
 )

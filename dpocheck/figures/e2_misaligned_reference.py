@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from dpocheck._plot import pyplot, save_figure
 from dpocheck.sims import (
     LossConfig,
     misaligned_reference_batch,
@@ -42,8 +43,6 @@ from .common import (
     mean_se,
     no_progress,
     pct,
-    pyplot,
-    save_figure,
     select,
     unique,
 )

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from dpocheck._plot import pyplot, save_figure
 from dpocheck.sims import BanditBatch, LossConfig, batched_log_softmax, gradient_flow_time, train
 from dpocheck.theory import dpo_gradient_weight, escape_time, exit_gradient_weight, in_undesirable_space
 
-from .common import Progress, Rows, column, fmt, headline, no_progress, pyplot, save_figure, select, unique
+from .common import Progress, Rows, column, fmt, headline, no_progress, select, unique
 
 NAME = "e3_gradient_vanishing"
 TITLE = "Gradient vanishing in U and the escape time (C4)"

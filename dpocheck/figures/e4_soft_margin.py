@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from dpocheck._plot import pyplot, save_figure
 from dpocheck.theory import dpo_loss, hinge_loss, soft_margin_gap
 
-from .common import Progress, Rows, column, fmt, headline, no_progress, pyplot, save_figure, select, unique
+from .common import Progress, Rows, column, fmt, headline, no_progress, select, unique
 
 NAME = "e4_soft_margin"
 TITLE = "Soft-margin ranking: ℓ_DPO/β → hinge max(0, δ_ref − δ_θ) with a (log 2)/β band (C7)"

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from dpocheck._plot import pyplot, save_figure
 from dpocheck.sims import LossConfig, gaussian_batch, one_pair_per_context, train
 from dpocheck.theory import (
     cpo_objective_stationary_policy,
@@ -46,8 +47,6 @@ from .common import (
     mean_se,
     no_progress,
     pct,
-    pyplot,
-    save_figure,
     select,
     unique,
 )

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from dpocheck._plot import pyplot, save_figure
 from dpocheck.sims import (
     LossConfig,
     ecpoc_log_policy,
@@ -47,8 +48,6 @@ from .common import (
     mean_se,
     no_progress,
     pct,
-    pyplot,
-    save_figure,
     select,
     unique,
 )

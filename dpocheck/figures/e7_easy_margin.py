@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from dpocheck._plot import pyplot, save_figure
 from dpocheck.sims import LossConfig, misaligned_reference_batch, train
 from dpocheck.theory import (
     RELEASED_DEFAULTS,
@@ -37,8 +38,6 @@ from .common import (
     headline,
     no_progress,
     pct,
-    pyplot,
-    save_figure,
     select,
     unique,
 )
