@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dpocheck._io import write_atomic, write_json_atomic, write_text_atomic
-from dpocheck.figures.common import pyplot, save_figure
+from dpocheck._plot import pyplot, save_figure
 
 
 def test_write_text_atomic_round_trip(tmp_path: Path) -> None:

@@ -65,8 +65,8 @@ def swept(setup, tmp_path_factory) -> Path:
 
 def test_entries_are_declared_once():
     names = [e.name for e in e2_llm_entries()]
-    assert len(names) == len(set(names)) == 12
-    assert {e.loss for e in e2_llm_entries()} == {"dpo", "released_clip", "cpo_margin"}
+    assert len(names) == len(set(names)) == 16
+    assert {e.loss for e in e2_llm_entries()} == {"dpo", "released_clip", "cpo_margin", "dpop", "dpo_nll"}
 
 
 def test_runs_table_and_gamma_star(swept):

@@ -38,13 +38,17 @@ class Entry:
 
 
 def e2_llm_entries(seed: int = 0) -> list[Entry]:
-    """The declared E2-at-LLM-scale settings: dpo and released_clip (β 0.1 sum), cpo_margin (β 2.5 mean)."""
+    """The declared E2-at-LLM-scale settings: dpo and released_clip (β 0.1 sum), cpo_margin (β 2.5 mean), and the
+    fixes users reach for against likelihood displacement (PAPER §6): dpop (DPO-Positive, Pal et al. 2024, λ = 50)
+    and dpo_nll (RPO, Pang et al. 2024, α = 1), at dpo's β 0.1 on summed log-probs, with the registry's defaults."""
     out: list[Entry] = []
     for r in (0.0, 0.4):
         out.append(Entry("dpo", 0.1, "sum", r, seed=seed))
         out.append(Entry("released_clip", 0.1, "sum", r, seed=seed))
         for g in (0.0, 0.05, "gstar/2", "1.5gstar"):
             out.append(Entry("cpo_margin", 2.5, "mean", r, g, seed))
+        out.append(Entry("dpop", 0.1, "sum", r, seed=seed))
+        out.append(Entry("dpo_nll", 0.1, "sum", r, seed=seed))
     return out
 
 

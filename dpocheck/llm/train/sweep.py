@@ -1,8 +1,9 @@
 """``dpocheck train-sweep``: run a declared sweep of ``dpocheck train`` runs, then its tidy table and figure.
 
 The sweep ``e2_llm`` (:func:`dpocheck.llm.train.experiment.e2_llm_entries`) is E2 at LLM scale (PAPER §5;
-C3, C4, C8): dpo and released_clip (β 0.1, ``sum``) and cpo_margin (β 2.5, ``mean``; γ = 0, the released
-demo's 0.05, γ*/2 and 1.5·γ*) at corruption ratios R = 0 and 0.4. Layout of ``OUT``::
+C3, C4, C8): dpo and released_clip (β 0.1, ``sum``), cpo_margin (β 2.5, ``mean``; γ = 0, the released demo's
+0.05, γ*/2 and 1.5·γ*), and against likelihood displacement dpop and dpo_nll (β 0.1, ``sum``; PAPER §6) at
+corruption ratios R = 0 and 0.4. Layout of ``OUT``::
 
     runs/<entry>/         one ``dpocheck train`` folder per entry (manifest, metrics, eval/step-N.jsonl, final/)
     sweep.json            the declared entries, the common settings, each γ resolved, per-run status and seconds
