@@ -152,9 +152,10 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
         "train-sweep",
         help="run the declared E2-at-LLM-scale sweep of `train` runs, then its tidy table and figure (C3, C4, C8)",
         description="Runs every entry of a declared sweep (e2_llm: dpo, released_clip, dpop and dpo_nll at β 0.1 sum, "
-        "cpo_margin at β 2.5 mean with γ = 0, 0.05, γ*/2, 1.5·γ*; R = 0 and 0.4) as a `dpocheck train` run under OUT/runs/, "
-        "reusing finished runs and resuming unfinished ones; then writes OUT/e2_llm.csv, .png and .md from the runs' "
-        "eval files. Defaults are the sweep's declared size (16 HH-RLHF pairs, 128 tokens, batch 4, 2 epochs).",
+        "cpo_margin at β 2.5 mean with γ = 0, 0.05, γ*/2, 1.5·γ*; R = 0 and 0.4) as a `dpocheck train` run under "
+        "OUT/runs/, reusing finished runs and resuming unfinished ones; then writes OUT/e2_llm.csv, .png and .md "
+        "from the runs' eval files. Defaults are the sweep's declared size (16 HH-RLHF pairs, 128 tokens, batch 4, "
+        "2 epochs).",
     )
     p.add_argument("--sweep", default="e2_llm", help="declared sweep (e2_llm)")
     p.add_argument("--out", default=None, help="sweep folder (created, or an earlier sweep folder to continue)")
