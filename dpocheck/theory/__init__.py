@@ -1,11 +1,12 @@
-"""Closed-form theory of DPO vs RLHF on tabular bandits and at pair level (PAPER.md C1–C10).
+"""Closed-form theory of DPO vs RLHF on tabular bandits and at pair level (PAPER.md C1–C10, §6).
 
 Pair-level functions accept numpy arrays, Python numbers or torch tensors (CPU/CUDA) and return the same kind.
 Modules: ``bandit`` (tabular bandits, the RLHF optimum, C1), ``pairs`` (pair quantities: δ*, violation, U, γ*;
-C1–C4, C8), ``losses`` (every loss with its exact derivative, C3–C10), ``registry`` (the one loss registry that
-sims, proofs_check, figures and the LLM trainer read), ``stationary`` (population stationary points, C5–C8),
-``displacement`` (where DPOP and DPO + NLL put a pair's margin relative to U and δ*, PAPER §6), ``ecpoc`` (exact
-E-CPOC, C9), ``report`` and ``cli`` (``dpocheck tabular``).
+C1–C4, C8; likelihood displacement and CHES, PAPER §6), ``losses`` (every loss with its exact derivative,
+C3–C10), ``registry`` (the one loss registry that sims, proofs_check, figures and the LLM trainer read),
+``stationary`` (population stationary points, C5–C8), ``displacement`` (where DPOP and DPO + NLL put a pair's
+margin relative to U and δ*, PAPER §6), ``ecpoc`` (exact E-CPOC, C9), ``report`` and ``cli`` (``dpocheck
+tabular``).
 """
 
 from .bandit import (
@@ -53,6 +54,8 @@ from .losses import (
     tabular_logit_gradient,
 )
 from .pairs import (
+    both_likelihoods_fell,
+    centered_hidden_embedding_similarity,
     cpo_margin,
     delta_opt,
     dpo_gradient_weight,
@@ -61,9 +64,11 @@ from .pairs import (
     gamma_star,
     gamma_star_pair,
     in_undesirable_space,
+    likelihood_displaced,
     log_cpo_margin,
     log_escape_time,
     log_gamma_star_pair,
+    logp_shift,
     undesirable_space_nonempty,
     violation_margin,
     violation_mask,
@@ -102,6 +107,8 @@ __all__ = [
     "LossSpec",
     "ReferencePairs",
     "TabularBandit",
+    "both_likelihoods_fell",
+    "centered_hidden_embedding_similarity",
     "cpo_approximation_error",
     "cpo_margin",
     "cpo_margin_loss",
@@ -128,11 +135,13 @@ __all__ = [
     "in_undesirable_space",
     "ipo_loss",
     "length_normalized_delta",
+    "likelihood_displaced",
     "log_cpo_margin",
     "log_escape_time",
     "log_gamma_star_pair",
     "log_softmax",
     "logistic_loss",
+    "logp_shift",
     "loss_and_grad",
     "misaligned_bandit",
     "pair_values",

@@ -1,7 +1,8 @@
-"""Pair-level closed forms of PAPER.md (C1–C4, C8): written once for numpy and torch.
+"""Pair-level closed forms of PAPER.md (C1–C4, C8) and of likelihood displacement (PAPER §6): numpy and torch.
 
 Every function is elementwise over pairs and broadcasts; `delta_*` are log-ratio margins
-δ = log π(y_w|x) − log π(y_l|x) of some policy, `delta_reward` is Δr* = r*(y_w) − r*(y_l).
+δ = log π(y_w|x) − log π(y_l|x) of some policy, `delta_reward` is Δr* = r*(y_w) − r*(y_l); `*_logp_*` are
+sequence log-probabilities log π(y|x) in either convention (summed or per-token mean, PAPER §1).
 """
 
 from __future__ import annotations
@@ -53,6 +54,55 @@ def in_undesirable_space(delta_policy: Any, delta_ref: Any) -> Array:
     require_finite("delta_policy", d)
     require_finite("delta_ref", dref)
     return (d > dref) & (d < 0)
+
+
+def logp_shift(policy_logp: Any, ref_logp: Any) -> Array:
+    """Δ = log π_θ(y|x) − log π_ref(y|x): how far training moved one response's log-probability (PAPER §6).
+
+    Razin et al. 2024 ("Unintentional Unalignment: Likelihood Displacement in DPO", arXiv 2410.08847) call the
+    preferred response *displaced* when Δ_w < 0 (:func:`likelihood_displaced`). Identity [ours, PAPER §6]:
+    δ_θ − δ_ref = Δ_w − Δ_l, so every DPO-family loss of δ_θ − δ_ref sees only the difference of the two shifts,
+    never their sign. In the per-token-mean convention Δ is the per-token shift, Δ^sum / |y| when the policy and
+    the reference score the same tokens, so the sign of Δ is the same in both conventions.
+    """
+    _, (lp, lr) = as_arrays(policy_logp, ref_logp)
+    require_finite("policy_logp", lp)
+    require_finite("ref_logp", lr)
+    return lp - lr
+
+
+def likelihood_displaced(policy_logp_w: Any, ref_logp_w: Any) -> Array:
+    """True where training displaced the preferred response: Δ_w = log π_θ(y_w|x) − log π_ref(y_w|x) < 0.
+
+    Likelihood displacement (Razin et al. 2024, arXiv 2410.08847; PAPER §6). Independent of U (C3): with
+    δ_ref = −2, Δ_w = 1, Δ_l = 0 the pair is in U (δ_θ = −1) and not displaced; with δ_ref = 1, Δ_w = −1,
+    Δ_l = −3 it is displaced and outside U (δ_θ = 3).
+    """
+    return logp_shift(policy_logp_w, ref_logp_w) < 0
+
+
+def both_likelihoods_fell(policy_logp_w: Any, ref_logp_w: Any, policy_logp_l: Any, ref_logp_l: Any) -> Array:
+    """True where both responses lost log-probability, Δ_w < 0 and Δ_l < 0 (Razin et al. 2024; PAPER §6).
+
+    Where δ_θ > δ_ref (the DPO loss fell below log 2) displacement implies this: Δ_w < 0 and Δ_l < Δ_w.
+    """
+    return likelihood_displaced(policy_logp_w, ref_logp_w) & (logp_shift(policy_logp_l, ref_logp_l) < 0)
+
+
+def centered_hidden_embedding_similarity(hidden_w: Any, hidden_l: Any) -> Array:
+    """CHES(x, y_w, y_l) = ⟨h_w, h_l⟩ − ‖h_w‖² = ⟨h_w, h_l − h_w⟩ over the last axis (Razin et al. 2024, Def. of
+    CHES, arXiv 2410.08847; PAPER §6).
+
+    ``hidden_w`` / ``hidden_l``: Σ_k h_k over each response's tokens, h_k the last-layer hidden state (the output
+    head's input) at the position that predicts token k — from the last prompt token to the one before the last
+    response token; with per-token means instead of sums this is the length-normalised CHES. High CHES predicts
+    displacement of y_w (the authors filter the highest-CHES pairs). Computed as ⟨h_w, h_l − h_w⟩ (no cancellation
+    of two large terms when h_l ≈ h_w).
+    """
+    xp, (hw, hl) = as_arrays(hidden_w, hidden_l)
+    require_finite("hidden_w", hw)
+    require_finite("hidden_l", hl)
+    return xp.sum(hw * (hl - hw), axis=-1)
 
 
 def undesirable_space_nonempty(delta_ref: Any) -> Array:
