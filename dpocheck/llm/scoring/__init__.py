@@ -7,6 +7,7 @@ What lives where (imports go down the list):
 - ``render`` — the one way a pair becomes text (plain HH-style or the chat template), for scoring, rewards and
   sampling alike;
 - ``encode`` — tokens with the prompt/response boundary, truncation, the batch and shard plans;
+- ``hidden`` — float64 sums of the hidden states at scored positions and the CHES fields of a row (PAPER §6);
 - ``kernels`` — the log-prob kernels (packed, cache-shared, unshared), output head applied at scored positions only;
 - ``distributed`` — torch.distributed helpers (no-ops without ``torchrun``);
 - ``runner`` — ``dpocheck score``: sharded, resumable scoring into a folder through the output protocol;

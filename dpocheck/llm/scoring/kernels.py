@@ -21,6 +21,11 @@ packed rows are padded to a multiple of 64 tokens (``pad_multiple``) for the fus
 sums are float64 ``index_add_`` in token order and nothing is padded. In fp32 every mode equals the unshared
 computation to ≤ 1e-4 nats per sequence (tested). On the shared HH-RLHF data with SmolLM2 the packed plan runs
 99 % real tokens, the cache plan 50–80 % (its two responses pad to the longer one).
+
+With ``hidden_sums=True`` each :class:`SequenceScore` also carries Σ_k h_k, the float64 sum of the hidden states the
+output head reads at the scored positions (the states that predict the response's tokens), the input of CHES
+(Razin et al. 2024, PAPER §6); it is taken from the same forward pass (no second one), and the log-probs are the
+same with or without it (tested). None where the model is scored through its own forward (no hidden states).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .encode import EncodedPair
+from .hidden import segment_vector_sums
 from .settings import PREFIX_MODES
 
 HEAD_CHUNK = 2048  # rows of hidden states per output-head matmul (bounds the logits held at once)
@@ -208,21 +214,25 @@ def _cat(parts: list[Any], like: Any) -> Any:
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def _scored_forward(model: Any, kwargs: dict[str, Any], keep: Any, targets: Any) -> tuple[Any, Any]:
-    """(float64 log-probs of ``targets`` at the kept positions ``keep[:, :-1]``, the model output).
+def _scored_forward(
+    model: Any, kwargs: dict[str, Any], keep: Any, targets: Any, slot: Any = None, n_slots: int = 0
+) -> tuple[Any, Any, Any]:
+    """(float64 log-probs of ``targets`` at the kept positions ``keep[:, :-1]``, the model output, hidden sums).
 
     With a base model and head exposed, the head runs on the kept hidden states only, ≤ HEAD_CHUNK rows at a
     time; otherwise (a wrapper such as DistributedDataParallel) the wrapper's forward runs and its full logits
-    are indexed.
+    are indexed. ``slot`` (the sequence of each kept position, non-decreasing, ``n_slots`` in all): also return
+    the float64 per-sequence sums of the kept hidden states ([n_slots, hidden]; None without a head, or without
+    ``slot``).
     """
     parts = _decoder_and_head(model)
     sel = keep[:, :-1]
     if parts is None:
         if _bool_logits_to_keep(model):  # transformers ≥ 5 keeps only the scored positions' logits itself
             out = model(**kwargs, logits_to_keep=keep)
-            return _scored_logps(out.logits, targets), out
+            return _scored_logps(out.logits, targets), out, None
         out = model(**kwargs)
-        return _scored_logps(out.logits[:, :-1][sel], targets), out
+        return _scored_logps(out.logits[:, :-1][sel], targets), out, None
     decoder, head = parts
     out = decoder(**kwargs)
     hidden = out[0][:, :-1][sel]
@@ -230,7 +240,8 @@ def _scored_forward(model: Any, kwargs: dict[str, Any], keep: Any, targets: Any)
         _logps_from_logits(_head_logits(model, head, hidden[i : i + HEAD_CHUNK]), targets[i : i + HEAD_CHUNK])
         for i in range(0, hidden.shape[0], HEAD_CHUNK)
     ]
-    return _cat(chunks, hidden), out
+    sums = None if slot is None else segment_vector_sums(hidden, slot, n_slots, HEAD_CHUNK)
+    return _cat(chunks, hidden), out, sums
 
 
 def _segment_sums(logp: Any, slot: Any, n_slots: int, dense: bool | None = None) -> tuple[Any, Any]:
@@ -260,8 +271,11 @@ def _segment_sums(logp: Any, slot: Any, n_slots: int, dense: bool | None = None)
     return table.sum(1), finite
 
 
-def _run_scored(model: Any, ids: Any, mask4: Any, positions: Any, keep: Any, cache: Any = None) -> tuple[Any, Any]:
-    """One forward pass returning float64 per-row sums of next-token log-probs at ``keep`` positions.
+def _run_scored(
+    model: Any, ids: Any, mask4: Any, positions: Any, keep: Any, cache: Any = None, hidden: bool = False
+) -> tuple[Any, Any, Any]:
+    """One forward pass returning float64 per-row sums of next-token log-probs at ``keep`` positions, their
+    all-finite flags and (``hidden``) the per-row float64 sums of the kept hidden states (else None).
 
     ``keep[b, t]`` means the logits at position t are scored against token ``ids[b, t + 1]``.
     """
@@ -275,34 +289,42 @@ def _run_scored(model: Any, ids: Any, mask4: Any, positions: Any, keep: Any, cac
     if keep[:, -1].any():
         raise RuntimeError("internal error: a kept position has no next token")
     targets = ids[:, 1:][keep[:, :-1]]
-    logp, _ = _scored_forward(model, kwargs, keep, targets)
     rows = keep[:, :-1].nonzero()[:, 0]
-    return _segment_sums(logp, rows, ids.shape[0])
+    n = ids.shape[0]
+    logp, _, hsums = _scored_forward(model, kwargs, keep, targets, rows if hidden else None, n)
+    return (*_segment_sums(logp, rows, n), hsums)
 
 
 @dataclass
 class SequenceScore:
-    """Summed log-prob of a scored token span, its token count and whether every token log-prob was finite."""
+    """Summed log-prob of a scored token span, its token count, whether every token log-prob was finite and
+    (``hidden_sums=True``) Σ_k h_k, the float64 sum of the hidden states that predict its tokens (CHES's input)."""
 
     logp_sum: float
     tokens: int
     finite: bool
+    hidden_sum: Any = None  # numpy float64 [hidden size], or None
 
     @property
     def logp_mean(self) -> float:
         return self.logp_sum / self.tokens
 
 
-def _to_scores(sums: Any, counts: Sequence[int], finite: Any) -> list[SequenceScore]:
+def _to_scores(sums: Any, counts: Sequence[int], finite: Any, hidden: Any = None) -> list[SequenceScore]:
     """SequenceScores from device tensors, with one host transfer each (no per-element syncs on CUDA)."""
+    h = [None] * len(counts) if hidden is None else list(hidden.cpu().numpy())
     return [
-        SequenceScore(float(v), int(c), bool(f))
-        for v, c, f in zip(sums.cpu().tolist(), counts, finite.cpu().tolist(), strict=True)
+        SequenceScore(float(v), int(c), bool(f), hv)
+        for v, c, f, hv in zip(sums.cpu().tolist(), counts, finite.cpu().tolist(), h, strict=True)
     ]
 
 
 def score_sequences(
-    model: Any, sequences: Sequence[tuple[Sequence[int], int]], pad_id: int = 0, pad_multiple: int | None = None
+    model: Any,
+    sequences: Sequence[tuple[Sequence[int], int]],
+    pad_id: int = 0,
+    pad_multiple: int | None = None,
+    hidden_sums: bool = False,
 ) -> list[SequenceScore]:
     """Score full sequences in one right-padded batch, no cache: Σ_{t ≥ start} log π(ids[t] | ids[:t]).
 
@@ -329,12 +351,14 @@ def score_sequences(
     causal = torch.ones((lmax, lmax), dtype=torch.bool, device=device).tril()
     allowed = causal[None] & valid[:, None, :]
     positions = torch.arange(lmax, device=device)[None].expand(n, -1)
-    sums, finite = _run_scored(model, ids, _additive_mask(allowed, dtype), positions, keep)
+    sums, finite, hsums = _run_scored(model, ids, _additive_mask(allowed, dtype), positions, keep, hidden=hidden_sums)
     counts = keep.sum(1).tolist()
-    return _to_scores(sums, counts, finite)
+    return _to_scores(sums, counts, finite, hsums)
 
 
-def score_batch_shared(model: Any, batch: Sequence[EncodedPair], pad_id: int = 0) -> list[SequenceScore]:
+def score_batch_shared(
+    model: Any, batch: Sequence[EncodedPair], pad_id: int = 0, hidden_sums: bool = False
+) -> list[SequenceScore]:
     """Prefix-shared scores of a batch of pairs: [chosen₀, rejected₀, chosen₁, …].
 
     Pass 1 runs each pair's shared prompt tokens but the last (right-padded, explicit causal+padding mask) and
@@ -393,9 +417,10 @@ def score_batch_shared(model: Any, batch: Sequence[EncodedPair], pad_id: int = 0
     c_ids, keep, c_pos = c_ids.to(device), keep.to(device), c_pos.to(device)
     c_causal = torch.ones((cmax, cmax), dtype=torch.bool, device=device).tril()
     allowed = torch.cat([pre_valid2[:, None, :].expand(-1, cmax, -1), c_causal[None].expand(2 * b, -1, -1)], dim=2)
-    sums, finite = _run_scored(model, c_ids, _additive_mask(allowed, dtype), c_pos, keep, cache=cache)
+    mask4 = _additive_mask(allowed, dtype)
+    sums, finite, hsums = _run_scored(model, c_ids, mask4, c_pos, keep, cache=cache, hidden=hidden_sums)
     counts = keep.sum(1).tolist()
-    return _to_scores(sums, counts, finite)
+    return _to_scores(sums, counts, finite, hsums)
 
 
 def pack_pairs(batch: Sequence[EncodedPair], pad_id: int = 0, pad_multiple: int = 1) -> tuple[Any, Any, Any, Any, Any]:
@@ -455,7 +480,11 @@ def packed_attention_mask(seg: Any, dtype: Any) -> Any:
 
 
 def score_batch_packed(
-    model: Any, batch: Sequence[EncodedPair], pad_id: int = 0, pad_multiple: int | None = None
+    model: Any,
+    batch: Sequence[EncodedPair],
+    pad_id: int = 0,
+    pad_multiple: int | None = None,
+    hidden_sums: bool = False,
 ) -> list[SequenceScore]:
     """Prefix-shared scores of a batch of pairs in one pass: [chosen₀, rejected₀, chosen₁, …].
 
@@ -474,11 +503,9 @@ def score_batch_packed(
     ids, seg, pos, keep, which = (t.to(device) for t in pack_pairs(batch, pad_id, mult))
     # the scored token at a kept position t is ids[t + 1], except at the end of the chosen continuation,
     # where the next id in the row is the rejected continuation's first token: keep never marks that position.
-    sums, finite = packed_row_sums(model, ids, packed_attention_mask(seg, dtype), pos, keep, which)
-    counts = packed_counts(keep, which)
-    sums = sums.reshape(-1)
-    finite = finite.reshape(-1)
-    return _to_scores(sums, counts, finite)
+    mask4 = packed_attention_mask(seg, dtype)
+    sums, finite, hsums = _packed_sums(model, ids, mask4, pos, keep, which, hidden_sums)
+    return _to_scores(sums.reshape(-1), packed_counts(keep, which), finite.reshape(-1), hsums)
 
 
 def packed_counts(keep: Any, which: Any) -> list[int]:
@@ -490,14 +517,23 @@ def packed_counts(keep: Any, which: Any) -> list[int]:
 
 def packed_row_sums(model: Any, ids: Any, mask4: Any, positions: Any, keep: Any, which: Any) -> tuple[Any, Any]:
     """Like :func:`_run_scored`, but sums per (row, which) into a [B, 2] table."""
+    sums, finite, _ = _packed_sums(model, ids, mask4, positions, keep, which, False)
+    return sums, finite
+
+
+def _packed_sums(
+    model: Any, ids: Any, mask4: Any, positions: Any, keep: Any, which: Any, hidden: bool
+) -> tuple[Any, Any, Any]:
+    """:func:`packed_row_sums` and (``hidden``) the [2B, d] hidden-state sums of [chosen₀, rejected₀, …] (else None)."""
     kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask4, "position_ids": positions, "use_cache": False}
     targets = ids[:, 1:][keep[:, :-1]]
-    logp, _ = _scored_forward(model, kwargs, keep, targets)
     nz = keep[:, :-1].nonzero()
     # row-major order and chosen before rejected within a row: slot is non-decreasing
     slot = nz[:, 0] * 2 + which[:, :-1][keep[:, :-1]]
-    sums, finite = _segment_sums(logp, slot, ids.shape[0] * 2)
-    return sums.reshape(-1, 2), finite.reshape(-1, 2)
+    n = ids.shape[0] * 2
+    logp, _, hsums = _scored_forward(model, kwargs, keep, targets, slot if hidden else None, n)
+    sums, finite = _segment_sums(logp, slot, n)
+    return sums.reshape(-1, 2), finite.reshape(-1, 2), hsums
 
 
 def score_batch(
@@ -506,12 +542,14 @@ def score_batch(
     pad_id: int = 0,
     prefix_mode: str = "packed",
     pad_multiple: int | None = None,
+    hidden_sums: bool = False,
 ) -> list[SequenceScore]:
     """Scores [chosen₀, rejected₀, chosen₁, …] of a batch, prefix-shared where possible.
 
     prefix_mode: ``packed`` (:func:`score_batch_packed`), ``cache`` (:func:`score_batch_shared`) or ``none``
     (:func:`score_sequences`). Pairs with a one-token shared prefix (nothing to share) always go unshared.
     ``pad_multiple``: row-length multiple of the packed and unshared layouts (default: 64 on CUDA, 1 on the CPU).
+    ``hidden_sums``: also the per-sequence hidden-state sums (:class:`SequenceScore`, module docstring).
     """
     if prefix_mode not in PREFIX_MODES:
         raise ValueError(f"prefix_mode must be one of {PREFIX_MODES}, got {prefix_mode!r}")
@@ -522,9 +560,9 @@ def score_batch(
     if shared_rows:
         rows_in = [batch[r] for r in shared_rows]
         if prefix_mode == "packed":
-            res = score_batch_packed(model, rows_in, pad_id, pad_multiple)
+            res = score_batch_packed(model, rows_in, pad_id, pad_multiple, hidden_sums)
         else:
-            res = score_batch_shared(model, rows_in, pad_id)
+            res = score_batch_shared(model, rows_in, pad_id, hidden_sums)
         for k, r in enumerate(shared_rows):
             out[2 * r], out[2 * r + 1] = res[2 * k], res[2 * k + 1]
     if plain_rows:
@@ -532,7 +570,7 @@ def score_batch(
         for r in plain_rows:
             e = batch[r]
             seqs += [(e.chosen_ids, e.chosen_start), (e.rejected_ids, e.rejected_start)]
-        res = score_sequences(model, seqs, pad_id, pad_multiple)
+        res = score_sequences(model, seqs, pad_id, pad_multiple, hidden_sums)
         for k, r in enumerate(plain_rows):
             out[2 * r], out[2 * r + 1] = res[2 * k], res[2 * k + 1]
     return [s for s in out if s is not None]

@@ -1,8 +1,9 @@
 """The sharded, resumable scoring runner behind ``dpocheck score``: pairs in, score rows and a manifest out.
 
 For each pair (x, y_w, y_l) a row holds log π(y|x) for y = y_w and y = y_l, summed over the response tokens and
-as the per-token mean (the released code's length-normalised convention, PAPER.md §1), with token counts and
-truncation flags (:data:`ROW_KEYS`, the contract with :mod:`dpocheck.llm.analysis`). Text comes from
+as the per-token mean (the released code's length-normalised convention, PAPER.md §1), with token counts,
+truncation flags and CHES from the same forward pass (:mod:`~dpocheck.llm.scoring.hidden`, PAPER §6)
+(:data:`ROW_KEYS`, the contract with :mod:`dpocheck.llm.analysis`). Text comes from
 :mod:`~dpocheck.llm.scoring.render`, tokens from :mod:`~dpocheck.llm.scoring.encode`, log-probs from
 :mod:`~dpocheck.llm.scoring.kernels`.
 
@@ -52,6 +53,7 @@ from .encode import (
     plan_shards,
     real_cost,
 )
+from .hidden import ches_fields
 from .kernels import SequenceScore, score_batch
 from .render import resolve_chat_template
 from .settings import ROW_KEYS, ScoreSettings
@@ -108,6 +110,7 @@ def make_row(pair: PreferencePair, enc: EncodedPair, chosen: SequenceScore, reje
         "delta_reward": pair.delta_reward,
         "reward_source": pair.reward_source,
         "subset": pair.subset,
+        **ches_fields(chosen, rejected),
     }
 
 
@@ -141,7 +144,7 @@ def _score_planned_batch(
     import torch
 
     with torch.inference_mode():
-        scores = score_batch(model, [enc.encoded[i] for i in batch], pad, settings.prefix_mode)
+        scores = score_batch(model, [enc.encoded[i] for i in batch], pad, settings.prefix_mode, hidden_sums=True)
     rows, skipped = [], []
     for k, i in enumerate(batch):
         try:

@@ -5,7 +5,9 @@
 * The score row (:data:`ROW_KEYS`): the contract between ``dpocheck score`` (and a train run's eval files) and
   every reader of scores (:mod:`dpocheck.llm.analysis.scores`). log π(y|x) of both responses in both log-prob
   conventions (:data:`LOGP_CONVENTIONS`: ``sum``, the summed token log-probs of PAPER §1, and ``mean``, the
-  per-token mean of the released code), token counts, truncation flags and the data's Δr* (C2).
+  per-token mean of the released code), token counts, truncation flags, the data's Δr* (C2) and CHES
+  (``ches_sum``, ``ches_mean``: Razin et al. 2024's centered hidden embedding similarity of the pair under the
+  scored model, PAPER §6; None where the model is scored through its own forward).
 * :func:`cap_max_length` — the one context rule of every command that reads a model (``score``, ``reward``,
   ``train``): ``--max-length 0`` means the model's context, and a larger value is capped at it, so no sequence is
   read past the positions the model was trained on; longer sequences are truncated and flagged.
@@ -34,6 +36,8 @@ OPTIONAL_FIELDS = (
     "delta_reward",
     "reward_source",
     "subset",
+    "ches_sum",
+    "ches_mean",
 )
 #: The keys of a score row, in order (what ``dpocheck score`` writes and a scores reader accepts).
 ROW_KEYS = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)
