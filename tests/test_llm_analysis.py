@@ -126,7 +126,7 @@ def test_report_json_layout(ref_dir, policy_dir):
     d = json.loads(A.report_to_json(rep))
     assert list(d) == [
         "tool", "normalization", "normalization_note", "betas", "n_bootstrap", "seed",
-        "inputs", "delta_reward", "reference", "policy", "per_beta",
+        "inputs", "delta_reward", "reference", "policy", "per_beta", "displacement",
     ]  # fmt: skip
     e = d["per_beta"][0]
     assert list(e) == [

@@ -1,4 +1,5 @@
-"""The analysis behind ``dpocheck violations`` (C2, C3, C4, C8): score folders in, a typed report out.
+"""The analysis behind ``dpocheck violations`` (C2, C3, C4, C8; displacement, PAPER §6): score folders in, a typed
+report out.
 
 What lives where (imports go down the list):
 
@@ -6,10 +7,12 @@ What lives where (imports go down the list):
   :class:`ScoreTable`, the data-hash join check, and the Δr* source (never invented);
 - ``result_types`` — the typed, frozen results (:class:`ViolationsReport` and its parts; ``as_dict()`` is the JSON
   layout) and :data:`CLAIMS`, which claim each number belongs to;
+- ``stats`` — bootstrap intervals of shares, Spearman's ρ with a bootstrap interval, t-intervals across seeds;
+- ``displacement`` — likelihood displacement next to U per pair and per policy, CHES, the health verdict;
 - ``results`` — :func:`analyze`, the computation (every pair quantity from :mod:`dpocheck.theory`);
-- ``report`` — Markdown, strict JSON and the toy Fig. 1.
+- ``report`` — Markdown, strict JSON, the toy Fig. 1 and the displacement figure.
 
-This package re-exports the public names of all four.
+This package re-exports the public names of all of them.
 """
 
 from __future__ import annotations
@@ -17,22 +20,34 @@ from __future__ import annotations
 from dpocheck.llm.manifest import MANIFEST, MERGED
 from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS, LOGP_FIELDS, OPTIONAL_FIELDS, REQUIRED_FIELDS
 
+from .displacement import (
+    DEGENERATE_CHOSEN_DROP_NATS,
+    DEGRADED_CHOSEN_DROP_NATS,
+    displacement_result,
+    episode_patterns,
+    health_verdict,
+    pair_table,
+)
 from .report import join_summary, plot_fig1, render_markdown, report_to_json
 from .result_types import (
     CLAIMS,
     NORMALIZATION_NOTES,
     BetaResult,
+    ChesResult,
     DeltaRewardInfo,
+    DisplacementResult,
     GammaStar,
+    HealthVerdict,
     Inputs,
     PolicyAtBeta,
     PolicyResult,
+    RankCorrelation,
     ReferenceResult,
     Share,
     Summary,
     ViolationsReport,
 )
-from .results import DEFAULT_BETAS, DEFAULT_GAMMAS, analyze, bootstrap_mean_ci
+from .results import DEFAULT_BETAS, DEFAULT_GAMMAS, analyze
 from .scores import (
     DeltaReward,
     ScoresError,
@@ -42,9 +57,22 @@ from .scores import (
     read_scores,
     resolve_delta_reward,
 )
+from .stats import bootstrap_mean_ci, spearman_ci, t_interval
 
 __all__ = [
     "BetaResult",
+    "ChesResult",
+    "DisplacementResult",
+    "HealthVerdict",
+    "RankCorrelation",
+    "DEGENERATE_CHOSEN_DROP_NATS",
+    "DEGRADED_CHOSEN_DROP_NATS",
+    "displacement_result",
+    "episode_patterns",
+    "health_verdict",
+    "pair_table",
+    "spearman_ci",
+    "t_interval",
     "DeltaRewardInfo",
     "GammaStar",
     "Inputs",

@@ -1,4 +1,5 @@
-"""Reporting of a ``dpocheck violations`` result: Markdown tables, strict JSON and the toy Fig. 1 (C1, C2, C3)."""
+"""Reporting of a ``dpocheck violations`` result: Markdown tables, strict JSON, the toy Fig. 1 (C1, C2, C3) and the
+displacement figure (PAPER §6)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import numpy as np
 from dpocheck._plot import pyplot, save_figure
 from dpocheck.theory import delta_opt, undesirable_space_nonempty, violation_mask
 
-from .result_types import Share, ViolationsReport
+from .displacement import u_by_displacement_masks
+from .result_types import ChesResult, DisplacementResult, Share, ViolationsReport
 from .scores import DeltaReward, ScoreTable
 
 
@@ -109,6 +111,8 @@ def render_markdown(report: ViolationsReport) -> str:
         f"| median log(1/π_ref(y_w) + 1/π_ref(y_l)) | {lm.claim} | {_fmt(lm.median)} ({lm.note}) |",
         "",
     ]
+    if ref.ches is not None:
+        lines += ches_lines(ref.ches)
     first = report.per_beta[0]
     if report.delta_reward.available:
         label = " (ASSUMED constant Δr*)" if report.delta_reward.assumed else ""
@@ -173,8 +177,137 @@ def render_markdown(report: ViolationsReport) -> str:
                 f"(β/2 = {_fmt(e.beta / 2)}) | {_fmt(q.dpo_gradient_weight_in_u.mean)} | "
                 f"{_fmt(q.exit_gradient_weight_in_u.mean)} |"
             )
+    if report.displacement is not None:
+        lines += displacement_lines(report.displacement)
     lines.append("")
     return "\n".join(lines)
+
+
+def ches_lines(ches: ChesResult) -> list[str]:
+    """CHES of the reference (PAPER §6): median per form, overall and by the sign of δ_ref, as a Markdown table."""
+    lines = [
+        f"### CHES of the reference (Razin et al. 2024; {ches.n_with_ches} pairs)",
+        "",
+        "| form | median CHES | median, δ_ref < 0 (U non-empty) | median, δ_ref ≥ 0 | max |",
+        "|---|---|---|---|---|",
+    ]
+    for form, summary in ches.ches.items():
+        split = ches.by_delta_ref_sign[form]
+        lines.append(
+            f"| {form} | {_fmt(summary.median)} | {_fmt(split['delta_ref<0'].median)} "
+            f"(n={split['delta_ref<0'].n}) | {_fmt(split['delta_ref>=0'].median)} (n={split['delta_ref>=0'].n}) | "
+            f"{_fmt(summary.max)} |"
+        )
+    return [*lines, ""]
+
+
+def displacement_lines(d: DisplacementResult) -> list[str]:
+    """The displacement section of a report (PAPER §6): health, shares, shifts, U × displaced, CHES → displacement."""
+    h = d.health
+    lines = [
+        "",
+        f"## Likelihood displacement next to U (PAPER §6, Razin et al. 2024; δ {d.normalization}, {d.n_pairs} pairs)",
+        "",
+        f"- **{h.line()}**",
+        *[f"- {r}" for r in h.reasons],
+        "",
+        "| quantity | claim | value [95 % CI] |",
+        "|---|---|---|",
+    ]
+    for label, share in (
+        ("chosen response displaced (Δ_w < 0)", d.share_displaced),
+        ("both responses fell (Δ_w < 0, Δ_l < 0)", d.share_both_fell),
+        ("displaced while ranked right (δ_θ > 0)", d.share_displaced_while_ranked_correct),
+        ("displaced while δ_θ > δ_ref (TRL-correct)", d.share_displaced_while_implicit_correct),
+    ):
+        lines.append(f"| {label} | {share.claim} | {format_share(share)} |")
+    lines += [
+        "",
+        "| shift Δ = log π_θ − log π_ref | sum: median | sum: mean | per-token mean: median | per-token mean: mean |",
+        "|---|---|---|---|---|",
+    ]
+    for label, shifts in (("chosen, Δ_w", d.chosen_logp_shift), ("rejected, Δ_l", d.rejected_logp_shift)):
+        s, m = shifts["sum"], shifts["mean"]
+        lines.append(f"| {label} | {_fmt(s.median)} | {_fmt(s.mean)} | {_fmt(m.median)} | {_fmt(m.mean)} |")
+    cells = d.u_by_displacement
+    lines += [
+        "",
+        "U × displacement (share of pairs in each cell, 95 % CI):",
+        "",
+        "| | displaced (Δ_w < 0) | not displaced |",
+        "|---|---|---|",
+        f"| in U (δ_ref < δ_θ < 0) | {format_share(cells['in_u_and_displaced'])} | "
+        f"{format_share(cells['in_u_not_displaced'])} |",
+        f"| not in U | {format_share(cells['displaced_not_in_u'])} | {format_share(cells['neither'])} |",
+    ]
+    if d.ches_predicts:
+        lines += ["", "| predictor | target | Spearman ρ [95 % CI] | n |", "|---|---|---|---|"]
+        for c in d.ches_predicts:
+            ci = "" if c.ci95 is None else f" [{c.ci95[0]:.3f}, {c.ci95[1]:.3f}]"
+            lines.append(f"| {c.x} | {c.y} | {_fmt(c.value, 3)}{ci} | {c.n} |")
+    return lines
+
+
+def plot_displacement(
+    pairs: Sequence[dict[str, Any]], path: str | Path, convention: str = "mean", title: str = ""
+) -> Path:
+    """Per pair (the tidy rows of :func:`~dpocheck.llm.analysis.displacement.pair_rows`): Δ_w against Δ_l coloured
+    by U (the identity δ_θ − δ_ref = Δ_w − Δ_l makes the diagonal the log-2 line of the DPO loss), the U ×
+    displaced table, and the reference's CHES split by the sign of δ_ref (where the rows carry CHES). The shifts are
+    drawn in ``convention``, the one U and δ were computed in."""
+    plt = pyplot()
+    w, lo = f"chosen_logp_shift_{convention}", f"rejected_logp_shift_{convention}"
+    ok = [r for r in pairs if r[w] is not None and r[lo] is not None]
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.0))
+    ax = axes[0]
+    for in_u, color, label in ((False, "0.55", "not in U"), (True, "tab:red", "in U (C3)")):
+        sel = [r for r in ok if bool(r["in_u"]) == in_u]
+        ax.scatter(
+            [r[lo] for r in sel],
+            [r[w] for r in sel],
+            s=10,
+            color=color,
+            label=f"{label} ({len(sel)})",
+        )
+    lim = max([1e-3] + [abs(r[k]) for r in ok for k in (w, lo)])
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.plot([-lim, lim], [-lim, lim], color="k", lw=0.6, ls="--", label="Δ_w = Δ_l (δ_θ = δ_ref)")
+    unit = "per token" if convention == "mean" else "summed"
+    ax.set_xlabel(f"Δ_l {unit} (rejected)")
+    ax.set_ylabel(f"Δ_w {unit} (chosen); below 0: displaced")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    cells = u_by_displacement_masks([bool(r["in_u"]) for r in ok], [bool(r["displaced"]) for r in ok])
+    share = {k: float(m.mean()) if m.size else 0.0 for k, m in cells.items()}
+    grid = np.array(
+        [[share["in_u_and_displaced"], share["in_u_not_displaced"]], [share["displaced_not_in_u"], share["neither"]]]
+    )
+    ax.imshow(grid, cmap="Reds", vmin=0.0, vmax=1.0)
+    for (i, j), v in np.ndenumerate(grid):
+        ax.text(j, i, f"{100 * v:.1f} %", ha="center", va="center", fontsize=10)
+    ax.set_xticks([0, 1], ["displaced", "not displaced"])
+    ax.set_yticks([0, 1], ["in U", "not in U"])
+    ax.set_title(f"U × displacement ({len(ok)} pairs)", fontsize=9)
+    ax = axes[2]
+    with_ches = [r for r in ok if r.get("ches_mean") is not None]
+    if with_ches:
+        for neg, color, label in ((False, "0.55", "δ_ref ≥ 0"), (True, "tab:red", "δ_ref < 0 (U non-empty)")):
+            ax.hist(
+                [r["ches_mean"] for r in with_ches if (r["delta_ref"] < 0) == neg],
+                bins=30,
+                color=color,
+                alpha=0.7,
+                label=label,
+            )
+        ax.set_xlabel("CHES of the reference (per-token means)")
+        ax.set_ylabel("pairs")
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no CHES in the reference rows", ha="center", va="center")
+        ax.set_axis_off()
+    fig.suptitle(title or "Likelihood displacement next to U (PAPER §6; Razin et al. 2024)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110, tight=False)
 
 
 def plot_fig1(

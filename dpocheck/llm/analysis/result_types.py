@@ -1,4 +1,4 @@
-"""Typed results of ``dpocheck violations`` (C2, C3, C4, C8): frozen dataclasses, one per part of the report.
+"""Typed results of ``dpocheck violations`` (C2, C3, C4, C8; displacement, PAPER §6): frozen dataclasses.
 
 :func:`dpocheck.llm.analysis.results.analyze` builds them; :mod:`dpocheck.llm.analysis.report` renders them; each
 ``as_dict()`` is the JSON layout (key order included) of the ``violations-*.json`` files, so readers of those files
@@ -31,7 +31,21 @@ CLAIMS = {
     "gamma_star": "C8 (Eq. 27, Thm 4.9): γ* = max over pairs of [−β·δ_ref − Δr*]_+ / (1/π_ref(y_w) + 1/π_ref(y_l))",
     "log_cpo_margin": "C8: log m = log γ + logaddexp(−log π_ref(y_w), −log π_ref(y_l))",
     "violation_rate_with_cpo_margin": "C8: share still violated with margin m (β·δ_ref + Δr* + m ≤ 0 ⇔ γ ≤ γ*_pair)",
+    "logp_shift": "PAPER §6 (Razin et al. 2024): Δ = log π_θ(y|x) − log π_ref(y|x); δ_θ − δ_ref = Δ_w − Δ_l",
+    "share_displaced": "PAPER §6 (Razin et al. 2024): share with Δ_w < 0, the chosen response's log-prob fell",
+    "share_both_fell": "PAPER §6 (Razin et al. 2024): share with Δ_w < 0 and Δ_l < 0",
+    "share_displaced_while_ranked_correct": "PAPER §6: share with Δ_w < 0 while δ_θ > 0 (ranked right, y_w displaced)",
+    "share_displaced_while_implicit_correct": "PAPER §6: share with Δ_w < 0 while δ_θ > δ_ref (TRL counts it right; "
+    "then Δ_l < Δ_w < 0)",
+    "u_by_displacement": "C3 × PAPER §6: share of pairs in each cell of (in U: δ_ref < δ_θ < 0) × (displaced: Δ_w < 0)",
+    "ches": "PAPER §6 (Razin et al. 2024): CHES = ⟨Σ_k h_k(y_w), Σ_k h_k(y_l)⟩ − ‖Σ_k h_k(y_w)‖² under the model "
+    "scored (mean: per-token means of h_k)",
+    "ches_predicts": "PAPER §6 (Razin et al. 2024: high CHES predicts displacement): Spearman ρ over pairs of the "
+    "reference's CHES with the policy's quantity, percentile bootstrap interval",
+    "health": "a measured verdict on the policy (dpocheck's; thresholds in dpocheck.llm.analysis.displacement)",
 }
+#: the four cells of the U × displacement table (C3 × PAPER §6), in report order
+U_BY_DISPLACEMENT_CELLS = ("in_u_and_displaced", "in_u_not_displaced", "displaced_not_in_u", "neither")
 
 
 # --------------------------------------------------------------------------------------------- typed results
@@ -223,15 +237,19 @@ class ReferenceResult:
     u_nonempty_share: Share
     n_ties: int
     log_margin_per_unit_gamma: Summary
+    ches: ChesResult | None = None  # None: the reference rows carry no CHES
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "delta_ref": self.delta_ref.as_dict(),
             "reference_preference_rate": self.reference_preference_rate.as_dict(),
             "u_nonempty_share": self.u_nonempty_share.as_dict(),
             "n_ties": self.n_ties,
             "log_margin_per_unit_gamma": self.log_margin_per_unit_gamma.as_dict(),
         }
+        if self.ches is not None:
+            out["ches"] = self.ches.as_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -257,6 +275,129 @@ class PolicyResult:
             "share_in_u": self.share_in_u.as_dict(),
             "ranking_accuracy": self.ranking_accuracy.as_dict(),
             "implicit_reward_accuracy": self.implicit_reward_accuracy.as_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class RankCorrelation:
+    """Spearman's ρ over pairs of two per-pair quantities ``x`` and ``y``, with its bootstrap interval."""
+
+    x: str
+    y: str
+    value: float | None  # None: fewer than 3 pairs, or a constant variable
+    ci95: tuple[float, float] | None
+    n: int
+    claim: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "x": self.x,
+            "y": self.y,
+            "spearman_rho": self.value,
+            "ci95": None if self.ci95 is None else list(self.ci95),
+            "n": self.n,
+            "claim": self.claim,
+        }
+
+
+@dataclass(frozen=True)
+class HealthVerdict:
+    """Whether a policy degenerated, measured against its reference (see
+    :func:`dpocheck.llm.analysis.displacement.health_verdict` for the rule and its thresholds)."""
+
+    verdict: str  # healthy | degraded | degenerate
+    reasons: tuple[str, ...]
+    n_pairs: int
+    n_non_finite: int
+    chosen_logp_drop_per_token: float | None  # mean over pairs of log π̄_ref(y_w) − log π̄_θ(y_w), nats per token
+    rejected_logp_drop_per_token: float | None
+    policy_chosen_logp_per_token: float | None
+    reference_chosen_logp_per_token: float | None
+    share_pairs_over_degenerate_drop: float | None
+    degraded_drop_nats: float
+    degenerate_drop_nats: float
+    uniform_logp_per_token: float | None = None  # −log |V| where the vocabulary is known (context only)
+
+    def line(self) -> str:
+        """The verdict and the numbers behind it, in one line."""
+        if self.chosen_logp_drop_per_token is None:
+            return f"health: {self.verdict} ({'; '.join(self.reasons)})"
+        drop = self.chosen_logp_drop_per_token
+        moved = f"fell {drop:.3g}" if drop > 0 else f"rose {-drop:.3g}"
+        uniform = "" if self.uniform_logp_per_token is None else f", uniform {self.uniform_logp_per_token:.2f}"
+        return (
+            f"health: {self.verdict} — the chosen responses' log-prob per token {moved} nats "
+            f"(policy {self.policy_chosen_logp_per_token:.3f}, reference {self.reference_chosen_logp_per_token:.3f}"
+            f"{uniform}; degraded past a {self.degraded_drop_nats:g}-nat fall, degenerate past "
+            f"{self.degenerate_drop_nats:g}); {self.n_non_finite} of {self.n_pairs} pairs non-finite"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "n_pairs": self.n_pairs,
+            "n_non_finite": self.n_non_finite,
+            "chosen_logp_drop_per_token": self.chosen_logp_drop_per_token,
+            "rejected_logp_drop_per_token": self.rejected_logp_drop_per_token,
+            "policy_chosen_logp_per_token": self.policy_chosen_logp_per_token,
+            "reference_chosen_logp_per_token": self.reference_chosen_logp_per_token,
+            "share_pairs_over_degenerate_drop": self.share_pairs_over_degenerate_drop,
+            "thresholds_nats_per_token": {"degraded": self.degraded_drop_nats, "degenerate": self.degenerate_drop_nats},
+            "uniform_logp_per_token": self.uniform_logp_per_token,
+            "claim": CLAIMS["health"],
+        }
+
+
+@dataclass(frozen=True)
+class ChesResult:
+    """CHES per pair of one model (the reference), summarised overall and by the sign of δ_ref (PAPER §6)."""
+
+    n_with_ches: int
+    ches: dict[str, Summary]  # form (sum, mean) -> summary
+    by_delta_ref_sign: dict[str, dict[str, Summary]]  # form -> {"delta_ref<0": …, "delta_ref>=0": …}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "claim": CLAIMS["ches"],
+            "n_with_ches": self.n_with_ches,
+            "ches": {k: v.as_dict() for k, v in self.ches.items()},
+            "by_delta_ref_sign": {k: {s: v.as_dict() for s, v in d.items()} for k, d in self.by_delta_ref_sign.items()},
+        }
+
+
+@dataclass(frozen=True)
+class DisplacementResult:
+    """Likelihood displacement of a trained policy next to U (PAPER §6, Razin et al. 2024), per pair aggregated.
+
+    ``normalization`` is the convention of the δ-based quantities (U, δ_θ > 0); the shifts Δ are given in both.
+    """
+
+    normalization: str
+    n_pairs: int
+    chosen_logp_shift: dict[str, Summary]  # convention -> Δ_w summary
+    rejected_logp_shift: dict[str, Summary]
+    share_displaced: Share
+    share_both_fell: Share
+    share_displaced_while_ranked_correct: Share
+    share_displaced_while_implicit_correct: Share
+    u_by_displacement: dict[str, Share]  # U_BY_DISPLACEMENT_CELLS -> share
+    health: HealthVerdict
+    ches_predicts: tuple[RankCorrelation, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "normalization": self.normalization,
+            "n_pairs": self.n_pairs,
+            "chosen_logp_shift": {k: v.as_dict() for k, v in self.chosen_logp_shift.items()},
+            "rejected_logp_shift": {k: v.as_dict() for k, v in self.rejected_logp_shift.items()},
+            "share_displaced": self.share_displaced.as_dict(),
+            "share_both_fell": self.share_both_fell.as_dict(),
+            "share_displaced_while_ranked_correct": self.share_displaced_while_ranked_correct.as_dict(),
+            "share_displaced_while_implicit_correct": self.share_displaced_while_implicit_correct.as_dict(),
+            "u_by_displacement": {k: v.as_dict() for k, v in self.u_by_displacement.items()},
+            "ches_predicts": [c.as_dict() for c in self.ches_predicts],
+            "health": self.health.as_dict(),
         }
 
 
@@ -326,6 +467,7 @@ class ViolationsReport:
     reference: ReferenceResult
     policy: PolicyResult | None
     per_beta: list[BetaResult]
+    displacement: DisplacementResult | None = None  # with a policy: likelihood displacement next to U (PAPER §6)
 
     @property
     def normalization_note(self) -> str:
@@ -353,4 +495,6 @@ class ViolationsReport:
         if self.policy is not None:
             out["policy"] = self.policy.as_dict()
         out["per_beta"] = [e.as_dict() for e in self.per_beta]
+        if self.displacement is not None:
+            out["displacement"] = self.displacement.as_dict()
         return out

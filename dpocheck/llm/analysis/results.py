@@ -1,4 +1,5 @@
-"""The computation behind ``dpocheck violations``: C2, C3, C4 and C8 on scored real preference pairs.
+"""The computation behind ``dpocheck violations``: C2, C3, C4 and C8 on scored real preference pairs, and with a
+policy its likelihood displacement next to U (PAPER §6, :mod:`~dpocheck.llm.analysis.displacement`).
 
 Every pair-level quantity is computed by :mod:`dpocheck.theory` (``violation_mask``, ``delta_opt``,
 ``in_undesirable_space``, ``undesirable_space_nonempty``, ``dpo_gradient_weight``, ``exit_gradient_weight``,
@@ -13,11 +14,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from dpocheck.llm.scoring.settings import check_convention
+from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS, check_convention
 from dpocheck.theory import (
     CPO_MARGIN_DEMO_GAMMA,
     RELEASED_DEFAULTS,
@@ -32,6 +32,7 @@ from dpocheck.theory import (
     violation_mask,
 )
 
+from .displacement import ches_result, displacement_result, joined_logps, vocab_size_of
 from .result_types import (
     CLAIMS,
     BetaResult,
@@ -41,58 +42,15 @@ from .result_types import (
     PolicyAtBeta,
     PolicyResult,
     ReferenceResult,
-    Share,
     Summary,
     ViolationsReport,
 )
 from .scores import DeltaReward, ScoresError, ScoreTable, index_gaps, resolve_delta_reward
+from .stats import share_of
 
 DEFAULT_BETAS = (0.01, 0.1, 1.0, 5.0, 10.0)
 # the released code's demo and default γ (C10), from the theory layer's one definition
 DEFAULT_GAMMAS = (CPO_MARGIN_DEMO_GAMMA, RELEASED_DEFAULTS["gamma"])
-
-
-# ------------------------------------------------------------------------------------------------- statistics
-def bootstrap_mean_ci(
-    values: Any, n_resamples: int = 2000, seed: int | Sequence[int] = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean (vectorised resampling of indices, seeded).
-
-    Returns (nan, nan) for an empty sample. Resamples are drawn in blocks so memory stays below ~32 MB.
-    """
-    x = np.asarray(values, dtype=np.float64).ravel()
-    n = x.size
-    if n == 0:
-        return math.nan, math.nan
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    rng = np.random.default_rng(seed)
-    block = max(1, min(n_resamples, 4_000_000 // n))
-    means = np.empty(n_resamples)
-    for start in range(0, n_resamples, block):
-        stop = min(n_resamples, start + block)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = x[idx].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
-
-
-def _share(
-    mask: np.ndarray, claim: str, beta: float | None, normalization: str, n_boot: int, seed: Any, **tags: Any
-) -> Share:
-    m = np.asarray(mask, dtype=bool)
-    ci = bootstrap_mean_ci(m, n_boot, seed) if m.size and n_boot > 0 else None
-    return Share(
-        value=float(m.mean()) if m.size else None,
-        ci95=ci,
-        count=int(m.sum()),
-        n=int(m.size),
-        claim=claim,
-        beta=beta,
-        normalization=normalization,
-        tags=tuple(tags.items()),
-    )
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -156,10 +114,10 @@ def analyze(
 
     reference_result = ReferenceResult(
         delta_ref=Summary.of(d_ref, normalization=norm),
-        reference_preference_rate=_share(
+        reference_preference_rate=share_of(
             d_ref > 0, CLAIMS["reference_preference_rate"], None, norm, n_bootstrap, [seed, 1]
         ),
-        u_nonempty_share=_share(
+        u_nonempty_share=share_of(
             np.asarray(undesirable_space_nonempty(d_ref)),
             CLAIMS["u_nonempty_share"],
             None,
@@ -178,11 +136,12 @@ def analyze(
                 else "log(1/π_ref(y_w) + 1/π_ref(y_l)) of whole responses: astronomically large margins"
             ),
         ),
+        ches=ches_result({c: ref.ches(c) for c in LOGP_CONVENTIONS}, d_ref),
     )
     subsets = _subset_positions(ref.subset)
 
     # optional policy, joined on index
-    policy_result = None
+    policy_result = displacement = None
     joined: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     if policy is not None:
         common, i_ref, i_pol = np.intersect1d(ref.index, policy.index, return_indices=True)
@@ -197,11 +156,21 @@ def analyze(
             n_reference_only=int(len(ref) - common.size),
             n_policy_only=int(len(policy) - common.size),
             delta_theta=Summary.of(d_theta, normalization=norm),
-            share_in_u=_share(in_u, CLAIMS["share_in_u"], None, norm, n_bootstrap, [seed, 3]),
-            ranking_accuracy=_share(d_theta > 0, CLAIMS["ranking_accuracy"], None, norm, n_bootstrap, [seed, 4]),
-            implicit_reward_accuracy=_share(
+            share_in_u=share_of(in_u, CLAIMS["share_in_u"], None, norm, n_bootstrap, [seed, 3]),
+            ranking_accuracy=share_of(d_theta > 0, CLAIMS["ranking_accuracy"], None, norm, n_bootstrap, [seed, 4]),
+            implicit_reward_accuracy=share_of(
                 d_theta > d_ref_j, CLAIMS["implicit_reward_accuracy"], None, norm, n_bootstrap, [seed, 5]
             ),
+        )
+        _, pol_logps, ref_logps, ches = joined_logps(ref, policy)
+        displacement = displacement_result(
+            pol_logps,
+            ref_logps,
+            norm,
+            ches=ches,
+            vocab_size=vocab_size_of(ref.manifest),
+            n_bootstrap=n_bootstrap,
+            seed=seed,
         )
 
     per_beta = []
@@ -213,14 +182,14 @@ def analyze(
         delta_ref_known, delta_reward_known = d_ref[have], dr_all[have]
         violated = np.asarray(violation_mask(delta_ref_known, delta_reward_known, beta))
         tags = {"delta_reward": delta_reward.label} if delta_reward.assumed else {}
-        rate = _share(violated, CLAIMS["violation_rate"], beta, norm, n_bootstrap, [seed, 10, k], **tags)
+        rate = share_of(violated, CLAIMS["violation_rate"], beta, norm, n_bootstrap, [seed, 10, k], **tags)
         by_subset = None
         if subsets:
             by_subset = {}
             known_positions = np.flatnonzero(have)
             for j, (name, positions) in enumerate(subsets.items()):
                 sel = np.isin(known_positions, positions)
-                by_subset[name] = _share(
+                by_subset[name] = share_of(
                     violated[sel], CLAIMS["violation_rate"], beta, norm, n_bootstrap, [seed, 20, k, j]
                 )
         log_gamma_star = np.asarray(log_gamma_star_pair(delta_ref_known, delta_reward_known, beta, lw[have], ll[have]))
@@ -239,7 +208,7 @@ def analyze(
                 violation_rate_by_subset=by_subset,
                 gamma_star=_gamma_star(log_gamma_star, beta, ref.index[have], norm),
                 violation_rate_with_cpo_margin=tuple(
-                    _share(
+                    share_of(
                         log_gamma_star >= math.log(g),
                         CLAIMS["violation_rate_with_cpo_margin"],
                         beta,
@@ -263,6 +232,7 @@ def analyze(
         reference=reference_result,
         policy=policy_result,
         per_beta=per_beta,
+        displacement=displacement,
     )
 
 

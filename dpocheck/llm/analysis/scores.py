@@ -28,6 +28,7 @@ from dpocheck.llm.manifest import (
     scored_pair_count,
     sidecar_path,
 )
+from dpocheck.llm.scoring.hidden import CHES_FIELDS
 from dpocheck.llm.scoring.settings import LOGP_FIELDS, REQUIRED_FIELDS, check_convention
 
 
@@ -40,7 +41,9 @@ class ScoresError(InputError):
 class ScoreTable:
     """Score rows of one model, sorted by ``index`` (one row per pair), as float64 / int / bool arrays.
 
-    delta_reward is NaN where a row has none; subset and reward_source are object arrays (None when absent).
+    delta_reward is NaN where a row has none; subset and reward_source are object arrays (None when absent);
+    ches_sum / ches_mean (CHES of the pair under this model, Razin et al. 2024, PAPER §6) are NaN where a row has
+    none (scored through the model's own forward, or by a dpocheck before CHES).
     """
 
     index: np.ndarray
@@ -60,6 +63,18 @@ class ScoreTable:
     n_duplicates: int = 0
     manifest: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    ches_sum: np.ndarray = field(default_factory=lambda: np.empty(0))
+    ches_mean: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    def __post_init__(self) -> None:
+        for name in ("ches_sum", "ches_mean"):
+            if getattr(self, name).size != self.index.size:
+                setattr(self, name, np.full(self.index.size, np.nan))
+
+    def ches(self, normalization: str) -> np.ndarray:
+        """CHES per pair in the ``sum`` (hidden-state sums) or ``mean`` (per-token means) form; NaN where absent."""
+        check_convention(normalization)
+        return getattr(self, f"ches_{normalization}")
 
     def __len__(self) -> int:
         return int(self.index.size)
@@ -115,6 +130,11 @@ def _validate_row(row: Any, where: str) -> dict[str, Any]:
         if v is not None and not isinstance(v, str):
             raise ScoresError(f"{where}: field '{name}' must be a string or null, got {v!r}")
         out[name] = v
+    for name in CHES_FIELDS:
+        v = row.get(name)
+        if v is not None and (not _is_number(v) or not math.isfinite(float(v))):
+            raise ScoresError(f"{where}: field '{name}' must be a finite number or null, got {v!r}")
+        out[name] = math.nan if v is None else float(v)
     return out
 
 
@@ -198,6 +218,8 @@ def _read_rows(
         delta_reward=np.array([r["delta_reward"] for r in ordered], dtype=np.float64),
         reward_source=np.array([r["reward_source"] for r in ordered], dtype=object),
         subset=np.array([r["subset"] for r in ordered], dtype=object),
+        ches_sum=np.array([r["ches_sum"] for r in ordered], dtype=np.float64),
+        ches_mean=np.array([r["ches_mean"] for r in ordered], dtype=np.float64),
         source=source,
         shards=[s.name for s in shards],
         n_duplicates=n_dup,

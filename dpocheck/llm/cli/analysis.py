@@ -187,12 +187,29 @@ def _violations(args: argparse.Namespace) -> int:
         written.append(write_text_atomic(out / f"violations-{norm}.md", md))
         if not args.no_plot:
             written.append(A.plot_fig1(ref, dr, args.beta, norm, out / f"fig1-{norm}.png"))
+        if policy is not None:
+            written += write_displacement_outputs(ref, policy, norm, out, plot=not args.no_plot)
+            print(f"dpocheck violations ({norm}): {report.displacement.health.line()}", file=sys.stderr)
         if not args.quiet:
             print(md)
     for line in A.join_summary(report):
         print(f"dpocheck violations: {line}", file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
     return 0
+
+
+def write_displacement_outputs(ref, policy, norm: str, out: Path, *, plot: bool = True) -> list[Path]:
+    """``pairs-<norm>.csv`` (the per-pair displacement table, PAPER §6) and ``displacement-<norm>.png``."""
+    from dpocheck.llm.analysis.displacement import PAIR_COLUMNS, csv_text, joined_logps, pair_rows, pair_table
+    from dpocheck.llm.analysis.report import plot_displacement
+
+    index, pol, reference, ches = joined_logps(ref, policy)
+    rows = pair_rows(index, pair_table(pol, reference, norm), ches)
+    written = [write_text_atomic(out / f"pairs-{norm}.csv", csv_text(rows, PAIR_COLUMNS))]
+    if plot:
+        title = f"{Path(policy.source).name} against {Path(ref.source).name} ({norm} log-probs)"
+        written.append(plot_displacement(rows, out / f"displacement-{norm}.png", norm, title))
+    return written
 
 
 def _reward(args: argparse.Namespace) -> int:
