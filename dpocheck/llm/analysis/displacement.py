@@ -181,6 +181,40 @@ def csv_text(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str:
     return buf.getvalue()
 
 
+EVAL_ROW_MARKS = (
+    "chosen_logp_shift_sum",
+    "rejected_logp_shift_sum",
+    "chosen_logp_shift_mean",
+    "rejected_logp_shift_mean",
+    "displaced",
+    "both_fell",
+    "degenerate",
+)
+
+
+def eval_row_marks(rows: Sequence[Mapping[str, Any]], convention: str) -> list[dict[str, Any]]:
+    """Per ``dpocheck train`` eval row (policy ``chosen_logp_sum`` … and reference ``ref_chosen_logp_sum`` …), the
+    displacement fields :data:`EVAL_ROW_MARKS` of :func:`pair_table` (None where a log-prob is not finite; a
+    non-finite pair is ``degenerate``)."""
+    if not rows:
+        return []
+    _, pol, ref = eval_row_logps(rows)
+    t = pair_table(pol, ref, convention)
+    out = []
+    for i in range(len(rows)):
+        marks: dict[str, Any] = {}
+        for k in EVAL_ROW_MARKS:
+            v = t[k][i].item()
+            marks[k] = (
+                None
+                if (isinstance(v, float) and not math.isfinite(v))
+                or (k in ("displaced", "both_fell") and not t["finite"][i])
+                else v
+            )
+        out.append(marks)
+    return out
+
+
 def episode_patterns(flags: Any) -> np.ndarray:
     """Per pair, how membership of a set evolved over eval steps (``flags``: [pairs, steps] bool, step order):
     ``never`` (never in), ``entered_and_left`` (one stretch, over before the last step), ``entered_and_stuck`` (one

@@ -323,13 +323,14 @@ class HealthVerdict:
         if self.chosen_logp_drop_per_token is None:
             return f"health: {self.verdict} ({'; '.join(self.reasons)})"
         drop = self.chosen_logp_drop_per_token
-        moved = f"fell {drop:.3g}" if drop > 0 else f"rose {-drop:.3g}"
+        moved = f"fell {drop:.4g}" if drop > 0 else f"rose {-drop:.4g}"
         uniform = "" if self.uniform_logp_per_token is None else f", uniform {self.uniform_logp_per_token:.2f}"
         return (
             f"health: {self.verdict} — the chosen responses' log-prob per token {moved} nats "
             f"(policy {self.policy_chosen_logp_per_token:.3f}, reference {self.reference_chosen_logp_per_token:.3f}"
             f"{uniform}; degraded past a {self.degraded_drop_nats:g}-nat fall, degenerate past "
-            f"{self.degenerate_drop_nats:g}); {self.n_non_finite} of {self.n_pairs} pairs non-finite"
+            f"{self.degenerate_drop_nats:g}); {100 * (self.share_pairs_over_degenerate_drop or 0.0):.0f} % of pairs "
+            f"fell past {self.degenerate_drop_nats:g}, {self.n_non_finite} of {self.n_pairs} non-finite"
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -6,7 +6,9 @@ dpocheck's packed scorer (no grad, eval mode, the same kernel and batch plan as 
 ``<out_dir>/eval/step-<N>.jsonl`` (held-out: ``heldout-step-<N>.jsonl``) atomically, one row per pair —
 ``index``, ``delta_theta`` and ``delta_ref`` (in ``convention``), ``in_u`` (C3), the policy's
 ``chosen_logp_sum`` … ``rejected_logp_mean`` and token counts (the keys of a ``dpocheck score`` row), the
-reference's ``ref_*`` log-probs and ``delta_reward`` — and logs the set-level metrics of
+reference's ``ref_*`` log-probs and ``delta_reward``, then the likelihood-displacement marks of the pair (PAPER §6,
+Razin et al. 2024: ``chosen_logp_shift_sum`` … ``rejected_logp_shift_mean``, ``displaced``, ``both_fell`` and
+``degenerate``, :func:`dpocheck.llm.analysis.displacement.eval_row_marks`) — and logs the set-level metrics of
 :mod:`dpocheck.llm.train.metrics` as ``eval/<metric>/<convention>`` (``eval/heldout/…``) through the trainer's
 own logging (``state.log_history``, TensorBoard, W&B). Only the main process scores and writes.
 
@@ -37,13 +39,15 @@ from typing import Any
 from transformers import TrainerCallback
 
 from dpocheck._io import write_jsonl_atomic
+from dpocheck.llm.analysis.displacement import eval_row_marks
 from dpocheck.llm.models import pad_token_id as tokenizer_pad_id
 from dpocheck.llm.scoring.encode import plan_batches
 from dpocheck.llm.scoring.kernels import score_batch
+from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
 from dpocheck.theory import in_undesirable_space
 
 from .dataset import check_beta, check_normalize, encoded_from_row
-from .metrics import preference_metrics
+from .metrics import displacement_metrics, preference_metrics
 
 
 def score_rows(
@@ -66,7 +70,10 @@ def score_rows(
                     out[i] = _eval_row(rows[i], scores[2 * k], scores[2 * k + 1], convention)
     finally:
         model.train(was_training)
-    return [r for r in out if r is not None]
+    scored = [r for r in out if r is not None]
+    for row, marks in zip(scored, eval_row_marks(scored, convention), strict=True):
+        row.update(marks)
+    return scored
 
 
 def _eval_row(row: Mapping[str, Any], chosen: Any, rejected: Any, convention: str) -> dict[str, Any]:
@@ -95,11 +102,22 @@ def _eval_row(row: Mapping[str, Any], chosen: Any, rejected: Any, convention: st
 
 
 def eval_metrics(eval_rows: Sequence[Mapping[str, Any]], beta: float, convention: str) -> dict[str, float]:
-    """Set-level metrics (:func:`~dpocheck.llm.train.metrics.preference_metrics`) of scored rows."""
+    """Set-level metrics (:func:`~dpocheck.llm.train.metrics.preference_metrics` in ``convention``, and
+    :func:`~dpocheck.llm.train.metrics.displacement_metrics` in both conventions) of scored rows."""
     dr = [r["delta_reward"] if r["delta_reward"] is not None else float("nan") for r in eval_rows]
-    return preference_metrics(
+    out = preference_metrics(
         [r["delta_theta"] for r in eval_rows], [r["delta_ref"] for r in eval_rows], beta, dr, convention
     )
+    for c in LOGP_CONVENTIONS:  # likelihood displacement (PAPER §6), per token in the mean convention
+        logps = [
+            [_nan(r[f"{p}{side}_logp_{c}"]) for r in eval_rows] for p in ("", "ref_") for side in ("chosen", "rejected")
+        ]
+        out.update(displacement_metrics(*logps, c))
+    return out
+
+
+def _nan(x: Any) -> float:
+    return float("nan") if x is None else float(x)
 
 
 class UndesirableSpaceCallback(TrainerCallback):

@@ -17,6 +17,18 @@ margins are in (``/sum`` or ``/mean``):
 ``share_rlhf_side``
     share of the pairs with known Δr* where sign δ_θ = sign δ*, δ* = δ_ref + Δr*/β the RLHF optimum's margin
     (C1); omitted when no pair has Δr*.
+
+and, from the log-probs themselves (:func:`displacement_metrics`; likelihood displacement, Razin et al. 2024,
+PAPER §6: U says whether the policy prefers the right response, these whether it got there by lowering y_w):
+
+``chosen_logp_shift`` / ``rejected_logp_shift``
+    mean over pairs of Δ_w = log π_θ(y_w|x) − log π_ref(y_w|x) and of Δ_l (per token in the ``mean`` convention);
+``share_displaced``
+    share with Δ_w < 0 (the chosen response lost probability);
+``share_both_fell``
+    share with Δ_w < 0 and Δ_l < 0;
+``share_displaced_ranked_correct``
+    share with Δ_w < 0 while δ_θ > 0 (ranked right by displacing y_w).
 """
 
 from __future__ import annotations
@@ -25,7 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from dpocheck.theory import delta_opt, dpo_gradient_weight, in_undesirable_space
+from dpocheck.theory import (
+    both_likelihoods_fell,
+    delta_opt,
+    dpo_gradient_weight,
+    in_undesirable_space,
+    likelihood_displaced,
+    logp_shift,
+)
 
 METRIC_NAMES = (
     "share_in_u",
@@ -34,6 +53,13 @@ METRIC_NAMES = (
     "grad_weight_in_u",
     "grad_weight_outside_u",
     "share_rlhf_side",
+)
+DISPLACEMENT_METRIC_NAMES = (
+    "chosen_logp_shift",
+    "rejected_logp_shift",
+    "share_displaced",
+    "share_both_fell",
+    "share_displaced_ranked_correct",
 )
 
 
@@ -72,6 +98,27 @@ def preference_metrics(
         if known.any():
             d_star = np.asarray(delta_opt(dref[known], dr[known], beta), dtype=np.float64)
             out["share_rlhf_side"] = float((np.sign(d[known]) == np.sign(d_star)).mean())
+    return {f"{k}/{convention}": v for k, v in out.items()}
+
+
+def displacement_metrics(
+    policy_logp_w: Any, policy_logp_l: Any, ref_logp_w: Any, ref_logp_l: Any, convention: str = "sum"
+) -> dict[str, float]:
+    """Likelihood-displacement metrics (module docstring) of aligned per-pair log-probs in one convention, keyed
+    ``<name>/<convention>``; pairs with a non-finite value are left out; empty dict when none is left."""
+    pw, pl, rw, rl = (_np(x) for x in (policy_logp_w, policy_logp_l, ref_logp_w, ref_logp_l))
+    ok = np.isfinite(pw) & np.isfinite(pl) & np.isfinite(rw) & np.isfinite(rl)
+    if not ok.any():
+        return {}
+    pw, pl, rw, rl = pw[ok], pl[ok], rw[ok], rl[ok]
+    displaced = np.asarray(likelihood_displaced(pw, rw), dtype=bool)
+    out = {
+        "chosen_logp_shift": float(np.mean(logp_shift(pw, rw))),
+        "rejected_logp_shift": float(np.mean(logp_shift(pl, rl))),
+        "share_displaced": float(displaced.mean()),
+        "share_both_fell": float(np.mean(both_likelihoods_fell(pw, rw, pl, rl))),
+        "share_displaced_ranked_correct": float((displaced & (pw - pl > 0)).mean()),
+    }
     return {f"{k}/{convention}": v for k, v in out.items()}
 
 

@@ -4,8 +4,10 @@ Output folder (``settings.out``):
 
 - ``manifest.json`` (the output protocol's layout, :mod:`dpocheck.llm.manifest`): ``fingerprint`` (the data
   file's identity and sha256, every setting a resume must share), the model, library versions, the reference
-  (reused or scored here), the corruption record (share with δ_ref < 0 before and after), ``status`` and the
-  run's ``result`` (or ``failure``: the reason and the step);
+  (reused or scored here), the corruption record (share with δ_ref < 0 before and after), ``status``, the
+  run's ``result`` (or ``failure``: the reason and the step) and ``health``, the measured verdict on the final
+  policy (healthy / degraded / degenerate, with the numbers behind it and every eval step's verdict:
+  :func:`dpocheck.llm.train.trajectories.run_health`, PAPER §6), also printed on screen;
 - ``metrics.jsonl``: one row per logged optimizer step (``step``, ``loss``, ``share_in_u/<convention>``, …) —
   rows of ``state.log_history``, appended as they are logged;
 - ``eval/step-<N>.jsonl``: the whole training set (and the held-out set) scored with the policy at step N;
@@ -34,6 +36,7 @@ from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
 
 from .metrics import share_negative
 from .settings import METRICS, TOOL, InputError, TrainSettings, resolve_loss, resolve_model_path, validate
+from .trajectories import run_health
 
 
 @dataclass
@@ -56,6 +59,7 @@ class TrainResult:
             "seconds": round(self.seconds, 2),
             "final_model": str(self.out / "final"),
             "corruption": self.manifest.get("corruption"),
+            "health": (self.manifest.get("health") or {}).get("verdict"),
         }
 
 
@@ -352,7 +356,9 @@ class _Job:
         }
         session = {"seconds": round(time.perf_counter() - t0, 2), "resumed_from": resume_from}
         session["world_size"] = self.state.num_processes
-        run.complete(result=result, sessions=[*run.manifest.get("sessions", []), session])
+        health = run_health(out, vocab_size=len(self.tokenizer)) if main else {}  # the eval files are main's
+        _print(f"dpocheck train: {health.get('line')}", main)
+        run.complete(result=result, health=health, sessions=[*run.manifest.get("sessions", []), session])
         return result
 
     def score_settings(self) -> Any:

@@ -54,7 +54,7 @@ from .dataset import (
     to_dataset,
 )
 from .forward import policy_logps
-from .metrics import pair_margins, preference_metrics
+from .metrics import displacement_metrics, pair_margins, preference_metrics
 
 #: The TRL releases this trainer is tested with (pyproject's ``train`` extra pins the same range).
 TESTED_TRL = ">=1.16,<1.17"
@@ -279,6 +279,9 @@ class PreferenceTrainer(DPOTrainer):
         d, dref, dr, lw, ll, losses = (t.cpu().numpy() for t in gathered)
         self._metrics[mode]["loss"].append(float(losses.mean()))  # float64; replaces the float32 "loss"
         for key, value in preference_metrics(d, dref, self.beta, dr, conv).items():
+            self._metrics[mode][key].append(value)
+        ref_wl = self.accelerator.gather((ref[f"chosen_logp_{conv}"], ref[f"rejected_logp_{conv}"]))  # PAPER §6
+        for key, value in displacement_metrics(lw, ll, *(t.cpu().numpy() for t in ref_wl), conv).items():
             self._metrics[mode][key].append(value)
         self._metrics[mode][f"logps/chosen/{conv}"].append(float(lw.mean()))
         self._metrics[mode][f"logps/rejected/{conv}"].append(float(ll.mean()))
