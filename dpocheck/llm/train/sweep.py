@@ -12,6 +12,8 @@ corruption ratios R = 0 and 0.4. Layout of ``OUT``::
     e2_llm.md             the last eval step of every run as a Markdown table, then the final policies' analysis
     violations/<run>.*    ``dpocheck violations`` of each run's final policy (its last eval file) against its own
                           reference scores: share in U with a bootstrap interval (C3), C2 at the run's β
+    displacement*.csv/png likelihood displacement next to U per loss × R across seeds, per run and per step, and
+                          the health verdicts (:mod:`~dpocheck.llm.train.displacement_report`, PAPER §6)
 
 γ*-relative entries resolve γ* (Eq. 27, Thm 4.9) from the reference log-probs of a finished run with the same
 R and seed (the corrupted reference is the same model: the SFT depends on data, R, seed and its own settings
@@ -37,6 +39,7 @@ from dpocheck.errors import InputError
 from dpocheck.llm.manifest import is_complete, open_output, read_manifest, read_manifest_if_any
 from dpocheck.llm.preflight import check_output_path
 
+from .displacement_report import write_displacement_report
 from .experiment import Entry, e2_llm_entries, eval_files, reference_gamma_star, resolve_gamma, tidy_rows
 from .settings import MANIFEST, TrainSettings
 
@@ -357,11 +360,14 @@ def write_report(out: Path, name: str = "e2_llm") -> list[Path]:
     written = [write_text_atomic(out / f"{name}.csv", buf.getvalue())]
     written.append(plot(rows, out / f"{name}.png"))
     final, final_table = write_final_reports(out)
+    disp_written, disp_md = write_displacement_report(out)  # likelihood displacement next to U (PAPER §6)
     md = (
         "## Share in U over training (whole training set, first → last eval)\n\n"
         + markdown_table(rows)
         + "\n## Final policies: `dpocheck violations` against each run's reference (bootstrap 1,000, seed 0)\n\n"
         + final_table
+        + "\n## Likelihood displacement next to U (PAPER §6; Razin et al. 2024)\n\n"
+        + disp_md
     )
     written.append(write_text_atomic(out / f"{name}.md", md))
-    return written + final
+    return written + final + disp_written
