@@ -96,7 +96,7 @@ def test_ches_from_a_rescored_reference(sweep, tmp_path):
         argv = ["score", "--model", str(model), "--data", str(data), "--out", str(ches_root / run), "--threads", "1"]
         assert cli_main([*argv, "--no-progress", "--dtype", "fp32", "--max-length", "1024"]) == 0
     dest = tmp_path / "report"
-    written, md = write_displacement_report(out, dest, ches_root)
+    written, md = write_displacement_report(out / "runs", dest, ches_root)
     assert {p.name for p in written} >= {"displacement_ches.csv", "ches.csv", "ches.png"}
     rows = _csv(dest / "displacement_ches.csv")
     assert len(rows) == 4 * 8 and {r["n"] for r in rows} == {"8"}

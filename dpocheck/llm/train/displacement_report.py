@@ -17,8 +17,8 @@ displacement, Razin et al. 2024)? From the finished runs under ``OUT/runs`` (the
   ``displacement_cells.png`` (U × displaced at the last step per run) and ``ches.png`` (the references' CHES by the
   sign of δ_ref), all drawn from the tables only.
 
-CHES comes from a scores folder whose rows carry it: ``ches_root/<run>/`` when given (a reference rescored by
-``dpocheck score``, for runs made before CHES was written), else the run's own ``reference/``.
+CHES comes from a scores folder whose rows carry it: given per run (a reference rescored by ``dpocheck score``, for
+runs made before CHES was written), else the run's own ``reference/``.
 """
 
 from __future__ import annotations
@@ -79,9 +79,8 @@ SUMMARY_FIELDS = (
 CHES_FIELDS = ("run", "label", "R", "seed", "x", "y", "spearman_rho", "ci95_lo", "ci95_hi", "n")
 
 
-def finished_runs(out: Path) -> list[Path]:
-    """The finished ``dpocheck train`` runs under ``OUT/runs`` that have eval files, by name."""
-    runs = out / "runs"
+def finished_runs(runs: Path) -> list[Path]:
+    """The finished ``dpocheck train`` runs in the folder ``runs`` (a sweep's ``OUT/runs``) that have eval files."""
     if not runs.is_dir():
         return []
     return sorted(
@@ -97,11 +96,13 @@ def run_key(run: Path) -> dict[str, Any]:
     return {"label": m["label"], "R": float(m["R"]), "seed": int(m["seed"])}
 
 
-def ches_reference(run: Path, ches_root: Path | None) -> Any:
-    """The scores (a ScoreTable) carrying CHES for ``run``'s reference, or None (see the module docstring)."""
+def ches_reference(run: Path, ches: Path | Mapping[str, Path] | None) -> Any:
+    """The scores (a ScoreTable) carrying CHES for ``run``'s reference, or None: ``ches[run name]`` (a mapping) or
+    ``ches/<run name>`` (a folder) when given and scored with CHES, else the run's own ``reference/``."""
     from dpocheck.llm.analysis.scores import read_scores
 
-    for d in ([ches_root / run.name] if ches_root else []) + [run / "reference"]:
+    given = ches.get(run.name) if isinstance(ches, Mapping) else None if ches is None else ches / run.name
+    for d in ([Path(given)] if given is not None else []) + [run / "reference"]:
         if (d / MANIFEST).is_file():
             table = read_scores(d)
             if np.isfinite(table.ches_sum).any():
@@ -115,13 +116,13 @@ def _last_step_pairs(run: Path, conv: str) -> dict[str, np.ndarray]:
     return {k: v[t["finite"]] for k, v in t.items()}
 
 
-def tables(out: Path, ches_root: Path | None = None) -> dict[str, list[dict[str, Any]]]:
+def tables(runs_dir: Path, ches: Path | Mapping[str, Path] | None = None) -> dict[str, list[dict[str, Any]]]:
     """The four tidy tables of the module docstring (``steps``, ``runs``, ``summary``, ``ches``) as row lists."""
     steps: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
-    ches: list[dict[str, Any]] = []
+    ches_rows: list[dict[str, Any]] = []
     pooled: dict[tuple[str, float], dict[str, Any]] = {}
-    for run in finished_runs(out):
+    for run in finished_runs(runs_dir):
         key, conv = run_key(run), run_convention(run)
         beta = (read_manifest_if_any(run / MANIFEST) or {}).get("fingerprint", {}).get("settings", {}).get("beta")
         head = {"run": run.name, **key, "convention": conv, "beta": beta}
@@ -141,15 +142,15 @@ def tables(out: Path, ches_root: Path | None = None) -> dict[str, list[dict[str,
         group = pooled.setdefault((key["label"], key["R"]), {"runs": [], "pairs": []})
         group["runs"].append(runs[-1])
         group["pairs"].append(_last_step_pairs(run, conv))
-        reference = ches_reference(run, ches_root)
+        reference = ches_reference(run, ches)
         if reference is not None:
             for c in ches_predictions(run, reference, conv, n_bootstrap=2000):
                 lo, hi = c.ci95 if c.ci95 else (None, None)
-                ches.append(
+                ches_rows.append(
                     {**head, "x": c.x, "y": c.y, "spearman_rho": c.value, "ci95_lo": lo, "ci95_hi": hi, "n": c.n}
                 )
     summary = [row for (label, r), g in sorted(pooled.items()) for row in _summary_rows(label, r, g)]
-    return {"steps": steps, "runs": runs, "summary": summary, "ches": ches}
+    return {"steps": steps, "runs": runs, "summary": summary, "ches": ches_rows}
 
 
 def _summary_rows(label: str, share_r: float, group: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -329,12 +330,12 @@ def plot_ches(points: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return save_figure(fig, path, dpi=110, tight=False)
 
 
-def ches_points(out: Path, ches_root: Path | None) -> list[dict[str, Any]]:
+def ches_points(runs_dir: Path, ches: Path | Mapping[str, Path] | None) -> list[dict[str, Any]]:
     """Tidy rows (reference, index, ches_sum, ches_mean, delta_ref in the run's convention) of each distinct
     reference (one per R and seed; runs sharing a reference are listed once, by their first run's key)."""
     rows, seen = [], set()
-    for run in finished_runs(out):
-        table = ches_reference(run, ches_root)
+    for run in finished_runs(runs_dir):
+        table = ches_reference(run, ches)
         if table is None:
             continue
         key = run_key(run)
@@ -351,11 +352,11 @@ def ches_points(out: Path, ches_root: Path | None) -> list[dict[str, Any]]:
 
 
 def write_displacement_report(
-    out: Path, dest: Path | None = None, ches_root: Path | None = None
+    runs_dir: Path, dest: Path, ches: Path | Mapping[str, Path] | None = None
 ) -> tuple[list[Path], str]:
-    """Write the tables and figures of the module docstring into ``dest`` (default ``out``); (files, Markdown)."""
-    dest = dest or out
-    t = tables(out, ches_root)
+    """Write the tables and figures of the module docstring into ``dest`` from the finished runs in ``runs_dir``;
+    (files, Markdown)."""
+    t = tables(runs_dir, ches)
     if not t["runs"]:
         return [], "No finished run with eval files.\n"
     written = [
@@ -367,7 +368,7 @@ def write_displacement_report(
     ]
     if t["ches"]:
         written.append(write_text_atomic(dest / "displacement_ches.csv", csv_text(t["ches"], CHES_FIELDS)))
-        points = ches_points(out, ches_root)
+        points = ches_points(runs_dir, ches)
         written.append(write_text_atomic(dest / "ches.csv", csv_text(points, tuple(points[0]))))
         written.append(plot_ches(points, dest / "ches.png"))
     return written, markdown(t)

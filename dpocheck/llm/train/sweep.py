@@ -360,7 +360,7 @@ def write_report(out: Path, name: str = "e2_llm") -> list[Path]:
     written = [write_text_atomic(out / f"{name}.csv", buf.getvalue())]
     written.append(plot(rows, out / f"{name}.png"))
     final, final_table = write_final_reports(out)
-    disp_written, disp_md = write_displacement_report(out)  # likelihood displacement next to U (PAPER §6)
+    disp_written, disp_md = write_displacement_report(out / "runs", out)  # likelihood displacement next to U (PAPER §6)
     md = (
         "## Share in U over training (whole training set, first → last eval)\n\n"
         + markdown_table(rows)
