@@ -33,7 +33,7 @@ import numpy as np
 
 from dpocheck._io import write_text_atomic
 from dpocheck._plot import pyplot, save_figure
-from dpocheck.llm.analysis.displacement import EPISODE_PATTERNS, csv_text, pair_table
+from dpocheck.llm.analysis.displacement import EPISODE_PATTERNS, csv_text, pair_table, vocab_size_of
 from dpocheck.llm.analysis.stats import bootstrap_mean_ci, t_interval
 from dpocheck.llm.manifest import MANIFEST, is_complete, read_manifest_if_any
 
@@ -129,7 +129,7 @@ def tables(runs_dir: Path, ches: Path | Mapping[str, Path] | None = None) -> dic
         per_step = step_rows(run, conv)
         steps += [{**head, **r} for r in per_step]
         trans = transitions(run, conv)
-        health = run_health(run)
+        health = run_health(run, vocab_size_of(read_manifest_if_any(run / "reference" / MANIFEST)))
         runs.append(
             {
                 **head,
@@ -197,8 +197,10 @@ def _cell(row: Mapping[str, Any], scale: Any) -> str:
     return f"{seed}; pooled {scale(row['pooled'])} [{scale(row['pooled_boot95_lo'])}, {scale(row['pooled_boot95_hi'])}]"
 
 
-def markdown(t: Mapping[str, list[dict[str, Any]]]) -> str:
-    """The summary (loss × R), per-run and CHES tables as Markdown, from the tidy tables only."""
+def markdown(t: Mapping[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """The ``summary`` (loss × R), ``runs`` and ``ches`` (empty without CHES) tables as Markdown, from the tidy
+    tables only."""
+    parts = {}
     by = {(r["label"], r["R"], r["metric"]): r for r in t["summary"]}
     groups = sorted({(r["label"], r["R"]) for r in t["summary"]}, key=lambda g: (g[1], g[0]))
     lines = [
@@ -216,8 +218,8 @@ def markdown(t: Mapping[str, list[dict[str, Any]]]) -> str:
             + " | ".join(_cell(c, s) for c, s in zip(cells, scales, strict=True))
             + " |"
         )
-    lines += [
-        "",
+    parts["summary"] = "\n".join(lines) + "\n"
+    lines = [
         "Per run (last step; transitions over every eval step: never / entered and left / entered and stuck / left "
         "and re-entered):",
         "",
@@ -231,9 +233,10 @@ def markdown(t: Mapping[str, list[dict[str, Any]]]) -> str:
             f"| {r['run']} | {r['step']} | {_pct(r['share_in_u'])} | {_pct(r['share_displaced'])} | "
             f"{_pct(r['share_both_fell'])} | {_num(r['chosen_logp_shift_mean'])} | {r['health']} | {u} | {d} |"
         )
+    parts["runs"] = "\n".join(lines) + "\n"
+    lines = []
     if t["ches"]:
         lines += [
-            "",
             "Does the reference's CHES predict what training did? Spearman ρ over pairs [percentile bootstrap 95 %], "
             "per-token-mean CHES (Razin et al. 2024 expect ρ < 0 with Δ_w and ρ > 0 with displacement):",
             "",
@@ -244,7 +247,8 @@ def markdown(t: Mapping[str, list[dict[str, Any]]]) -> str:
         for run in sorted({c["run"] for c in t["ches"]}):
             got = {c["y"]: c for c in t["ches"] if c["run"] == run and c["x"].startswith("step-0 ches_mean")}
             lines.append(f"| {run} | " + " | ".join(_rho(got.get(y)) for y in ys) + " |")
-    return "\n".join(lines) + "\n"
+    parts["ches"] = "\n".join(lines) + "\n" if lines else ""
+    return parts
 
 
 def _rho(c: Mapping[str, Any] | None) -> str:
@@ -353,12 +357,12 @@ def ches_points(runs_dir: Path, ches: Path | Mapping[str, Path] | None) -> list[
 
 def write_displacement_report(
     runs_dir: Path, dest: Path, ches: Path | Mapping[str, Path] | None = None
-) -> tuple[list[Path], str]:
+) -> tuple[list[Path], dict[str, str]]:
     """Write the tables and figures of the module docstring into ``dest`` from the finished runs in ``runs_dir``;
-    (files, Markdown)."""
+    (files, the Markdown parts of :func:`markdown`)."""
     t = tables(runs_dir, ches)
     if not t["runs"]:
-        return [], "No finished run with eval files.\n"
+        return [], {"summary": "No finished run with eval files.\n", "runs": "", "ches": ""}
     written = [
         write_text_atomic(dest / "displacement.csv", csv_text(t["steps"], (*RUN_FIELDS[:6], *STEP_FIELDS))),
         write_text_atomic(dest / "displacement_runs.csv", csv_text(t["runs"], RUN_FIELDS)),

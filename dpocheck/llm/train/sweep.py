@@ -367,7 +367,7 @@ def write_report(out: Path, name: str = "e2_llm") -> list[Path]:
         + "\n## Final policies: `dpocheck violations` against each run's reference (bootstrap 1,000, seed 0)\n\n"
         + final_table
         + "\n## Likelihood displacement next to U (PAPER §6; Razin et al. 2024)\n\n"
-        + disp_md
+        + "\n".join(part for part in disp_md.values() if part)
     )
     written.append(write_text_atomic(out / f"{name}.md", md))
     return written + final + disp_written
