@@ -323,7 +323,8 @@ class HealthVerdict:
         if self.chosen_logp_drop_per_token is None:
             return f"health: {self.verdict} ({'; '.join(self.reasons)})"
         drop = self.chosen_logp_drop_per_token
-        moved = f"fell {drop:.4g}" if drop > 0 else f"rose {-drop:.4g}"
+        size = f"{abs(drop):,.0f}" if abs(drop) >= 1000 else f"{abs(drop):.3g}"
+        moved = f"fell {size}" if drop > 0 else f"rose {size}"
         uniform = "" if self.uniform_logp_per_token is None else f", uniform {self.uniform_logp_per_token:.2f}"
         return (
             f"health: {self.verdict} — the chosen responses' log-prob per token {moved} nats "

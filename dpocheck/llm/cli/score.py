@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "score",
         help="log-probs of preference pairs under a causal LM (δ_ref / δ_θ for C2, C3, C4, C8, C10)",
         description="Score chosen and rejected responses of every pair: summed and per-token-mean log-probs, "
-        "token counts and truncation flags, in resumable shards plus a merged scores.jsonl and a manifest. "
+        "token counts, truncation flags and CHES (Razin et al. 2024's centered hidden embedding similarity, from the "
+        "same forward pass), in resumable shards plus a merged scores.jsonl and a manifest. "
         "Run the same command under torchrun to shard the pairs across processes.",
     )
     add_model_args(p)
