@@ -36,8 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dpocheck._io import read_jsonl, write_text_atomic  # noqa: E402
+from dpocheck.llm.analysis.displacement import vocab_size_of  # noqa: E402
 from dpocheck.llm.manifest import MANIFEST, MERGED, read_manifest  # noqa: E402
 from dpocheck.llm.train.displacement_report import finished_runs, run_key, write_displacement_report  # noqa: E402
+from dpocheck.llm.train.trajectories import run_health  # noqa: E402
 
 DOC = ROOT / "docs" / "training_results.md"
 DEST = ROOT / "docs" / "training_results" / "displacement"
@@ -188,6 +190,10 @@ def findings(summary: list[dict], runs: list[dict]) -> list[str]:
     return out
 
 
+def len_vocab(run: Path) -> int | None:
+    return vocab_size_of(read_manifest(run / "reference" / MANIFEST))
+
+
 def lr_demo_lines(demo: Path | None) -> list[str]:
     """The `--lr` runs of SmolLM2 that show the health verdict (when their folders are given)."""
     if demo is None:
@@ -199,7 +205,10 @@ def lr_demo_lines(demo: Path | None) -> list[str]:
             continue
         man = read_manifest(m)
         lr = man["fingerprint"]["settings"]["lr"]
-        lines.append(f"- `--lr {lr:g}`: status `{man['status']}`, {man['health']['line']}")
+        health = run_health(run, len_vocab(run))  # recomputed from the eval files, as everything here
+        lines.append(
+            f"- `--lr {lr:g}`: status `{man['status']}`, recorded `{man['health']['verdict']}`; {health['line']}"
+        )
     if not lines:
         return []
     s = read_manifest(next(iter(sorted(demo.glob("smollm2_lr*/manifest.json")))))["fingerprint"]["settings"]
@@ -260,7 +269,7 @@ def section(
             "[`training_results/displacement/rows/`](training_results/displacement/rows/). CHES comes from "
             "rescoring each distinct reference with `dpocheck score` "
             f"([`ches_references/`](training_results/displacement/ches_references/), {len(set(refs.values()))} "
-            f"references); the rescored log-probs equal the runs' own to {max(gaps.values()):.2g} nats at most.",
+            f"reference(s)); the rescored log-probs equal the runs' own to {max(gaps.values()):.2g} nats at most.",
             "- U is measured in each loss's training convention (cpo_margin: per-token means, the others: sums); "
             "displacement has the same sign in both (same tokens), so its shares compare across losses as they are.",
             "",

@@ -306,7 +306,7 @@ def plot_cells(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
         bottom += v
     ax.set_xticks(range(len(runs)), [r["run"] for r in runs], rotation=70, ha="right", fontsize=7)
     ax.set_ylabel("share of training pairs at the last step")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return save_figure(fig, path, dpi=110, tight=False)
 
@@ -318,15 +318,13 @@ def plot_ches(points: Sequence[Mapping[str, Any]], path: Path) -> Path:
     fig, axes = plt.subplots(1, max(1, len(refs)), figsize=(4.2 * max(1, len(refs)), 3.4), squeeze=False)
     for ax, ref in zip(axes[0], refs, strict=False):
         sel = [p for p in points if p["reference"] == ref]
-        for neg, color, name in ((False, "0.55", "δ_ref ≥ 0"), (True, "tab:red", "δ_ref < 0 (U non-empty)")):
-            ax.hist(
-                [p["ches_mean"] for p in sel if (p["delta_ref"] < 0) == neg],
-                bins=20,
-                alpha=0.7,
-                color=color,
-                label=name,
-            )
-        ax.set_title(ref, fontsize=8)
+        values = np.array([p["ches_mean"] for p in sel], dtype=np.float64)
+        lo, hi = np.quantile(values, [0.02, 0.98]) if values.size else (0.0, 1.0)
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, 31)
+        for neg, color, name in ((False, "0.35", "δ_ref ≥ 0"), (True, "tab:red", "δ_ref < 0 (U non-empty)")):
+            x = np.clip([p["ches_mean"] for p in sel if (p["delta_ref"] < 0) == neg], edges[0], edges[-1])
+            ax.hist(x, bins=edges, histtype="step", lw=1.6, color=color, label=f"{name} ({x.size})")
+        ax.set_title(f"{ref} (tails clipped into the edge bins)", fontsize=8)
         ax.set_xlabel("CHES (per-token means)")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("pairs")

@@ -175,7 +175,7 @@ def ches_predictions(
     t = pair_table({k: v[keep] for k, v in last[2].items()}, {k: v[keep] for k, v in last[3].items()}, conv)
     common, i_ref, i_run = np.intersect1d(reference.index, index, return_indices=True)
     targets = {
-        f"final chosen_logp_shift_{conv}": t[f"chosen_logp_shift_{conv}"][i_run],
+        "final Δ_w (run's convention)": t[f"chosen_logp_shift_{conv}"][i_run],
         "displaced at the last step": flags["displaced"][i_run, -1].astype(float),
         "entered U at some step": flags["in_u"][i_run].any(axis=1).astype(float),
         "in U at the last step": flags["in_u"][i_run, -1].astype(float),
