@@ -18,7 +18,7 @@ import torch
 from dpocheck.llm.data.types import PreferencePair
 from dpocheck.llm.models import toy_model, toy_tokenizer
 from dpocheck.llm.scoring.encode import EncodedPair, encode_pair
-from dpocheck.llm.scoring.hidden import ches_fields
+from dpocheck.llm.scoring.hidden import ches_fields, segment_vector_sums
 from dpocheck.llm.scoring.kernels import score_batch
 from dpocheck.llm.scoring.runner import score_pairs
 from dpocheck.llm.scoring.settings import ROW_KEYS, ScoreSettings
@@ -145,3 +145,16 @@ def test_a_model_scored_through_its_own_forward_has_no_ches(tok, model):
     assert all(r["ches_sum"] is None and r["ches_mean"] is None for r in rows)
     for a, b in zip(rows, direct, strict=True):
         assert a["chosen_logp_sum"] == pytest.approx(b["chosen_logp_sum"], abs=1e-4)
+
+
+def test_both_segment_sum_paths_agree():
+    """The CPU path (index_add_) and the CUDA path (one-hot matmul, forced here) give the same float64 sums, chunked
+    or not; slots without rows stay zero."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(50, 3, generator=gen)
+    slot = torch.sort(torch.randint(0, 7, (50,), generator=gen)).values
+    want = torch.zeros(9, 3, dtype=torch.float64).index_add_(0, slot, x.double())
+    for dense in (False, True):
+        for chunk in (4, 2048):
+            got = segment_vector_sums(x, slot, 9, chunk, dense=dense)
+            assert got.dtype == torch.float64 and torch.allclose(got, want, rtol=0, atol=1e-12)

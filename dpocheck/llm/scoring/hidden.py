@@ -22,19 +22,21 @@ from dpocheck.theory import centered_hidden_embedding_similarity
 CHES_FIELDS = ("ches_sum", "ches_mean")
 
 
-def segment_vector_sums(x: Any, slot: Any, n_slots: int, chunk: int = 2048) -> Any:
+def segment_vector_sums(x: Any, slot: Any, n_slots: int, chunk: int = 2048, dense: bool | None = None) -> Any:
     """float64 per-slot sums of the rows of ``x`` [N, d] (``slot`` [N], non-decreasing): a [n_slots, d] tensor.
 
     CPU: ``index_add_`` (sequential, deterministic). CUDA: a float64 one-hot matmul per ``chunk`` rows (float64
     ``index_add_`` uses atomics there, whose order varies run to run). Only ``chunk`` rows are upcast at a time.
+    ``dense`` forces one way (default: by device).
     """
     import torch
 
     out = torch.zeros((n_slots, x.shape[-1]), dtype=torch.float64, device=x.device)
     ids = torch.arange(n_slots, device=x.device)[:, None]
+    matmul = x.device.type == "cuda" if dense is None else dense
     for i in range(0, x.shape[0], chunk):
         rows, where = x[i : i + chunk].double(), slot[i : i + chunk]
-        if x.device.type == "cuda":
+        if matmul:
             out += (where[None, :] == ids).double() @ rows
         else:
             out.index_add_(0, where, rows)
