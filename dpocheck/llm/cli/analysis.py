@@ -63,7 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Per β: violation rate of β·δ_ref + Δr* ≤ 0 (C2) with a bootstrap 95 % interval, "
         "idealized ranking accuracy, reference preference rate, per-subset breakdown, γ* and CPO margins in "
         "log space (C8); with --policy-scores: share in U (C3), preference and implicit-reward accuracy, DPO "
-        "gradient weights (C4). Writes JSON, Markdown and the toy Fig. 1 per normalisation.",
+        "gradient weights (C4), likelihood displacement next to U (shares, U × displaced, shifts; PAPER §6), CHES "
+        "and a health verdict. Writes JSON, Markdown and the toy Fig. 1 per normalisation, and with a policy the "
+        "per-pair table pairs-<norm>.csv and displacement-<norm>.png.",
     )
     v.add_argument("--scores", required=True, help="scores directory written by `dpocheck score` (π_ref)")
     v.add_argument("--policy-scores", default=None, help="scores directory of a trained policy (same pairs)")

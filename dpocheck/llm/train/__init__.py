@@ -20,6 +20,12 @@ record_pairs=False)`` and ``preference_config(output_dir, **overrides) -> DPOCon
 ``preference_metrics(delta_theta, delta_ref, beta, delta_reward=None, convention="sum") -> dict``
     (:mod:`.metrics`) share_in_u, ranking_accuracy, implicit_reward_accuracy, grad_weight_in_u/outside_u,
     share_rlhf_side.
+``displacement_metrics(policy_logp_w, policy_logp_l, ref_logp_w, ref_logp_l, convention="sum") -> dict``
+    (:mod:`.metrics`) likelihood displacement (PAPER §6): chosen/rejected log-prob shifts, share_displaced,
+    share_both_fell, share_displaced_ranked_correct.
+``run_health(run_dir)``, ``step_rows(run_dir)``, ``transitions(run_dir)``
+    (:mod:`.trajectories`) from a run's eval files alone: the health verdict recorded in its manifest, the per-step
+    table of U and displacement, the per-pair transitions in and out of U and of displacement.
 ``UndesirableSpaceCallback(trainer, rows, eval_every, out_dir, heldout_rows=None, ...)``, ``score_rows(model, rows,
 pad_token_id, convention)``
     (:mod:`.callback`) whole-set scoring every K steps → ``eval/step-<N>.jsonl`` and ``eval/*`` logs.
@@ -50,6 +56,10 @@ _EXPORTS = {
     "preference_config": "trainer",
     "trainable_model": "trainer",
     "preference_metrics": "metrics",
+    "displacement_metrics": "metrics",
+    "run_health": "trajectories",
+    "step_rows": "trajectories",
+    "transitions": "trajectories",
     "UndesirableSpaceCallback": "callback",
     "score_rows": "callback",
 }
