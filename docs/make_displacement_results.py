@@ -151,9 +151,11 @@ def findings(summary: list[dict], runs: list[dict]) -> list[str]:
     out = []
     by = {(r["label"], r["R"], r["metric"]): r for r in summary}
     names = {
-        "share_in_u": ("in U", True),
-        "share_displaced": ("displaced", True),
-        "chosen_logp_shift_mean": ("mean per-token Δ_w", False),
+        "share_in_u": ("in U at the last step", True),
+        "share_ever_in_u": ("in U at some eval step", True),
+        "share_displaced": ("displaced at the last step", True),
+        "share_ever_displaced": ("displaced at some eval step", True),
+        "chosen_logp_shift_mean": ("mean per-token Δ_w at the last step", False),
     }
     for share_r in sorted({r["R"] for r in summary}):
         labels = sorted({r["label"] for r in summary if r["R"] == share_r})
@@ -273,7 +275,7 @@ def section(
             "- U is measured in each loss's training convention (cpo_margin: per-token means, the others: sums); "
             "displacement has the same sign in both (same tokens), so its shares compare across losses as they are.",
             "",
-            "### Results at the last eval step",
+            "### Results",
             "",
             md["summary"],
             "",

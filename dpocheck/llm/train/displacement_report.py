@@ -7,7 +7,8 @@ displacement, Razin et al. 2024)? From the finished runs under ``OUT/runs`` (the
 * ``displacement.csv`` — tidy, one row per run × eval step (:data:`~dpocheck.llm.train.trajectories.STEP_FIELDS`);
 * ``displacement_runs.csv`` — one row per run: its last step, health verdict and the transitions of U and of
   displacement across eval steps;
-* ``displacement_summary.csv`` — per loss × R, for each quantity of :data:`SUMMARY_METRICS` at the last step: the
+* ``displacement_summary.csv`` — per loss × R, for each quantity of :data:`SUMMARY_METRICS` (at the last step, or
+  ``ever``: at some eval step, displacement being often transient): the
   mean over seeds with a Student-t 95 % interval (n = seeds; what varies between runs), and the pooled-pair
   value with a percentile bootstrap interval over every (pair, seed) (treats them as independent: pair
   sampling noise only, no seed-to-seed spread);
@@ -37,13 +38,24 @@ from dpocheck.llm.analysis.displacement import EPISODE_PATTERNS, csv_text, pair_
 from dpocheck.llm.analysis.stats import bootstrap_mean_ci, t_interval
 from dpocheck.llm.manifest import MANIFEST, is_complete, read_manifest_if_any
 
-from .trajectories import STEP_FIELDS, ches_predictions, read_steps, run_convention, run_health, step_rows, transitions
+from .trajectories import (
+    STEP_FIELDS,
+    ches_predictions,
+    pair_flags,
+    read_steps,
+    run_convention,
+    run_health,
+    step_rows,
+    transitions,
+)
 
 RUN_RE = re.compile(r"^(?P<label>.+)_R(?P<R>[0-9.]+)_s(?P<seed>\d+)$")
 #: the last-step quantities compared across losses: per-pair flags (shares) or per-pair values (means)
 SUMMARY_METRICS = {
     "share_in_u": "in_u",
+    "share_ever_in_u": "ever_in_u",
     "share_displaced": "displaced",
+    "share_ever_displaced": "ever_displaced",
     "share_both_fell": "both_fell",
     "share_displaced_while_ranked_correct": "displaced_while_ranked_correct",
     "chosen_logp_shift_mean": "chosen_logp_shift_mean",
@@ -58,6 +70,8 @@ RUN_FIELDS = (
     *STEP_FIELDS,
     *(f"u_{p}" for p in EPISODE_PATTERNS),
     *(f"displaced_{p}" for p in EPISODE_PATTERNS),
+    "share_ever_in_u",
+    "share_ever_displaced",
     "chosen_logp_drop_per_token",
 )
 SUMMARY_FIELDS = (
@@ -129,6 +143,7 @@ def tables(runs_dir: Path, ches: Path | Mapping[str, Path] | None = None) -> dic
         per_step = step_rows(run, conv)
         steps += [{**head, **r} for r in per_step]
         trans = transitions(run, conv)
+        ever = {f"ever_{k}": f.any(axis=1) for k, f in pair_flags(run, conv)[2].items()}
         health = run_health(run, vocab_size_of(read_manifest_if_any(run / "reference" / MANIFEST)))
         runs.append(
             {
@@ -136,12 +151,13 @@ def tables(runs_dir: Path, ches: Path | Mapping[str, Path] | None = None) -> dic
                 **per_step[-1],
                 **{f"u_{p}": trans["in_u"][p] for p in EPISODE_PATTERNS},
                 **{f"displaced_{p}": trans["displaced"][p] for p in EPISODE_PATTERNS},
+                **{f"share_{k}": float(v.mean()) if v.size else float("nan") for k, v in ever.items()},
                 "chosen_logp_drop_per_token": health.get("chosen_logp_drop_per_token"),
             }
         )
         group = pooled.setdefault((key["label"], key["R"]), {"runs": [], "pairs": []})
         group["runs"].append(runs[-1])
-        group["pairs"].append(_last_step_pairs(run, conv))
+        group["pairs"].append({**_last_step_pairs(run, conv), **ever})
         reference = ches_reference(run, ches)
         if reference is not None:
             for c in ches_predictions(run, reference, conv, n_bootstrap=2000):
@@ -204,20 +220,45 @@ def markdown(t: Mapping[str, list[dict[str, Any]]]) -> dict[str, str]:
     by = {(r["label"], r["R"], r["metric"]): r for r in t["summary"]}
     groups = sorted({(r["label"], r["R"]) for r in t["summary"]}, key=lambda g: (g[1], g[0]))
     lines = [
-        "Last eval step, whole training set. Each cell: mean over seeds [Student-t 95 % interval over seeds]; pooled "
-        "over every (pair, seed) [percentile bootstrap 95 %, 2,000 resamples]. Shares in %; Δ̄_w in nats per token.",
+        "Whole training set. Each cell: mean over seeds [Student-t 95 % interval over seeds]; pooled over every "
+        "(pair, seed) [percentile bootstrap 95 %, 2,000 resamples]. Shares in %; Δ̄_w in nats per token. "
+        "'At some step': at any eval step, step 0 included.",
         "",
-        "| loss | δ, β | R | seeds | in U (C3) | displaced (Δ_w < 0) | both fell | displaced, δ_θ > 0 | mean Δ̄_w |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, share_r in groups:
-        cells = [by[(label, share_r, m)] for m in SUMMARY_METRICS]
-        scales = [_pct] * 4 + [lambda x: _num(x, 3)]
-        lines.append(
-            f"| {label} | {cells[0]['convention']}, {_num(cells[0]['beta'])} | {share_r:g} | {cells[0]['seeds']} | "
-            + " | ".join(_cell(c, s) for c, s in zip(cells, scales, strict=True))
-            + " |"
-        )
+    tables_md = (
+        (
+            "Which loss keeps pairs out of U (C3)?",
+            ("share_in_u", "share_ever_in_u"),
+            ("in U, last step", "in U at some step"),
+        ),
+        (
+            "Which loss keeps the chosen response's likelihood from falling?",
+            tuple(m for m in SUMMARY_METRICS if m not in ("share_in_u", "share_ever_in_u")),
+            (
+                "displaced, last step",
+                "displaced at some step",
+                "both fell, last step",
+                "displaced while δ_θ > 0, last step",
+                "mean Δ̄_w, last step",
+            ),
+        ),
+    )
+    for title, metrics, heads in tables_md:
+        lines += [
+            title,
+            "",
+            "| loss | δ, β | R | seeds | " + " | ".join(heads) + " |",
+            "|---|---|---|---|" + "---|" * len(heads),
+        ]
+        for label, share_r in groups:
+            cells = [by[(label, share_r, m)] for m in metrics]
+            scales = [(lambda x: _num(x, 3)) if m.startswith("chosen_logp_shift") else _pct for m in metrics]
+            lines.append(
+                f"| {label} | {cells[0]['convention']}, {_num(cells[0]['beta'])} | {share_r:g} | {cells[0]['seeds']} | "
+                + " | ".join(_cell(c, sc) for c, sc in zip(cells, scales, strict=True))
+                + " |"
+            )
+        lines.append("")
     parts["summary"] = "\n".join(lines) + "\n"
     lines = [
         "Per run (last step; transitions over every eval step: never / entered and left / entered and stuck / left "
