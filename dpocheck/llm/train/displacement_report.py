@@ -206,10 +206,14 @@ def _num(x: Any, digits: int = 3) -> str:
     return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}g}"
 
 
-def _cell(row: Mapping[str, Any], scale: Any) -> str:
+def _cell(row: Mapping[str, Any], scale: Any, share: bool = False) -> str:
+    """Seed mean [t-interval] (a share's interval clipped to [0, 1]); pooled value [bootstrap interval]."""
     seed = f"{scale(row['seed_mean'])}"
     if row["seed_t95_lo"] is not None:
-        seed += f" [{scale(row['seed_t95_lo'])}, {scale(row['seed_t95_hi'])}]"
+        lo, hi = row["seed_t95_lo"], row["seed_t95_hi"]
+        if share:
+            lo, hi = max(lo, 0.0), min(hi, 1.0)
+        seed += f" [{scale(lo)}, {scale(hi)}]"
     return f"{seed}; pooled {scale(row['pooled'])} [{scale(row['pooled_boot95_lo'])}, {scale(row['pooled_boot95_hi'])}]"
 
 
@@ -220,7 +224,8 @@ def markdown(t: Mapping[str, list[dict[str, Any]]]) -> dict[str, str]:
     by = {(r["label"], r["R"], r["metric"]): r for r in t["summary"]}
     groups = sorted({(r["label"], r["R"]) for r in t["summary"]}, key=lambda g: (g[1], g[0]))
     lines = [
-        "Whole training set. Each cell: mean over seeds [Student-t 95 % interval over seeds]; pooled over every "
+        "Whole training set. Each cell: mean over seeds [Student-t 95 % interval over seeds, clipped to [0, 100] for "
+        "shares]; pooled over every "
         "(pair, seed) [percentile bootstrap 95 %, 2,000 resamples]. Shares in %; Δ̄_w in nats per token. "
         "'At some step': at any eval step, step 0 included.",
         "",
@@ -252,10 +257,11 @@ def markdown(t: Mapping[str, list[dict[str, Any]]]) -> dict[str, str]:
         ]
         for label, share_r in groups:
             cells = [by[(label, share_r, m)] for m in metrics]
-            scales = [(lambda x: _num(x, 3)) if m.startswith("chosen_logp_shift") else _pct for m in metrics]
+            shares = [m.startswith("share_") for m in metrics]
+            scales = [_pct if sh else (lambda x: _num(x, 3)) for sh in shares]
             lines.append(
                 f"| {label} | {cells[0]['convention']}, {_num(cells[0]['beta'])} | {share_r:g} | {cells[0]['seeds']} | "
-                + " | ".join(_cell(c, sc) for c, sc in zip(cells, scales, strict=True))
+                + " | ".join(_cell(c, sc, sh) for c, sc, sh in zip(cells, scales, shares, strict=True))
                 + " |"
             )
         lines.append("")
