@@ -149,5 +149,5 @@ def test_ches_of_a_scored_reference_predicts_what_training_did(inputs, runs, tmp
     table = read_scores(ref)
     assert np.isfinite(table.ches_sum).all() and np.isfinite(table.ches_mean).all()
     got = ches_predictions(runs["sane"], table, n_bootstrap=100)
-    assert len(got) == 8 and {c.n for c in got} == {12}
+    assert len(got) == 10 and {c.n for c in got} == {12}
     assert all(c.value is None or -1.0 <= c.value <= 1.0 for c in got)

@@ -99,6 +99,6 @@ def test_ches_from_a_rescored_reference(sweep, tmp_path):
     written, md = write_displacement_report(out / "runs", dest, ches_root)
     assert {p.name for p in written} >= {"displacement_ches.csv", "ches.csv", "ches.png"}
     rows = _csv(dest / "displacement_ches.csv")
-    assert len(rows) == 4 * 8 and {r["n"] for r in rows} == {"8"}
+    assert len(rows) == 4 * 10 and {r["n"] for r in rows} == {"8"}
     assert md["ches"].startswith("Does the reference's CHES predict what training did?")
     assert len({r["reference"] for r in _csv(dest / "ches.csv")}) == 1  # the four runs share one reference

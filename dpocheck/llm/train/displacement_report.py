@@ -368,7 +368,7 @@ def plot_ches(points: Sequence[Mapping[str, Any]], path: Path) -> Path:
         values = np.array([p["ches_mean"] for p in sel], dtype=np.float64)
         lo, hi = np.quantile(values, [0.02, 0.98]) if values.size else (0.0, 1.0)
         edges = np.linspace(lo, hi if hi > lo else lo + 1.0, 31)
-        for neg, color, name in ((False, "0.35", "δ_ref ≥ 0"), (True, "tab:red", "δ_ref < 0 (U non-empty)")):
+        for neg, color, name in ((False, "0.35", "per-token δ_ref ≥ 0"), (True, "tab:red", "per-token δ_ref < 0")):
             x = np.clip([p["ches_mean"] for p in sel if (p["delta_ref"] < 0) == neg], edges[0], edges[-1])
             ax.hist(x, bins=edges, histtype="step", lw=1.6, color=color, label=f"{name} ({x.size})")
         ax.set_title(f"{ref} (tails clipped into the edge bins)", fontsize=8)
@@ -380,7 +380,7 @@ def plot_ches(points: Sequence[Mapping[str, Any]], path: Path) -> Path:
 
 
 def ches_points(runs_dir: Path, ches: Path | Mapping[str, Path] | None) -> list[dict[str, Any]]:
-    """Tidy rows (reference, index, ches_sum, ches_mean, delta_ref in the run's convention) of each distinct
+    """Tidy rows (reference, index, ches_sum, ches_mean, delta_ref per token) of each distinct
     reference (one per R and seed; runs sharing a reference are listed once, by their first run's key)."""
     rows, seen = [], set()
     for run in finished_runs(runs_dir):
@@ -392,7 +392,7 @@ def ches_points(runs_dir: Path, ches: Path | Mapping[str, Path] | None) -> list[
         if name in seen:
             continue
         seen.add(name)
-        d = table.delta(run_convention(run))
+        d = table.delta("mean")  # one split for every loss sharing the reference: per-token, like the CHES drawn
         rows += [
             {"reference": name, "index": int(i), "ches_sum": float(s), "ches_mean": float(m), "delta_ref": float(x)}
             for i, s, m, x in zip(table.index, table.ches_sum, table.ches_mean, d, strict=True)

@@ -164,7 +164,8 @@ def ches_predictions(
 ) -> tuple[RankCorrelation, ...]:
     """Spearman ρ of the reference's CHES (``reference``: a :class:`~dpocheck.llm.analysis.scores.ScoreTable` whose
     rows carry CHES; both forms) with what training did to each pair: the final Δ_w in the run's convention,
-    displaced at the last step (0/1), entered U at some eval step (0/1) and in U at the last step (0/1). Razin et
+    displaced at the last step and at some eval step (0/1), entered U at some eval step (0/1) and in U at the last
+    step (0/1). Razin et
     al. 2024: higher CHES, more displacement — expect ρ < 0 with Δ_w and ρ > 0 with displacement."""
     conv = convention or run_convention(run)
     index, steps, flags = pair_flags(run, conv)
@@ -177,6 +178,7 @@ def ches_predictions(
     targets = {
         "final Δ_w (run's convention)": t[f"chosen_logp_shift_{conv}"][i_run],
         "displaced at the last step": flags["displaced"][i_run, -1].astype(float),
+        "displaced at some step": flags["displaced"][i_run].any(axis=1).astype(float),
         "entered U at some step": flags["in_u"][i_run].any(axis=1).astype(float),
         "in U at the last step": flags["in_u"][i_run, -1].astype(float),
     }
