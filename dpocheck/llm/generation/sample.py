@@ -33,7 +33,7 @@ from typing import Any
 from dpocheck._io import read_jsonl, write_jsonl_atomic
 from dpocheck.errors import InputError
 from dpocheck.llm.data.types import ChatMessages
-from dpocheck.llm.manifest import data_identity, open_output, sidecar_path
+from dpocheck.llm.manifest import check_output, data_identity, open_output, sidecar_path
 from dpocheck.llm.models import pad_token_id
 from dpocheck.llm.scoring.encode import tokenize_with_boundary
 from dpocheck.llm.scoring.kernels import score_sequences
@@ -245,9 +245,8 @@ def sample_to_file(
     extra: dict[str, Any] = {"n_prompts": len(prompts)}
     if prompts_path is not None:  # a resumed run may add prompts at the end: checked prompt by prompt below
         extra["prompts"] = data_identity(prompts_path)
-    run = open_output(
-        sidecar_path(out_p), fingerprint, tool=TOOL, resume=resume, extra=extra, outputs=(out_p,), where=str(out_p)
-    )
+    protocol = dict(tool=TOOL, resume=resume, outputs=(out_p,), where=str(out_p))
+    check_output(sidecar_path(out_p), fingerprint=fingerprint, **protocol)  # refusals first, before any write
     rows: list[dict[str, Any]] = []
     if out_p.exists():
         by_prompt: dict[int, list[dict[str, Any]]] = {}
@@ -262,6 +261,9 @@ def sample_to_file(
         rows = [r for i in sorted(by_prompt) if len(by_prompt[i]) == settings.k for r in by_prompt[i]]
     done = {r["prompt_index"] for r in rows}
     todo = [i for i in range(len(prompts)) if i not in done]
+    run = open_output(sidecar_path(out_p), fingerprint, extra=extra, **protocol)
+    if run.previous_failure:
+        print(f"dpocheck sample: {run.previous_failure}", file=sys.stderr)
     with run.guard():
         for i in tqdm(todo, desc="sample", unit="prompt", file=sys.stderr, disable=not show_progress):
             rows += sample_prompt(model, tokenizer, prompts[i], i, settings)

@@ -5,8 +5,8 @@ every pair with
 dpocheck's packed scorer (no grad, eval mode, the same kernel and batch plan as ``dpocheck score``), writes
 ``<out_dir>/eval/step-<N>.jsonl`` (held-out: ``heldout-step-<N>.jsonl``) atomically, one row per pair —
 ``index``, ``delta_theta`` and ``delta_ref`` (in ``convention``), ``in_u`` (C3), the policy's
-``chosen_logp_sum`` … ``rejected_logp_mean`` and token counts (the keys of a ``dpocheck score`` row), the
-reference's ``ref_*`` log-probs and ``delta_reward`` — and logs the set-level metrics of
+``chosen_logp_sum`` … ``rejected_logp_mean``, token counts and truncation flags (the keys of a ``dpocheck score``
+row), the reference's ``ref_*`` log-probs and ``delta_reward`` — and logs the set-level metrics of
 :mod:`dpocheck.llm.train.metrics` as ``eval/<metric>/<convention>`` (``eval/heldout/…``) through the trainer's
 own logging (``state.log_history``, TensorBoard, W&B). Only the main process scores and writes.
 
@@ -88,6 +88,7 @@ def _eval_row(row: Mapping[str, Any], chosen: Any, rejected: Any, convention: st
         **pol,
         "chosen_tokens": chosen.tokens,
         "rejected_tokens": rejected.tokens,
+        **{k: bool(row[k]) for k in ("chosen_truncated", "rejected_truncated") if k in row},
         **{k: row[k] for k in ("ref_chosen_logp_sum", "ref_rejected_logp_sum")},
         **{k: row[k] for k in ("ref_chosen_logp_mean", "ref_rejected_logp_mean")},
         "delta_reward": row.get("delta_reward"),

@@ -164,6 +164,43 @@ def _load_data(settings: TrainSettings, path: str, prompt_style: str) -> Any:
         raise InputError(f"{flag}: {err}") from err
 
 
+def encode_checked(tokenizer: Any, load: Any, sset: Any, use_tpl: bool, flag: str) -> dict[str, Any]:
+    """Tokenise every pair of ``load`` as the run will (``sset``), before anything is written; returns the counts.
+
+    A pair that cannot be encoded (text the tokenizer cannot take, no response token within the budget, …) is an
+    InputError naming the option, file, record and field (``--on-error raise``), or is dropped from ``load.pairs``
+    and counted by reason (``skip``). The counts use ``dpocheck score``'s keys
+    (:mod:`~dpocheck.llm.scoring.account`): ``records_read``, ``pairs`` (kept), ``skipped_by_reason`` and the
+    truncation counts.
+    """
+    from dpocheck.llm.scoring.account import truncation_counts
+    from dpocheck.llm.scoring.encode import ScoringError, encode_pairs
+
+    try:
+        enc = encode_pairs(tokenizer, load.pairs, sset, use_tpl)
+    except ScoringError as err:
+        raise InputError(f"{flag} {load.path}: {err}") from err
+    load.pairs = enc.pairs
+    by_reason = dict(load.skipped)
+    for item in enc.skipped:
+        by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
+    return {
+        "records_read": load.n_records,
+        "pairs": len(enc.pairs),
+        "skipped_by_reason": dict(sorted(by_reason.items())),
+        **truncation_counts(enc.encoded),
+        "boundary_merged": sum(e.boundary_merged for e in enc.encoded),
+    }
+
+
+def account_line(counts: dict[str, Any], max_length: int | None) -> str:
+    """``training on N, skipped M (…) of R records read; K sequences truncated to max_length=L`` (score's words)."""
+    from dpocheck.llm.scoring.account import skip_line, truncation_line
+
+    kept = skip_line(counts["pairs"], counts["skipped_by_reason"], verb="training on")
+    return f"{kept} of {counts['records_read']} records read; {truncation_line(counts, max_length)}"
+
+
 def _use_cpu(settings: TrainSettings) -> bool:
     import torch
 
@@ -187,6 +224,7 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
     check_trl()  # a TRL without the hooks the trainer overrides stops here, before any model loads
     from dpocheck.llm.models import load_config, load_tokenizer
     from dpocheck.llm.scoring.render import resolve_chat_template
+    from dpocheck.llm.scoring.runner import tokenizer_info
     from dpocheck.llm.scoring.settings import cap_max_length, context_length
 
     if settings.threads:
@@ -216,12 +254,20 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
     load = _load_data(settings, settings.data, prompt_style)
     heldout = _load_data(settings, settings.heldout, prompt_style) if settings.heldout else None
     _print(f"data: {load.summary()}", main)
+    # every pair is tokenised before anything is written: a bad record stops here, named, with no output folder
+    sset = score_settings(settings, max_length)
+    counts = encode_checked(tokenizer, load, sset, use_tpl, "--data")
+    _print(f"dpocheck train: {account_line(counts, max_length)}", main)
+    if heldout is not None:
+        counts["heldout"] = encode_checked(tokenizer, heldout, sset, use_tpl, "--heldout")
     data_id = data_identity(
         settings.data, format=load.format, delta_reward_source=settings.delta_reward_source, prompt_style=prompt_style
     )
     extra = {
         "loss": {"name": spec.name, "claim": spec.claim, "params": params, "convention": settings.normalize},
         "data": {"pairs": len(load.pairs), "skipped": load.skipped},
+        "counts": counts,
+        "tokenizer": tokenizer_info(tokenizer, use_tpl, with_template=False),
         "max_length_used": max_length,
         "versions": versions(),
         "world_size": state.num_processes,
