@@ -60,6 +60,7 @@ class ScoreTable:
     n_duplicates: int = 0
     manifest: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    truncation_recorded: bool = True  # every row carried both *_truncated flags (else they read as False)
 
     def __len__(self) -> int:
         return int(self.index.size)
@@ -167,6 +168,7 @@ def _read_rows(
     """Validated rows of ``shards`` as a :class:`ScoreTable` sorted by index (see :func:`read_scores`)."""
     rows: dict[int, tuple[dict[str, Any], str]] = {}
     n_dup = 0
+    flags = True
     for shard in shards:
         with open(shard, encoding="utf-8") as fh:
             for line_no, line in enumerate(fh, start=1):
@@ -178,6 +180,7 @@ def _read_rows(
                 except json.JSONDecodeError as err:
                     raise ScoresError(f"{where}: not valid JSON ({err.msg})") from err
                 row = _validate_row(raw, where)
+                flags = flags and "chosen_truncated" in raw and "rejected_truncated" in raw
                 prev = rows.get(row["index"])
                 if prev is not None:
                     if _same_row(prev[0], row):
@@ -203,6 +206,7 @@ def _read_rows(
         n_duplicates=n_dup,
         manifest=manifest,
         warnings=warnings,
+        truncation_recorded=flags,
     )
     expected = scored_pair_count(manifest)
     if expected is not None and expected != len(table):
