@@ -32,6 +32,7 @@ from typing import Any
 
 from dpocheck._io import read_jsonl, write_jsonl_atomic
 from dpocheck.errors import InputError
+from dpocheck.llm.data.load import input_file
 from dpocheck.llm.data.types import ChatMessages
 from dpocheck.llm.manifest import check_output, data_identity, open_output, sidecar_path
 from dpocheck.llm.models import pad_token_id
@@ -81,9 +82,7 @@ def read_prompts(path: str | os.PathLike[str], limit: int | None = None) -> list
     :class:`InputError` naming the file, the record (0-based, non-blank lines) and the field: a sampling run
     has no skip policy, since a missing prompt would shift every later prompt's seed.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"prompts file not found: {p}")
+    p = input_file(path, "prompts file", "JSONL or .txt, optionally .gz")
     with open(p, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
     try:

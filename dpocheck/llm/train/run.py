@@ -323,11 +323,14 @@ class _Job:
 
         from .callback import UndesirableSpaceCallback
         from .corrupt import corrupt_reference
+        from .guards import DivergenceCallback, diverged, explain_tied_head
         from .trainer import trainable_model
 
         s, out, main, run = self.settings, self.out, self.state.is_main_process, self.manifest
         t0 = time.perf_counter()
-        loaded = load_model(model_path, dtype="fp32", device="cpu", trust_remote_code=s.trust_remote_code)
+        loaded = load_model(
+            model_path, dtype="fp32", device="cpu", trust_remote_code=s.trust_remote_code, progress=s.progress
+        )
         model = trainable_model(loaded.model)
         model_record = {"path": str(model_path), "source": loaded.source, "parameters": loaded.n_parameters}
         run.update(model={**model_record, "dtype": "torch.float32"})
@@ -374,6 +377,7 @@ class _Job:
 
         trainer.remove_callback(PrinterCallback)  # stdout carries the one JSON summary line; metrics.jsonl the logs
         trainer.add_callback(metrics_callback(out / METRICS))  # before the eval callback: it logs at step 0
+        trainer.add_callback(DivergenceCallback())  # after the metrics file: the diverged step's row is kept
         eval_cb = UndesirableSpaceCallback(trainer, rows, s.eval_every, out, heldout_rows, batch_tokens=s.batch_tokens)
         trainer.add_callback(eval_cb)
         for cb in callbacks:
@@ -381,7 +385,11 @@ class _Job:
         resume_from = last_checkpoint(out) if s.resume else None
         _print(f"resuming from {resume_from}" if resume_from else "training from step 0", main and s.resume)
         t_train = time.perf_counter()
-        trainer.train(resume_from_checkpoint=resume_from)
+        try:
+            with explain_tied_head(trainer.model, lambda line: _print(line, main)):
+                trainer.train(resume_from_checkpoint=resume_from)
+        except FloatingPointError as err:  # the trainer's check of the policy's log-probs
+            raise diverged(trainer.state.global_step + 1, str(err), s.lr) from err
         train_seconds = time.perf_counter() - t_train
         step = trainer.state.global_step  # the final policy was scored by the callback at the end of training
         final = out / "final"

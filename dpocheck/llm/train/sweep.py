@@ -247,10 +247,23 @@ def run_table(run: Path) -> list[dict[str, Any]]:
     return [{**row, "gamma_star_dr0": g_star} for row in tidy_rows(run, run.name, settings)]
 
 
+def finished_runs(out: Path) -> list[Path]:
+    """The finished ``dpocheck train`` folders under ``OUT/runs``; an InputError when there is none yet."""
+    runs = out / "runs"
+    found = sorted(p for p in runs.iterdir() if p.is_dir() and _is_complete(p)) if runs.is_dir() else []
+    if not found:
+        what = "no finished runs" if runs.is_dir() and any(runs.iterdir()) else "no runs"
+        raise InputError(
+            f"{what} in {out} yet: `dpocheck train-sweep --out {out}` runs them (--report-only only tabulates "
+            "finished runs)"
+        )
+    return found
+
+
 def sweep_rows(out: Path) -> list[dict[str, Any]]:
     """The tidy rows of every finished run under ``OUT/runs``."""
     rows: list[dict[str, Any]] = []
-    for run in sorted(p for p in (out / "runs").iterdir() if _is_complete(p)):
+    for run in finished_runs(out):
         rows.extend(run_table(run))
     return rows
 
@@ -330,7 +343,7 @@ def write_final_reports(out: Path) -> tuple[list[Path], str]:
         "Δr* = 0 [95 % CI] | mean DPO loss at β |",
         "|---|---|---|---|---|---|---|",
     ]
-    for run in sorted(p for p in (out / "runs").iterdir() if _is_complete(p) and (p / "reference").is_dir()):
+    for run in [p for p in finished_runs(out) if (p / "reference").is_dir()]:
         rep = final_policy_report(run)
         written.append(write_text_atomic(out / "violations" / f"{run.name}.json", report_to_json(rep)))
         written.append(write_text_atomic(out / "violations" / f"{run.name}.md", render_markdown(rep)))
