@@ -167,3 +167,15 @@ def test_train_max_length_zero_is_the_model_context(tmp_path, capsys):
     assert "--max-length 0: the model's context, 48 tokens" in err and "2 sequences truncated to max_length=48" in err
     manifest = read_manifest(tmp_path / "run" / MANIFEST)
     assert manifest["max_length_used"] == 48 and manifest["counts"]["chosen_truncated"] == 1
+
+
+def test_train_with_no_pair_left_writes_nothing(tmp_path, capsys, toy_dir):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "Hi \ud800", "chosen": " a", "rejected": " b"}) + "\n")
+    out = tmp_path / "run"
+    argv = ["train", "--model", str(toy_dir), "--data", str(data), "--out", str(out), "--loss", "dpo", "--beta", "0.1"]
+    status, _, err = _run(capsys, [*argv, "--max-steps", "1", "--no-progress", "--on-error", "skip"])
+    assert status == 2
+    line = _one_error_line(err, "train")
+    assert "no pair to train on (1 records read; skipped: untokenizable_text: 1)" in line
+    assert not out.exists()

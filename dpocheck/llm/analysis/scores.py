@@ -75,8 +75,19 @@ class ScoreTable:
         return self.log_pi("chosen", normalization) - self.log_pi("rejected", normalization)
 
 
+_INT64 = 2**63  # indices and token counts are read into int64 arrays
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_finite(v: Any) -> bool:
+    """A JSON number that is a finite float64 (an integer beyond float64's range is not)."""
+    try:
+        return _is_number(v) and math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def _validate_row(row: Any, where: str) -> dict[str, Any]:
@@ -87,19 +98,19 @@ def _validate_row(row: Any, where: str) -> dict[str, Any]:
         if name not in row or row[name] is None:
             raise ScoresError(f"{where}: field '{name}' is missing")
     idx = row["index"]
-    if not isinstance(idx, int) or isinstance(idx, bool) or idx < 0:
-        raise ScoresError(f"{where}: field 'index' must be a non-negative integer, got {idx!r}")
+    if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < _INT64:
+        raise ScoresError(f"{where}: field 'index' must be a non-negative integer below 2**63, got {idx!r}")
     out: dict[str, Any] = {"index": idx}
     for name in LOGP_FIELDS:
         v = row[name]
-        if not _is_number(v) or not math.isfinite(float(v)):
+        if not _is_finite(v):
             raise ScoresError(f"{where}: field '{name}' must be a finite number (a log-probability), got {v!r}")
         if float(v) > 1e-6:
             raise ScoresError(f"{where}: field '{name}' is a log-probability and must be <= 0, got {v!r}")
         out[name] = float(v)
     for name in ("chosen_tokens", "rejected_tokens"):
         v = row.get(name)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v < _INT64):
             raise ScoresError(f"{where}: field '{name}' must be a positive integer (empty response?), got {v!r}")
         out[name] = -1 if v is None else v
     for name in ("chosen_truncated", "rejected_truncated"):
@@ -108,7 +119,7 @@ def _validate_row(row: Any, where: str) -> dict[str, Any]:
             raise ScoresError(f"{where}: field '{name}' must be true/false, got {v!r}")
         out[name] = v
     dr = row.get("delta_reward")
-    if dr is not None and (not _is_number(dr) or not math.isfinite(float(dr))):
+    if dr is not None and not _is_finite(dr):
         raise ScoresError(f"{where}: field 'delta_reward' must be a finite number or null, got {dr!r}")
     out["delta_reward"] = math.nan if dr is None else float(dr)
     for name in ("reward_source", "subset"):
@@ -321,7 +332,7 @@ def read_delta_reward_file(path: str | os.PathLike[str]) -> dict[int, float]:
             idx, dr = row.get("index"), row.get("delta_reward")
             if not isinstance(idx, int) or isinstance(idx, bool) or idx < 0:
                 raise ScoresError(f"{where}: field 'index' must be a non-negative integer, got {idx!r}")
-            if not _is_number(dr) or not math.isfinite(float(dr)):
+            if not _is_finite(dr):
                 raise ScoresError(f"{where}: field 'delta_reward' must be a finite number, got {dr!r}")
             if idx in out and out[idx] != float(dr):
                 raise ScoresError(f"{where}: index {idx} appears twice with different delta_reward")

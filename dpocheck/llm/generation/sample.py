@@ -32,6 +32,7 @@ from typing import Any
 
 from dpocheck._io import read_jsonl, write_jsonl_atomic
 from dpocheck.errors import InputError
+from dpocheck.llm.data.fields import unicode_problem
 from dpocheck.llm.data.load import input_file
 from dpocheck.llm.data.types import ChatMessages
 from dpocheck.llm.manifest import check_output, data_identity, open_output, sidecar_path
@@ -78,7 +79,8 @@ def read_prompts(path: str | os.PathLike[str], limit: int | None = None) -> list
     """Prompts from a ``.txt`` file (one per non-blank line) or JSONL (optionally gzip) with a ``prompt`` field.
 
     A JSONL prompt may be text or a list of ``{"role", "content"}`` messages; ``instruction`` (AlpacaEval) is
-    accepted when ``prompt`` is absent. Any bad prompt (not UTF-8, not JSON, a missing or empty field) is an
+    accepted when ``prompt`` is absent. Any bad prompt (not UTF-8, not JSON, a missing or empty field, text that is
+    not valid Unicode such as a lone surrogate) is an
     :class:`InputError` naming the file, the record (0-based, non-blank lines) and the field: a sampling run
     has no skip policy, since a missing prompt would shift every later prompt's seed.
     """
@@ -128,6 +130,10 @@ def read_prompts(path: str | os.PathLike[str], limit: int | None = None) -> list
                 raise InputError(f"{where}: field '{field_name}' is an empty message list")
         else:
             raise InputError(f"{where}: field '{field_name}' must be text or a list of chat messages")
+        texts = [value] if isinstance(value, str) else [m["content"] for m in value]
+        problem = next((q for q in map(unicode_problem, texts) if q), None)
+        if problem:  # the tokenizer cannot take it
+            raise InputError(f"{where}: field '{field_name}' {problem}")
         prompts.append(value)
     return prompts
 

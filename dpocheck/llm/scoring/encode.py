@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpocheck.errors import InputError
+from dpocheck.llm.data.fields import unicode_problem
 from dpocheck.llm.data.types import PreferencePair
 
 from .render import render_texts
@@ -85,11 +86,9 @@ def tokenize_with_boundary(
 # ------------------------------------------------------------------------------------------------ encoding
 def _text_problem(tokenizer: Any, text: str) -> str | None:
     """Why the tokenizer cannot take ``text`` (a lone surrogate, or the tokenizer's own error), or None."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        bad = text[err.start]
-        return f"is not valid Unicode text (a lone surrogate {bad!r} at character {err.start})"
+    problem = unicode_problem(text)
+    if problem:
+        return problem
     try:
         tokenizer(text, add_special_tokens=False)
     except Exception as err:

@@ -184,6 +184,9 @@ def encode_checked(tokenizer: Any, load: Any, sset: Any, use_tpl: bool, flag: st
     by_reason = dict(load.skipped)
     for item in enc.skipped:
         by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
+    if not enc.pairs:
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(by_reason.items())) or "none read"
+        raise InputError(f"{flag} {load.path}: no pair to train on ({load.n_records} records read; skipped: {why})")
     return {
         "records_read": load.n_records,
         "pairs": len(enc.pairs),
