@@ -198,3 +198,22 @@ def test_reports_are_named_after_the_policy_and_never_overwritten(made, tmp_path
     argv = _violations("--scores", str(ref), "--policy-scores", str(eval_file), "--normalize", "mean", "--overwrite")
     assert _run(capsys, argv)[0] == 0
     assert sorted(p.name for p in first.parent.iterdir()) == ["violations-mean.json", "violations-mean.md"]
+
+
+@pytest.mark.parametrize(
+    "line, said",
+    [
+        (b'{"index": 0, "chosen_logp_sum": -1.0\xff}\n', "line 2: not valid UTF-8"),
+        (b"[" * 5000 + b"\n", "line 2: not a score row"),
+    ],
+)
+def test_a_damaged_score_line_is_named(made, tmp_path, capsys, line, said):
+    policy = tmp_path / "policy"
+    shutil.copytree(made["ref64"], policy)
+    rows = (policy / "scores.jsonl").read_bytes().splitlines(keepends=True)
+    (policy / "scores.jsonl").write_bytes(rows[0] + line + b"".join(rows[1:]))
+    status, err = _run(
+        capsys,
+        _violations("--scores", str(made["ref64"]), "--policy-scores", str(policy), "--out", str(tmp_path / "v")),
+    )
+    assert status == 2 and f"scores.jsonl {said}" in _error(err)

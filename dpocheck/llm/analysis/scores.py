@@ -181,15 +181,19 @@ def _read_rows(
     n_dup = 0
     flags = True
     for shard in shards:
-        with open(shard, encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if not line.strip():
+        with open(shard, "rb") as fh:
+            for line_no, data in enumerate(fh, start=1):
+                if not data.strip():
                     continue
                 where = f"{shard.name} line {line_no}"
                 try:
-                    raw = json.loads(line)
+                    raw = json.loads(data.decode("utf-8"))
+                except UnicodeDecodeError as err:
+                    raise ScoresError(f"{where}: not valid UTF-8 ({err.reason} at byte {err.start})") from err
                 except json.JSONDecodeError as err:
                     raise ScoresError(f"{where}: not valid JSON ({err.msg})") from err
+                except RecursionError as err:
+                    raise ScoresError(f"{where}: not a score row (JSON nested too deeply)") from err
                 row = _validate_row(raw, where)
                 flags = flags and "chosen_truncated" in raw and "rejected_truncated" in raw
                 prev = rows.get(row["index"])
