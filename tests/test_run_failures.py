@@ -247,6 +247,9 @@ def test_resume_explains_the_tied_output_head(toy_dir, data, tmp_path, capfd):
     assert "resuming from" in err and "checkpoint-2" in err
     assert "resuming: lm_head.weight is not stored in the checkpoint because it is tied" in err
     assert "There were missing keys" not in err
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()  # --no-progress silenced the bars for the run only
 
 
 @pytest.mark.slow

@@ -215,8 +215,16 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
 
     The output folder goes through the output protocol (:mod:`dpocheck.llm.manifest`): its manifest says
     ``running`` while the run goes on, ``complete`` at the end and ``failed`` with the reason (and the step) when
-    any error stops it.
+    any error stops it. ``progress=False`` silences every bar (transformers', TRL's, the GGUF de-quantisation's)
+    for the run only: the global setting is restored afterwards.
     """
+    from dpocheck.llm.models import quiet_loading
+
+    with quiet_loading(not settings.progress):
+        return _train(settings, callbacks)
+
+
+def _train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...]) -> TrainResult:
     validate(settings)
     t0 = time.perf_counter()
     import torch
@@ -232,10 +240,6 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    if not settings.progress:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
     state = PartialState(cpu=_use_cpu(settings))  # joins the process group under `accelerate launch`
     main = state.is_main_process
     out = Path(settings.out).absolute()
