@@ -30,8 +30,8 @@ The protocol (:func:`check_output` before anything heavy is loaded, then :func:`
 * output files already there but no manifest: refused (they cannot be checked);
 * every refusal is an :class:`~dpocheck.errors.InputError` (exit status 2 in the CLI, one line).
 
-:meth:`OutputRun.guard` marks the manifest ``failed`` with the reason on every error that leaves the block, so no
-manifest says ``running`` after its process ended.
+:meth:`OutputRun.guard` marks the manifest ``failed`` with the reason on every error that leaves the block (and on
+SIGTERM), so no manifest says ``running`` after its process ended, unless it was killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ import hashlib
 import json
 import os
 import re
+import signal
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -238,8 +240,11 @@ class OutputRun:
     def guard(self, step: Any = None) -> Iterator[OutputRun]:
         """Mark the run failed with the error's message when an exception leaves the block, then re-raise.
 
-        ``step``: a callable giving the step to record (e.g. the trainer's global step), or None.
+        ``step``: a callable giving the step to record (e.g. the trainer's global step), or None. Inside the block
+        (in the main thread) SIGTERM raises :class:`Terminated`, so a run stopped by ``kill`` or a job scheduler is
+        recorded as failed too (only SIGKILL leaves ``running`` behind; ``--resume`` continues such a run).
         """
+        previous_handler = _raise_on_sigterm()
         try:
             yield self
         except BaseException as err:
@@ -250,6 +255,33 @@ class OutputRun:
                 except OSError:  # the output folder itself is gone or unwritable: nothing more to record
                     pass
             raise
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
+
+
+class Terminated(SystemExit):
+    """SIGTERM inside :meth:`OutputRun.guard`: the process exits with status 128 + 15, the run recorded as failed."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+    def __str__(self) -> str:
+        return "stopped by SIGTERM"
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _raise_on_sigterm() -> Any:
+    """Install :func:`_on_sigterm` for SIGTERM (main thread only); the handler it replaces, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # no signals here (an embedded interpreter)
+        return None
 
 
 def open_output(

@@ -243,8 +243,8 @@ def _require_train_extra() -> None:
     missing = [m for m in ("trl", "datasets") if importlib.util.find_spec(m) is None]
     if missing:
         raise InputError(
-            f"dpocheck train needs {', '.join(missing)} (the train extra): pip install -e '.[llm,train]' "
-            "(see the README's 'Training' section)"
+            f"dpocheck train needs {', '.join(missing)} (the train extra): pip install -e '.[llm,train]' in the "
+            "checkout (see the README's 'Install' section)"
         )
 
 

@@ -46,6 +46,7 @@ from dpocheck.llm.data.load import load_pairs
 from dpocheck.llm.data.types import PreferencePair
 from dpocheck.llm.manifest import OutputRun, check_output, data_identity, open_output, sidecar_path
 from dpocheck.llm.preflight import check_model_path, check_output_path
+from dpocheck.llm.scoring.encode import ScoringError, untokenizable
 from dpocheck.llm.scoring.render import render_texts, resolve_chat_template
 from dpocheck.llm.scoring.settings import CHAT_TEMPLATE_CHOICES, cap_max_length, context_length
 
@@ -134,6 +135,29 @@ def score_texts(
     return values, truncated
 
 
+def tokenizable_pairs(
+    tokenizer: Any, pairs: Sequence[PreferencePair], settings: RewardSettings, on_error: str, skipped: dict[str, int]
+) -> list[PreferencePair]:
+    """The pairs whose two texts the tokenizer takes; any other is a bad record (reason ``untokenizable_text``,
+    :func:`~dpocheck.llm.scoring.encode.untokenizable`): counted into ``skipped`` or raised (``on_error``)."""
+    use_tpl = resolve_chat_template(tokenizer, settings.chat_template)
+    kept = []
+    for p in pairs:
+        try:
+            for name, response in (("chosen", p.chosen), ("rejected", p.rejected)):
+                try:
+                    tokenizer(render_texts(tokenizer, p.prompt, response, use_tpl)[1], add_special_tokens=not use_tpl)
+                except Exception as err:
+                    raise untokenizable(tokenizer, p, name, err) from err
+        except ScoringError as err:
+            if on_error == "raise":
+                raise
+            skipped[err.reason] = skipped.get(err.reason, 0) + 1
+            continue
+        kept.append(p)
+    return kept
+
+
 def _read_partial(path: Path) -> list[dict[str, Any]]:
     """Rows of an interrupted run; a torn (unterminated or unparsable) last line is cut off the file."""
     rows: list[dict[str, Any]] = []
@@ -211,13 +235,15 @@ def reward_pairs_to_file(
         hint=RESUME_HINT,
         stray_hint=STRAY_HINT,
     )
-    done: dict[int, dict[str, Any]] = {}
-    source = partial if partial.exists() else out_p if out_p.exists() else None
-    if source is not None:
-        done = {int(r["index"]): r for r in _read_partial(source)}
-    if out_p.exists() and not partial.exists():  # a finished file being resumed: continue from its rows
-        write_text_atomic(partial, jsonl_text(done[k] for k in sorted(done)))
+    if run.previous_failure:
+        print(f"dpocheck reward: {run.previous_failure}", file=sys.stderr)
     with run.guard():
+        done: dict[int, dict[str, Any]] = {}
+        source = partial if partial.exists() else out_p if out_p.exists() else None
+        if source is not None:
+            done = {int(r["index"]): r for r in _read_partial(source)}
+        if out_p.exists() and not partial.exists():  # a finished file being resumed: continue from its rows
+            write_text_atomic(partial, jsonl_text(done[k] for k in sorted(done)))
         return _reward_batches(
             model, tokenizer, pairs, out_p, partial, run, done, settings, show_progress, stop_after_batches, model_name
         )
@@ -346,6 +372,7 @@ def reward_file(
     )
     max_length, note = cap_max_length(settings.max_length, context_length(model, tokenizer))
     settings = replace(settings, max_length=max_length)
+    loaded.pairs = tokenizable_pairs(tokenizer, loaded.pairs, settings, on_error, loaded.skipped)
     identity = {"model": model_fingerprint(reward_model), "data": data_identity(data, format=loaded.format)}
     now, before = reward_pairs_to_file(
         model,

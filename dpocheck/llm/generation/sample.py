@@ -32,8 +32,10 @@ from typing import Any
 
 from dpocheck._io import read_jsonl, write_jsonl_atomic
 from dpocheck.errors import InputError
+from dpocheck.llm.data.fields import unicode_problem
+from dpocheck.llm.data.load import input_file
 from dpocheck.llm.data.types import ChatMessages
-from dpocheck.llm.manifest import data_identity, open_output, sidecar_path
+from dpocheck.llm.manifest import check_output, data_identity, open_output, sidecar_path
 from dpocheck.llm.models import pad_token_id
 from dpocheck.llm.scoring.encode import tokenize_with_boundary
 from dpocheck.llm.scoring.kernels import score_sequences
@@ -77,13 +79,12 @@ def read_prompts(path: str | os.PathLike[str], limit: int | None = None) -> list
     """Prompts from a ``.txt`` file (one per non-blank line) or JSONL (optionally gzip) with a ``prompt`` field.
 
     A JSONL prompt may be text or a list of ``{"role", "content"}`` messages; ``instruction`` (AlpacaEval) is
-    accepted when ``prompt`` is absent. Any bad prompt (not UTF-8, not JSON, a missing or empty field) is an
+    accepted when ``prompt`` is absent. Any bad prompt (not UTF-8, not JSON, a missing or empty field, text that is
+    not valid Unicode such as a lone surrogate) is an
     :class:`InputError` naming the file, the record (0-based, non-blank lines) and the field: a sampling run
     has no skip policy, since a missing prompt would shift every later prompt's seed.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"prompts file not found: {p}")
+    p = input_file(path, "prompts file", "JSONL or .txt, optionally .gz")
     with open(p, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
     try:
@@ -129,6 +130,10 @@ def read_prompts(path: str | os.PathLike[str], limit: int | None = None) -> list
                 raise InputError(f"{where}: field '{field_name}' is an empty message list")
         else:
             raise InputError(f"{where}: field '{field_name}' must be text or a list of chat messages")
+        texts = [value] if isinstance(value, str) else [m["content"] for m in value]
+        problem = next((q for q in map(unicode_problem, texts) if q), None)
+        if problem:  # the tokenizer cannot take it
+            raise InputError(f"{where}: field '{field_name}' {problem}")
         prompts.append(value)
     return prompts
 
@@ -245,9 +250,8 @@ def sample_to_file(
     extra: dict[str, Any] = {"n_prompts": len(prompts)}
     if prompts_path is not None:  # a resumed run may add prompts at the end: checked prompt by prompt below
         extra["prompts"] = data_identity(prompts_path)
-    run = open_output(
-        sidecar_path(out_p), fingerprint, tool=TOOL, resume=resume, extra=extra, outputs=(out_p,), where=str(out_p)
-    )
+    protocol = dict(tool=TOOL, resume=resume, outputs=(out_p,), where=str(out_p))
+    check_output(sidecar_path(out_p), fingerprint=fingerprint, **protocol)  # refusals first, before any write
     rows: list[dict[str, Any]] = []
     if out_p.exists():
         by_prompt: dict[int, list[dict[str, Any]]] = {}
@@ -262,6 +266,9 @@ def sample_to_file(
         rows = [r for i in sorted(by_prompt) if len(by_prompt[i]) == settings.k for r in by_prompt[i]]
     done = {r["prompt_index"] for r in rows}
     todo = [i for i in range(len(prompts)) if i not in done]
+    run = open_output(sidecar_path(out_p), fingerprint, extra=extra, **protocol)
+    if run.previous_failure:
+        print(f"dpocheck sample: {run.previous_failure}", file=sys.stderr)
     with run.guard():
         for i in tqdm(todo, desc="sample", unit="prompt", file=sys.stderr, disable=not show_progress):
             rows += sample_prompt(model, tokenizer, prompts[i], i, settings)

@@ -5,27 +5,15 @@ every pair with
 dpocheck's packed scorer (no grad, eval mode, the same kernel and batch plan as ``dpocheck score``), writes
 ``<out_dir>/eval/step-<N>.jsonl`` (held-out: ``heldout-step-<N>.jsonl``) atomically, one row per pair —
 ``index``, ``delta_theta`` and ``delta_ref`` (in ``convention``), ``in_u`` (C3), the policy's
-``chosen_logp_sum`` … ``rejected_logp_mean`` and token counts (the keys of a ``dpocheck score`` row), the
-reference's ``ref_*`` log-probs and ``delta_reward`` — and logs the set-level metrics of
+``chosen_logp_sum`` … ``rejected_logp_mean``, token counts and truncation flags (the keys of a ``dpocheck score``
+row), the reference's ``ref_*`` log-probs and ``delta_reward`` — and logs the set-level metrics of
 :mod:`dpocheck.llm.train.metrics` as ``eval/<metric>/<convention>`` (``eval/heldout/…``) through the trainer's
 own logging (``state.log_history``, TensorBoard, W&B). Only the main process scores and writes.
 
-Usable from a user's own TRL script, with rows from :func:`dpocheck.llm.train.build_training_rows`::
-
-    from trl import DPOConfig, DPOTrainer
-    from dpocheck.llm.scoring.encode import encode_pair
-    from dpocheck._io import read_jsonl
-    from dpocheck.llm.train import UndesirableSpaceCallback, build_training_rows
-
-    ref = read_jsonl("ref/scores.jsonl")  # dpocheck score --model path/to/model --data pairs.jsonl --out ref
-    encoded = [encode_pair(tokenizer, p, use_chat_template=True) for p in pairs]  # pairs: load_pairs(...).pairs
-    rows = build_training_rows(encoded, ref, "dpo", beta=0.1)  # dpocheck's view of the data
-    args = DPOConfig("out", beta=0.1, bf16=False, max_steps=200)
-    trainer = DPOTrainer("path/to/model", args=args, train_dataset=my_text_dataset)  # the user's own setup
-    trainer.add_callback(UndesirableSpaceCallback(trainer, rows, eval_every=50, out_dir="out"))
-    trainer.train()  # out/eval/step-0.jsonl, step-50.jsonl, …; log_history gains eval/share_in_u/sum, …
-
-(with a plain DPOTrainer the convention is TRL's, summed log-probs: ``convention="sum"``, the default).
+Usable from a user's own TRL script (a plain ``DPOTrainer`` with its own tokenisation and loss), with rows from
+:func:`dpocheck.llm.train.build_training_rows`: ``examples/undesirable_space_callback.py`` is a complete, runnable
+script (tested at toy size), linked from ``docs/training.md``. With a plain DPOTrainer the convention is TRL's,
+summed log-probs: ``convention="sum"``, the default.
 """
 
 from __future__ import annotations
@@ -88,6 +76,7 @@ def _eval_row(row: Mapping[str, Any], chosen: Any, rejected: Any, convention: st
         **pol,
         "chosen_tokens": chosen.tokens,
         "rejected_tokens": rejected.tokens,
+        **{k: bool(row[k]) for k in ("chosen_truncated", "rejected_truncated") if k in row},
         **{k: row[k] for k in ("ref_chosen_logp_sum", "ref_rejected_logp_sum")},
         **{k: row[k] for k in ("ref_chosen_logp_mean", "ref_rejected_logp_mean")},
         "delta_reward": row.get("delta_reward"),

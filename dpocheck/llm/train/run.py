@@ -164,6 +164,46 @@ def _load_data(settings: TrainSettings, path: str, prompt_style: str) -> Any:
         raise InputError(f"{flag}: {err}") from err
 
 
+def encode_checked(tokenizer: Any, load: Any, sset: Any, use_tpl: bool, flag: str) -> dict[str, Any]:
+    """Tokenise every pair of ``load`` as the run will (``sset``), before anything is written; returns the counts.
+
+    A pair that cannot be encoded (text the tokenizer cannot take, no response token within the budget, …) is an
+    InputError naming the option, file, record and field (``--on-error raise``), or is dropped from ``load.pairs``
+    and counted by reason (``skip``). The counts use ``dpocheck score``'s keys
+    (:mod:`~dpocheck.llm.scoring.account`): ``records_read``, ``pairs`` (kept), ``skipped_by_reason`` and the
+    truncation counts.
+    """
+    from dpocheck.llm.scoring.account import truncation_counts
+    from dpocheck.llm.scoring.encode import ScoringError, encode_pairs
+
+    try:
+        enc = encode_pairs(tokenizer, load.pairs, sset, use_tpl)
+    except ScoringError as err:
+        raise InputError(f"{flag} {load.path}: {err}") from err
+    load.pairs = enc.pairs
+    by_reason = dict(load.skipped)
+    for item in enc.skipped:
+        by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
+    if not enc.pairs:
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(by_reason.items())) or "none read"
+        raise InputError(f"{flag} {load.path}: no pair to train on ({load.n_records} records read; skipped: {why})")
+    return {
+        "records_read": load.n_records,
+        "pairs": len(enc.pairs),
+        "skipped_by_reason": dict(sorted(by_reason.items())),
+        **truncation_counts(enc.encoded),
+        "boundary_merged": sum(e.boundary_merged for e in enc.encoded),
+    }
+
+
+def account_line(counts: dict[str, Any], max_length: int | None) -> str:
+    """``training on N, skipped M (…) of R records read; K sequences truncated to max_length=L`` (score's words)."""
+    from dpocheck.llm.scoring.account import skip_line, truncation_line
+
+    kept = skip_line(counts["pairs"], counts["skipped_by_reason"], verb="training on")
+    return f"{kept} of {counts['records_read']} records read; {truncation_line(counts, max_length)}"
+
+
 def _use_cpu(settings: TrainSettings) -> bool:
     import torch
 
@@ -175,8 +215,16 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
 
     The output folder goes through the output protocol (:mod:`dpocheck.llm.manifest`): its manifest says
     ``running`` while the run goes on, ``complete`` at the end and ``failed`` with the reason (and the step) when
-    any error stops it.
+    any error stops it. ``progress=False`` silences every bar (transformers', TRL's, the GGUF de-quantisation's)
+    for the run only: the global setting is restored afterwards.
     """
+    from dpocheck.llm.models import quiet_loading
+
+    with quiet_loading(not settings.progress):
+        return _train(settings, callbacks)
+
+
+def _train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...]) -> TrainResult:
     validate(settings)
     t0 = time.perf_counter()
     import torch
@@ -187,14 +235,11 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
     check_trl()  # a TRL without the hooks the trainer overrides stops here, before any model loads
     from dpocheck.llm.models import load_config, load_tokenizer
     from dpocheck.llm.scoring.render import resolve_chat_template
+    from dpocheck.llm.scoring.runner import tokenizer_info
     from dpocheck.llm.scoring.settings import cap_max_length, context_length
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    if not settings.progress:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
     state = PartialState(cpu=_use_cpu(settings))  # joins the process group under `accelerate launch`
     main = state.is_main_process
     out = Path(settings.out).absolute()
@@ -216,12 +261,20 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
     load = _load_data(settings, settings.data, prompt_style)
     heldout = _load_data(settings, settings.heldout, prompt_style) if settings.heldout else None
     _print(f"data: {load.summary()}", main)
+    # every pair is tokenised before anything is written: a bad record stops here, named, with no output folder
+    sset = score_settings(settings, max_length)
+    counts = encode_checked(tokenizer, load, sset, use_tpl, "--data")
+    _print(f"dpocheck train: {account_line(counts, max_length)}", main)
+    if heldout is not None:
+        counts["heldout"] = encode_checked(tokenizer, heldout, sset, use_tpl, "--heldout")
     data_id = data_identity(
         settings.data, format=load.format, delta_reward_source=settings.delta_reward_source, prompt_style=prompt_style
     )
     extra = {
         "loss": {"name": spec.name, "claim": spec.claim, "params": params, "convention": settings.normalize},
         "data": {"pairs": len(load.pairs), "skipped": load.skipped},
+        "counts": counts,
+        "tokenizer": tokenizer_info(tokenizer, use_tpl, with_template=False),
         "max_length_used": max_length,
         "versions": versions(),
         "world_size": state.num_processes,
@@ -277,11 +330,14 @@ class _Job:
 
         from .callback import UndesirableSpaceCallback
         from .corrupt import corrupt_reference
+        from .guards import DivergenceCallback, diverged, explain_tied_head
         from .trainer import trainable_model
 
         s, out, main, run = self.settings, self.out, self.state.is_main_process, self.manifest
         t0 = time.perf_counter()
-        loaded = load_model(model_path, dtype="fp32", device="cpu", trust_remote_code=s.trust_remote_code)
+        loaded = load_model(
+            model_path, dtype="fp32", device="cpu", trust_remote_code=s.trust_remote_code, progress=s.progress
+        )
         model = trainable_model(loaded.model)
         model_record = {"path": str(model_path), "source": loaded.source, "parameters": loaded.n_parameters}
         run.update(model={**model_record, "dtype": "torch.float32"})
@@ -328,6 +384,7 @@ class _Job:
 
         trainer.remove_callback(PrinterCallback)  # stdout carries the one JSON summary line; metrics.jsonl the logs
         trainer.add_callback(metrics_callback(out / METRICS))  # before the eval callback: it logs at step 0
+        trainer.add_callback(DivergenceCallback())  # after the metrics file: the diverged step's row is kept
         eval_cb = UndesirableSpaceCallback(trainer, rows, s.eval_every, out, heldout_rows, batch_tokens=s.batch_tokens)
         trainer.add_callback(eval_cb)
         for cb in callbacks:
@@ -335,7 +392,11 @@ class _Job:
         resume_from = last_checkpoint(out) if s.resume else None
         _print(f"resuming from {resume_from}" if resume_from else "training from step 0", main and s.resume)
         t_train = time.perf_counter()
-        trainer.train(resume_from_checkpoint=resume_from)
+        try:
+            with explain_tied_head(trainer.model, lambda line: _print(line, main)):
+                trainer.train(resume_from_checkpoint=resume_from)
+        except FloatingPointError as err:  # the trainer's check of the policy's log-probs
+            raise diverged(trainer.state.global_step + 1, str(err), s.lr) from err
         train_seconds = time.perf_counter() - t_train
         step = trainer.state.global_step  # the final policy was scored by the callback at the end of training
         final = out / "final"

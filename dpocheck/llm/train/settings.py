@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dpocheck.errors import InputError
+from dpocheck.llm.data.load import input_file
 from dpocheck.llm.manifest import MANIFEST, check_output, differences, is_complete, read_manifest
 from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
 
@@ -167,10 +168,12 @@ def validate(settings: TrainSettings) -> None:
             raise InputError(f"--corrupt-lr: must be > 0, got {s.corrupt_lr!r}")
     if s.threads is not None and s.threads < 1:
         raise InputError(f"--threads: must be >= 1, got {s.threads}")
-    if not Path(s.data).is_file():
-        raise InputError(f"--data: preference data file not found: {s.data}")
-    if s.heldout is not None and not Path(s.heldout).is_file():
-        raise InputError(f"--heldout: file not found: {s.heldout}")
+    for flag, path in (("--data", s.data), ("--heldout", s.heldout)):
+        try:
+            if path is not None:
+                input_file(path)
+        except OSError as err:
+            raise InputError(f"{flag}: {err}") from None
     model_path = resolve_model_path(s.model)
     if not model_path.exists():
         raise InputError(f"--model: {model_path} does not exist")
