@@ -24,8 +24,9 @@ def _row(i: int, d: float, dref: float, lw: float, ll: float) -> dict:
 
 def test_entries_cover_the_declared_grid() -> None:
     names = [e.name for e in e2_llm_entries()]
-    assert len(names) == len(set(names)) == 12
+    assert len(names) == len(set(names)) == 16
     assert sum(e.loss == "cpo_margin" for e in e2_llm_entries()) == 8
+    assert sum(e.loss in ("dpop", "dpo_nll") for e in e2_llm_entries()) == 4
 
 
 def test_resolve_gamma() -> None:
