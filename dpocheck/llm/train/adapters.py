@@ -215,6 +215,44 @@ def load_4bit(model_path: Path, device: Any, trust_remote_code: bool, gradient_c
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
 
 
+def load_policy(model_path: Path, settings: Any, precision: Any, device: Any) -> tuple[Any, str, int]:
+    """(the starting policy, its source, its parameter count): ``load_model`` in the run's dtype, made trainable
+    (:func:`~dpocheck.llm.train.trainer.trainable_model`), or the 4-bit base of ``--load-in-4bit``."""
+    from dpocheck.llm.models import load_model
+
+    from .trainer import trainable_model
+
+    s = settings
+    if s.load_in_4bit:
+        model = load_4bit(model_path, device, s.trust_remote_code, s.gradient_checkpointing)
+        return model, "hf_folder (4-bit nf4)", int(model.num_parameters())
+    loaded = load_model(model_path, dtype=precision.dtype, device=device, trust_remote_code=s.trust_remote_code)
+    return trainable_model(loaded.model), loaded.source, loaded.n_parameters
+
+
+def save_adapter_and_merged(
+    trainer: Any, out: Path, base_path: Path, dtype: str, tokenizer: Any, settings: Any, state: Any
+) -> dict[str, Any] | None:
+    """``out/adapter`` (PEFT's adapter folder, with the tokenizer; every rank takes part, as FSDP / ZeRO-3 gather
+    it) and ``out/final`` (:func:`save_merged`, on the main process, whose record it returns; None elsewhere)."""
+    trainer.save_model(str(out / ADAPTER_DIR))
+    record = None
+    if state.is_main_process:
+        tokenizer.save_pretrained(str(out / ADAPTER_DIR))
+        record = save_merged(
+            out / ADAPTER_DIR,
+            base_path,
+            dtype,
+            out / "final",
+            tokenizer,
+            trust_remote_code=settings.trust_remote_code,
+            load_in_4bit=settings.load_in_4bit,
+            progress=settings.progress,
+        )
+    state.wait_for_everyone()
+    return record
+
+
 def save_merged(
     adapter_dir: Path,
     base_path: Path,

@@ -282,26 +282,17 @@ class _Job:
         return None if self.trainer is None else int(self.trainer.state.global_step)
 
     def run(self, model_path: Path, spec: Any, params: dict[str, float], callbacks: Any) -> dict[str, Any]:
-        from dpocheck.llm.models import load_model
-
+        from .adapters import load_policy
         from .callback import UndesirableSpaceCallback
         from .corrupt import corrupt_reference
         from .precision import training_precision
-        from .trainer import trainable_model
 
         s, out, main, run = self.settings, self.out, self.state.is_main_process, self.manifest
         t0 = time.perf_counter()
         device = self.state.device if s.device is None else s.device
         precision = self.precision = training_precision(s, device)
         _print(f"dpocheck train: {precision.note()}", main and precision.note() is not None)
-        if s.load_in_4bit:
-            from .adapters import load_4bit
-
-            model = load_4bit(model_path, device, s.trust_remote_code, s.gradient_checkpointing)
-            source, n_parameters = "hf_folder (4-bit nf4)", int(model.num_parameters())
-        else:
-            loaded = load_model(model_path, dtype=precision.dtype, device=device, trust_remote_code=s.trust_remote_code)
-            model, source, n_parameters = trainable_model(loaded.model), loaded.source, loaded.n_parameters
+        model, source, n_parameters = load_policy(model_path, s, precision, device)
         model_record = {"path": str(model_path), "source": source, "parameters": n_parameters}
         run.update(model={**model_record, "dtype": str(precision.torch_dtype)})
         run.manifest["precision"] = precision.record()
@@ -377,8 +368,12 @@ class _Job:
             trainer.save_model(str(final))  # main process only; safetensors
             if main:
                 self.tokenizer.save_pretrained(str(final))
-        else:
-            self.save_lora(trainer, ref_model_path)
+        else:  # OUT/adapter (PEFT) and OUT/final (merged)
+            from .adapters import save_adapter_and_merged
+
+            tok = self.tokenizer
+            merged = save_adapter_and_merged(trainer, out, ref_model_path, precision.dtype, tok, s, self.state)
+            run.manifest["lora"].update(merged or {})
         history = [h for h in trainer.state.log_history if "loss" in h]
         final_loss = float(history[-1]["loss"]) if history else None
         result = {
@@ -396,27 +391,6 @@ class _Job:
         """The ScoreSettings of the reference and eval scoring passes (packed, the run's token budget, precision
         and layout)."""
         return score_settings(self.settings, self.max_length, self.precision)
-
-    def save_lora(self, trainer: Any, base_path: Path) -> None:
-        """``OUT/adapter`` (PEFT's adapter folder, with the tokenizer) and ``OUT/final`` (the merged model)."""
-        from .adapters import ADAPTER_DIR, save_merged
-
-        s, out = self.settings, self.out
-        trainer.save_model(str(out / ADAPTER_DIR))  # the adapter only (gathered under FSDP / ZeRO-3)
-        if self.state.is_main_process:
-            self.tokenizer.save_pretrained(str(out / ADAPTER_DIR))
-            record = save_merged(
-                out / ADAPTER_DIR,
-                base_path,
-                self.precision.dtype,
-                out / "final",
-                self.tokenizer,
-                trust_remote_code=s.trust_remote_code,
-                load_in_4bit=s.load_in_4bit,
-                progress=s.progress,
-            )
-            self.manifest.manifest["lora"].update(record)
-        self.state.wait_for_everyone()
 
     def reference_rows(
         self,
