@@ -15,6 +15,11 @@ Reported, in both log-prob conventions where it applies:
   same for the fp32 run (the baseline: fp32 merge rounding and batching noise, ~1e-4);
 * the δ_ref error: the bf16 reference against the fp32 reference (the scoring study of docs/bf16.md, on these pairs);
 * the pairs whose in-U verdict flips between the bf16 run's reading and fp32's reading of the same policy;
+* why a bf16 run computes one pair per forward: the same weights scored in the scorer's batches and one pair per
+  forward, in fp32 and in bf16;
+* what a bf16 merge of the adapter would lose (the share of moved weights that round back to the bf16 base);
+* why bf16 *full* fine-tuning is refused: the share of SmolLM2's weights AdamW changes in 3 steps at lr 1e-6 with
+  bf16 weights against fp32 weights;
 * seconds per step of each run (a shared 2-core machine: noisy, not a speed measurement).
 
     python benchmarks/bf16_train_study.py [--pairs 32] [--epochs 2] [--threads 1] [--work DIR]
@@ -144,6 +149,8 @@ def analyze(runs: dict[str, Path], work: Path, commands: dict, seconds: dict, ar
             ),  # fmt: skip
         }
     out["bf16_merge"] = bf16_merge_loss(runs["bf16"], manifests["bf16"])
+    out["bf16_full_fine_tuning_underflow"] = underflow(threads=args.threads)
+    out["layout_effect"] = layout_effect(args.pairs, args.max_length)
     out["seconds_per_step"] = {
         d: round(manifests[d]["result"]["train_seconds_this_session"] / max(manifests[d]["result"]["steps"], 1), 2)
         for d in runs
@@ -181,6 +188,74 @@ def bf16_merge_loss(run: Path, manifest: dict) -> dict:
         vanished += int((moved & (w.to(torch.bfloat16) == b)).sum())
     return {"weights_moved_fp32": changed, "moved_weights_lost_in_a_bf16_merge": vanished,
             "share_lost": vanished / max(changed, 1)}  # fmt: skip
+
+
+def layout_effect(n: int = 32, max_length: int = 256) -> dict:
+    """Why a bf16 run computes one pair per forward: the same weights score the first ``n`` HH pairs in the scorer's
+    token-budget batches (4096 tokens) and one pair per forward; |Δ| of the summed log-probs and of δ, per dtype."""
+    from dpocheck.llm.data.load import default_data_dir, load_pairs
+    from dpocheck.llm.models import load_model
+    from dpocheck.llm.scoring.runner import score_pairs
+    from dpocheck.llm.scoring.settings import ScoreSettings
+
+    pairs = load_pairs(str(default_data_dir() / DATA), "auto", limit=n, prompt_style="chat", on_error="skip").pairs
+    out: dict = {"pairs": len(pairs), "max_length": max_length}
+    for dtype in ("fp32", "bf16"):
+        loaded = load_model(None, dtype=dtype, device="cpu", progress=False)
+        rows = {}
+        for tokens in (4096, 1):
+            sset = ScoreSettings(max_length=max_length, batch_tokens=tokens, chat_template="auto", dtype=dtype)
+            rows[tokens] = {r["index"]: r for r in score_pairs(loaded.model, loaded.tokenizer, pairs, sset)[0]}
+        logp = [rows[4096][i][k] - rows[1][i][k] for i in rows[1] for k in ("chosen_logp_sum", "rejected_logp_sum")]
+        delta = [_delta(rows[4096][i], "sum") - _delta(rows[1][i], "sum") for i in rows[1]]
+        out[dtype] = {"logp_sum": _stats(logp), "delta_sum": _stats(delta)}
+    return out
+
+
+def underflow(steps: int = 3, lr: float = 1e-6, threads: int = 1) -> dict:
+    """Why ``dpocheck train`` refuses bf16 *full* fine-tuning: the share of SmolLM2's weights that AdamW changes in
+    ``steps`` steps at ``lr`` with bf16 weights against fp32 weights (dpocheck's trainer, 2 HH pairs a step)."""
+    import copy
+
+    import torch
+    from transformers.trainer_callback import PrinterCallback
+
+    from dpocheck.llm.data.load import default_data_dir, load_pairs
+    from dpocheck.llm.models import load_model
+    from dpocheck.llm.scoring.encode import encode_pairs
+    from dpocheck.llm.scoring.runner import score_pairs
+    from dpocheck.llm.scoring.settings import ScoreSettings
+    from dpocheck.llm.train import build_training_rows
+    from dpocheck.llm.train.precision import TrainingPrecision
+    from dpocheck.llm.train.run import build_trainer
+    from dpocheck.llm.train.settings import TrainSettings
+    from dpocheck.llm.train.trainer import trainable_model
+
+    torch.set_num_threads(threads)
+    out = {"steps": steps, "lr": lr}
+    pairs = load_pairs(str(default_data_dir() / DATA), "auto", limit=2 * steps, prompt_style="chat", on_error="skip")
+    pairs = pairs.pairs
+    for dtype in ("fp32", "bf16"):
+        loaded = load_model(None, dtype=dtype, device="cpu", progress=False)
+        sset = ScoreSettings(max_length=128, batch_tokens=1, chat_template="auto", dtype=dtype)
+        ref, _ = score_pairs(loaded.model, loaded.tokenizer, pairs, sset)
+        enc = encode_pairs(loaded.tokenizer, pairs, sset, True)
+        rows = build_training_rows(enc.encoded, ref, "dpo", 0.1)
+        before = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
+        with tempfile.TemporaryDirectory() as work:
+            s = TrainSettings(data=work, loss="dpo", beta=0.1, out=work, max_steps=steps, lr=lr, batch_size=2,
+                              save_steps=1000, progress=False)  # fmt: skip
+            precision = TrainingPrecision(dtype, dtype == "bf16", 2, 1, 1)
+            trainer = build_trainer(trainable_model(copy.deepcopy(loaded.model)), loaded.tokenizer, rows, s,
+                                    Path(work), precision)  # fmt: skip
+            trainer.remove_callback(PrinterCallback)
+            trainer.train()
+        changed = total = 0
+        for n, p in trainer.model.named_parameters():
+            changed += int((p.detach() != before[n]).sum())
+            total += p.numel()
+        out[dtype] = {"weights": total, "changed": changed, "share_changed": changed / total}
+    return out
 
 
 def main() -> None:
