@@ -14,7 +14,8 @@ Reported, in both log-prob conventions where it applies:
 * the δ_θ error of the bf16 run: its last eval's δ_θ against the fp32 rescoring of its own final policy, and the
   same for the fp32 run (the baseline: fp32 merge rounding and batching noise, ~1e-4);
 * the δ_ref error: the bf16 reference against the fp32 reference (the scoring study of docs/bf16.md, on these pairs);
-* the pairs whose in-U verdict flips between the bf16 run's reading and fp32's reading of the same policy;
+* the pairs whose in-U verdict flips between the bf16 run's reading and fp32's reading of the same policy, and how
+  much of the policy's movement Σ|δ_θ − δ_ref| the bf16 run's own eval shows against fp32's reading;
 * why a bf16 run computes one pair per forward: the same weights scored in the scorer's batches and one pair per
   forward, in fp32 and in bf16;
 * what a bf16 merge of the adapter would lose (the share of moved weights that round back to the bf16 base);
@@ -80,7 +81,8 @@ def study(args: argparse.Namespace) -> dict:
               str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--eval-every",
               str(args.eval_every), "--save-steps", "1000", "--seed", "0", "--lora-r", "16", "--on-error", "skip",
               "--device", "cpu"]  # fmt: skip
-    runs, commands, seconds = {}, {}, {}
+    runs, commands = {}, {}
+    seconds = json.loads(RESULTS.read_text()).get("process_seconds", {}) if RESULTS.is_file() else {}
     for dtype in ("fp32", "bf16"):
         out = work / f"train-{dtype}"
         cmd = ["train", *common, "--dtype", dtype, "--out", str(out)]
@@ -144,6 +146,9 @@ def analyze(runs: dict[str, Path], work: Path, commands: dict, seconds: dict, ar
                 "bf16_run_as_reported": float(np.mean(in_u_bf16_run)),
                 "bf16_policy_read_in_fp32": float(np.mean(in_u_fp32_view)),
             },
+            "movement_bf16_reading_over_fp32_reading": float(
+                np.abs(np.subtract(d_theta["bf16"], ref16)).sum() / np.abs(np.subtract(d_fp32["bf16"], ref32)).sum()
+            ),
             "in_u_flips_bf16_reading_vs_fp32_reading": int(
                 sum(a != b for a, b in zip(in_u_bf16_run, in_u_fp32_view, strict=True))
             ),  # fmt: skip
