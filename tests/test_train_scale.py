@@ -209,7 +209,6 @@ def test_identity_leaves_the_scale_options_out_at_their_defaults(data_file, tmp_
 # ------------------------------------------------------------------------------------------------ bad input
 BAD = [
     (("--dtype", "bf16"), "--dtype"),  # bf16 full fine-tuning does not train
-    (("--dtype", "fp16", *LORA), "--dtype"),
     (("--lora-r", "0"), "--lora-r"),
     (("--lora-alpha", "8"), "--lora-alpha"),  # without --lora-r
     (("--lora-dropout", "0.1"), "--lora-dropout"),
@@ -230,6 +229,15 @@ def test_bad_combinations_exit_2_before_any_model_loads(extra, flag, model_dir, 
     assert cli_main(_args(model_dir, data_file, out, "--loss", "dpo", "--beta", "0.5", *extra)) == 2
     assert flag in _error_line(capsys, alone=True)
     assert not out.exists()
+
+
+def test_dtype_choices_of_train_are_auto_fp32_bf16(model_dir, data_file, tmp_path, capsys):
+    args = _args(model_dir, data_file, tmp_path / "run", "--loss", "dpo", "--beta", "0.5", "--dtype", "fp16")
+    try:
+        status = cli_main(args)
+    except SystemExit as stop:
+        status = stop.code
+    assert status == 2 and "--dtype" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 def test_bf16_on_a_cpu_without_bf16_exits_2(model_dir, data_file, tmp_path, capsys, monkeypatch):

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from dpocheck.errors import InputError
 from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
+from dpocheck.llm.train.settings import TRAIN_DTYPES
 from dpocheck.theory.registry import LOSS_NAMES
 
 from .args import add_data_args, add_model_args
@@ -129,7 +130,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Run under `accelerate launch --config_file examples/accelerate/{ddp,fsdp,zero3}.yaml` for several processes "
         "or GPUs (docs/scale.md).",
     )
-    add_model_args(p, dtype_help=TRAIN_DTYPE_HELP)
+    add_model_args(p, dtype_help=TRAIN_DTYPE_HELP, dtypes=TRAIN_DTYPES)
     _add_data_args(p)
     p.add_argument(
         "--loss",
@@ -202,7 +203,7 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="print the entries and their run settings, run nothing")
     p.add_argument("--report-only", action="store_true", help="only rebuild the table, figure and summary")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep finished runs' checkpoints (default: deleted)")
-    add_model_args(p, dtype_help=TRAIN_DTYPE_HELP)
+    add_model_args(p, dtype_help=TRAIN_DTYPE_HELP, dtypes=TRAIN_DTYPES)
     _add_data_args(
         p,
         sizes=sizes,

@@ -66,10 +66,12 @@ def weightless_model(model_path: Path, trust_remote_code: bool = False) -> Any:
 
 @contextlib.contextmanager
 def quiet_peft_warnings() -> Iterator[None]:
-    """PEFT 0.21 reads transformers' deprecated ``is_gradient_checkpointing`` (a FutureWarning on every wrap): keep
-    it off the command's stderr."""
+    """Keep two PEFT 0.21 notices off the command's stderr: it reads transformers' deprecated
+    ``is_gradient_checkpointing`` (a FutureWarning on every wrap), and saving an adapter of a GGUF base warns that
+    the GGUF's folder holds no config.json (the vocabulary is unchanged: dpocheck never resizes it)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="Could not find a config file in .*", category=UserWarning)
         yield
 
 
@@ -235,7 +237,8 @@ def save_adapter_and_merged(
 ) -> dict[str, Any] | None:
     """``out/adapter`` (PEFT's adapter folder, with the tokenizer; every rank takes part, as FSDP / ZeRO-3 gather
     it) and ``out/final`` (:func:`save_merged`, on the main process, whose record it returns; None elsewhere)."""
-    trainer.save_model(str(out / ADAPTER_DIR))
+    with quiet_peft_warnings():
+        trainer.save_model(str(out / ADAPTER_DIR))
     record = None
     if state.is_main_process:
         tokenizer.save_pretrained(str(out / ADAPTER_DIR))

@@ -282,7 +282,7 @@ class _Job:
         return None if self.trainer is None else int(self.trainer.state.global_step)
 
     def run(self, model_path: Path, spec: Any, params: dict[str, float], callbacks: Any) -> dict[str, Any]:
-        from .adapters import load_policy
+        from .adapters import load_policy, quiet_peft_warnings
         from .callback import UndesirableSpaceCallback
         from .corrupt import corrupt_reference
         from .precision import training_precision
@@ -360,7 +360,8 @@ class _Job:
         resume_from = last_checkpoint(out) if s.resume else None
         _print(f"resuming from {resume_from}" if resume_from else "training from step 0", main and s.resume)
         t_train = time.perf_counter()
-        trainer.train(resume_from_checkpoint=resume_from)
+        with quiet_peft_warnings():  # checkpoints of a LoRA run save its adapter
+            trainer.train(resume_from_checkpoint=resume_from)
         train_seconds = time.perf_counter() - t_train
         step = trainer.state.global_step  # the final policy was scored by the callback at the end of training
         final = out / "final"
