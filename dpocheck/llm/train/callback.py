@@ -8,7 +8,9 @@ dpocheck's packed scorer (no grad, eval mode, the same kernel and batch plan as 
 ``chosen_logp_sum`` … ``rejected_logp_mean``, token counts and truncation flags (the keys of a ``dpocheck score``
 row), the reference's ``ref_*`` log-probs and ``delta_reward`` — and logs the set-level metrics of
 :mod:`dpocheck.llm.train.metrics` as ``eval/<metric>/<convention>`` (``eval/heldout/…``) through the trainer's
-own logging (``state.log_history``, TensorBoard, W&B). Only the main process scores and writes.
+own logging (``state.log_history``, TensorBoard, W&B). In a multi-process run (DDP, FSDP, ZeRO-3) every rank scores
+its share of the pairs and the rows are gathered (:mod:`.sharding`: the rows of a one-process run, in its order);
+only the main process writes. Each row also says the precision of the weights that scored it (``dtype``).
 
 Usable from a user's own TRL script (a plain ``DPOTrainer`` with its own tokenisation and loss), with rows from
 :func:`dpocheck.llm.train.build_training_rows`: ``examples/undesirable_space_callback.py`` is a complete, runnable
@@ -35,26 +37,55 @@ from .metrics import preference_metrics
 
 
 def score_rows(
-    model: Any, rows: Sequence[Mapping[str, Any]], pad_token_id: int, convention: str = "sum", batch_tokens: int = 4096
+    model: Any,
+    rows: Sequence[Mapping[str, Any]],
+    pad_token_id: int,
+    convention: str = "sum",
+    batch_tokens: int = 4096,
+    *,
+    distributed: bool = False,
 ) -> list[dict[str, Any]]:
     """Score training rows with ``model`` (packed, no grad, eval mode; training mode restored): one dict per row,
-    in the order of ``rows``, with the keys of the module docstring."""
+    in the order of ``rows``, with the keys of the module docstring and ``dtype`` (the weights' precision).
+
+    ``distributed=True`` is collective (every rank of the torch.distributed group calls it): each rank scores its
+    share of the planned batches and every rank gets all the rows (:mod:`.sharding`). ``batch_tokens=1``: one
+    pair per forward (the layout of a bf16 run, :mod:`.precision`).
+    """
     import torch
+
+    from dpocheck.llm.scoring.distributed import dist_info
+
+    from .sharding import batch_share, gather_in_order
 
     convention = check_normalize(convention)
     encoded = [encoded_from_row(r) for r in rows]
-    out: list[dict[str, Any] | None] = [None] * len(rows)
+    batches = plan_batches(encoded, batch_tokens, "packed") if encoded else []
+    rank, world = dist_info() if distributed else (0, 1)
+    dtype = _dtype_name(model)
+    local: list[tuple[int, dict[str, Any]]] = []
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for batch in plan_batches(encoded, batch_tokens, "packed"):
+            for b in batch_share(len(batches), rank, world):
+                batch = batches[0 if b is None else b]  # None: a repeat that keeps the ranks' forwards in step
                 scores = score_batch(model, [encoded[i] for i in batch], pad_token_id, "packed")
-                for k, i in enumerate(batch):
-                    out[i] = _eval_row(rows[i], scores[2 * k], scores[2 * k + 1], convention)
+                if b is not None:
+                    for k, i in enumerate(batch):
+                        row = _eval_row(rows[i], scores[2 * k], scores[2 * k + 1], convention)
+                        local.append((i, {**row, "dtype": dtype}))
     finally:
         model.train(was_training)
-    return [r for r in out if r is not None]
+    return gather_in_order(local, len(rows), world)
+
+
+def _dtype_name(model: Any) -> str:
+    """``bf16``/``fp32``/``fp16`` (else torch's name) of the weights the kernels compute with."""
+    import torch
+
+    dtype = next(model.parameters()).dtype
+    return {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}.get(dtype, str(dtype))
 
 
 def _eval_row(row: Mapping[str, Any], chosen: Any, rejected: Any, convention: str) -> dict[str, Any]:
@@ -98,6 +129,9 @@ class UndesirableSpaceCallback(TrainerCallback):
     ``trainer.args.beta``, ``convention`` to ``trainer.normalize`` (a :class:`PreferenceTrainer`) or ``sum``,
     ``pad_token_id`` to the trainer's tokenizer's. ``at_start``: also score before the first step (step 0);
     ``final``: also score the policy at the end of training when the last step is not a multiple of ``eval_every``.
+    ``distributed`` (default: the trainer runs several processes): every rank scores its share of the pairs and the
+    main process writes the gathered rows, the rows of a one-process run in the same order (:mod:`.sharding`);
+    ``batch_tokens=1`` scores one pair per forward (a bf16 run's layout).
     """
 
     def __init__(
@@ -114,6 +148,7 @@ class UndesirableSpaceCallback(TrainerCallback):
         batch_tokens: int = 4096,
         at_start: bool = True,
         final: bool = True,
+        distributed: bool | None = None,
     ):
         if not isinstance(eval_every, int) or eval_every < 1:
             raise ValueError(f"eval_every must be an integer >= 1, got {eval_every!r}")
@@ -133,28 +168,40 @@ class UndesirableSpaceCallback(TrainerCallback):
         self.at_start = at_start
         self.final = final
         self.last_step: int | None = None  # the last step scored
+        if distributed is None:
+            accelerator = getattr(trainer, "accelerator", None)
+            distributed = getattr(accelerator, "num_processes", 1) > 1
+        self.distributed = bool(distributed)
 
     def evaluate(self, model: Any, step: int) -> dict[str, float]:
-        """Score, write the eval files of ``step`` and return the metrics (also callable by hand)."""
+        """Score, write the eval files of ``step`` (main process) and return the metrics (also callable by hand).
+
+        In a multi-process run every rank must call it: each scores its share of the pairs (:mod:`.sharding`).
+        """
         logs: dict[str, float] = {}
         sets = [("step", "eval/", self.rows)]
         if self.heldout_rows:
             sets.append(("heldout-step", "eval/heldout/", self.heldout_rows))
         for stem, prefix, rows in sets:
-            scored = score_rows(model, rows, self.pad_token_id, self.convention, self.batch_tokens)
-            write_jsonl_atomic(self.out_dir / "eval" / f"{stem}-{step}.jsonl", scored)
+            scored = score_rows(
+                model, rows, self.pad_token_id, self.convention, self.batch_tokens, distributed=self.distributed
+            )
+            if self._is_main():
+                write_jsonl_atomic(self.out_dir / "eval" / f"{stem}-{step}.jsonl", scored)
             logs.update({prefix + k: v for k, v in eval_metrics(scored, self.beta, self.convention).items()})
         self.last_step = step
         return logs
 
     def log_evaluation(self, model: Any, step: int) -> dict[str, float]:
-        """:meth:`evaluate` at ``step`` on the main process, then the metrics through the trainer's public ``log``.
+        """:meth:`evaluate` at ``step`` (every rank scores its share; the main process writes), then the metrics
+        through the trainer's public ``log``.
 
         ``log`` runs with the model in eval mode: TRL's trainers then merge their (empty) evaluation metric store,
         not the training window of the step being trained, so the step's own training row is left whole.
         """
         model = model if model is not None else self.trainer.model
-        logs = self.evaluate(model, step) if self._is_main() else {}
+        logs = self.evaluate(model, step) if self.distributed or self._is_main() else {}
+        logs = logs if self._is_main() else {}
         target = self.trainer.model
         was_training = target.training
         target.eval()
