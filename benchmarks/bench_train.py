@@ -286,11 +286,13 @@ def _child(a: argparse.Namespace) -> None:
 
     torch.set_num_threads(a.threads)
     work = Path(a.work)
+    load_before = os.getloadavg()[0]
     if a.child.startswith("dpocheck"):
         out = run_dpocheck(a, Path(a.data), work, a.child)
     else:
         out = run_trl(a, json.loads((work / "rows.json").read_text()), work, a.child)
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    out["load_average_1min"] = [load_before, os.getloadavg()[0]]  # the machine's load around this side's run
     (work / f"{a.child}-{a.round}.json").write_text(json.dumps(out))
 
 
@@ -440,7 +442,8 @@ def main() -> None:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "threads": a.threads,
-            "note": "a 2-core machine shared with other jobs; one side ran at a time",
+            "note": "a 2-core machine shared with other jobs (another engineer's training sweep, test runs); this "
+            "benchmark ran one side at a time; each round records the 1-minute load average before and after each side",
         },
         "settings": {k: getattr(a, k) for k in ("pairs", "steps", "warmup", "batch_size", "beta", "lr", "seed")},
         "repeats": a.repeats,

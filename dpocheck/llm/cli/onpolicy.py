@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from dpocheck.llm.analysis.results import DEFAULT_BETAS
+
 from .analysis import _bootstrap_count, _float_list, _normalizations
 from .args import add_model_args, positive_int
 
@@ -70,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="best-worst",
         help="best-worst: one pair per prompt, highest vs lowest reward; all: every pair of distinct samples",
     )
-    p.add_argument("--beta", type=_float_list, default=[0.01, 0.1, 1.0, 5.0, 10.0], help="β grid for violations")
+    p.add_argument("--beta", type=_float_list, default=list(DEFAULT_BETAS), help="β grid for violations")
     p.add_argument(
         "--normalize",
         type=_normalizations,

@@ -39,6 +39,7 @@ from typing import Any
 
 from dpocheck._io import read_jsonl, write_text_atomic
 from dpocheck.errors import InputError
+from dpocheck.llm.analysis.results import DEFAULT_BETAS
 from dpocheck.llm.manifest import (
     MANIFEST,
     data_identity,
@@ -87,7 +88,7 @@ class OnPolicySettings:
     chat_template: str = "auto"
     dtype: str = "auto"
     limit: int | None = None
-    betas: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 5.0, 10.0])
+    betas: list[float] = field(default_factory=lambda: list(DEFAULT_BETAS))
     normalize: list[str] = field(default_factory=lambda: ["sum", "mean"])
     bootstrap: int = 2000
     trust_remote_code: bool = False
@@ -199,7 +200,14 @@ def run_onpolicy(
     }
     stray = sorted(p for p in out.iterdir() if p.name != MANIFEST)[:1] if out.is_dir() else []
     run = open_output(
-        out / MANIFEST, fingerprint, tool=TOOL, resume=resume, outputs=stray, where=str(out), extra={"stages": {}}
+        out / MANIFEST,
+        fingerprint,
+        tool=TOOL,
+        resume=resume,
+        outputs=stray,
+        where=str(out),
+        extra={"stages": {}},
+        keep=("sessions", "stages"),  # a resumed run keeps the records of the stages it skips
     )
     if run.previous_failure:
         _say(run.previous_failure, show_progress)
