@@ -105,6 +105,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--top-k", type=int, default=0, help="0: no top-k filter")
     s.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     s.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=1,
+        help="prompts per generate call (left-padded); the samples depend on it: the same batch size gives the "
+        "same samples, 1 makes each prompt's samples independent of the others",
+    )
+    s.add_argument(
         "--pairs-out",
         default=None,
         help="also write TRL-style pair records (prompt, chosen, rejected) formed from the samples",
@@ -340,6 +347,7 @@ def _sample(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         top_k=args.top_k,
         chat_template=args.chat_template,
+        batch_size=args.batch_size,
     )
     info: dict[str, Any] = sample_to_file(
         loaded.model,
