@@ -9,6 +9,7 @@ the reason, where they are absent.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ def run_lora_part(tiny: bool, work: Path) -> dict:
     import torch
     from transformers import TrainerCallback
 
+    from dpocheck._io import read_jsonl
     from dpocheck.llm.data.load import load_pairs
     from dpocheck.llm.models import toy_tokenizer
     from dpocheck.llm.scoring.encode import encode_pairs
@@ -113,7 +115,7 @@ def run_lora_part(tiny: bool, work: Path) -> dict:
         max_steps=steps,
         lr=1e-5,
         batch_size=batch,
-        eval_every=steps,  # the U callback's whole-set eval at step 0 and after the last step
+        eval_every=steps // 2,  # the U callback's whole-set evals at step 0, the middle and the last step
         save_steps=10**9,
         max_length=max_length,
         progress=False,
@@ -135,10 +137,25 @@ def run_lora_part(tiny: bool, work: Path) -> dict:
     step = sum(timed) / len(timed)
     flops = 3.0 * fwd_per_pair * batch
     train_wall = timer.train[1] - timer.train[0]
+    run = work / "run"
+    losses = [r["loss"] for r in read_jsonl(run / "metrics.jsonl") if "loss" in r and "train_runtime" not in r]
+    every = steps // 2
+    expected_evals = sorted(f"step-{s}.jsonl" for s in {0, *range(every, result.steps + 1, every), result.steps})
+    evals = sorted(p.name for p in (run / "eval").iterdir())
+    last = read_jsonl(run / "eval" / f"step-{result.steps}.jsonl")
+    checks = {
+        # the reference is scored one pair per forward with the same bf16 weights and kernel: exactly log 2
+        "first_loss_is_log2_exactly": losses[0] == math.log(2),
+        "eval_files_complete": evals == expected_evals,
+        "final_is_merged_with_adapter_beside": (run / "final" / "config.json").is_file() and (run / "adapter").is_dir(),
+    }
+    failed = [k for k, ok in checks.items() if not ok]
+    if failed:
+        raise RuntimeError(f"LoRA training check failed: {failed} (first loss {losses[0]!r})")
     return {
         "config": "tiny" if tiny else "llama3-8b-shapes",
         "path": "dpocheck.llm.train.run.train: dtype bf16, LoRA r 16 alpha 32, gradient checkpointing, U callback "
-        f"(eval_every {steps}: whole-set evals at step 0 and {steps})",
+        f"(eval_every {steps // 2}: whole-set evals at steps 0, {steps // 2} and {steps}), adapter and merged final/",
         "device_name": suite._device_name(device),
         "pairs": len(pairs),
         "pairs_per_step": batch,
@@ -157,6 +174,12 @@ def run_lora_part(tiny: bool, work: Path) -> dict:
         "u_eval_seconds": eval_s,
         "u_callback_share": (sum(metric_s) + sum(eval_s)) / train_wall if train_wall > 0 else None,
         "u_metrics_share_of_step": (sum(metric_s) / max(1, len(metric_s))) / step,
+        "first_loss": losses[0],
+        "checks": checks,
+        "eval_files": evals,
+        "final_share_in_u": sum(bool(r["in_u"]) for r in last) / len(last),
+        "precision": result.manifest.get("precision"),
+        "trainable_parameters": result.manifest.get("trainable_parameters"),
         "definitions": {
             "mfu": "3 x true forward FLOPs of the packed rows / s per step / dense bf16 peak by device name",
             "mfu_lora_2x": "the same with 2 x (LoRA: no weight gradient for the frozen weights)",

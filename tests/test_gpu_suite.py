@@ -8,6 +8,7 @@ import dataclasses
 import importlib
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def test_tiny_suite_runs_every_part_or_reports_why(suite, tmp_path):
         assert "scale-training options" in lora["reason"] or "not importable" in lora["reason"]
     else:
         assert lora["status"] == "ok" and 0 <= lora["result"]["u_callback_share"] < 1
+        assert lora["result"]["first_loss"] == math.log(2) and all(lora["result"]["checks"].values())
 
 
 def test_a_part_past_its_budget_is_recorded_and_the_finished_ones_kept(suite, tmp_path, monkeypatch):
@@ -98,4 +100,4 @@ def test_lora_part_code_path_runs(suite, tmp_path, monkeypatch):
     lora = importlib.import_module("gpu_suite_lora")
     r = lora.run_lora_part(True, tmp_path)
     assert r["steps"] == 4 and r["pairs"] == 8 and r["seconds_per_step"] > 0 and r["tokens_per_second"] > 0
-    assert len(r["u_eval_seconds"]) == 2 and 0 < r["u_callback_share"] < 1 and r["u_metrics_share_of_step"] < 1
+    assert len(r["u_eval_seconds"]) == 3 and 0 < r["u_callback_share"] < 1 and r["u_metrics_share_of_step"] < 1

@@ -347,22 +347,6 @@ def test_train_sweep_with_a_bf16_lora_adapter(model_dir, data_file, tmp_path):
     assert cli_main(argv) == 0  # a second invocation reuses the finished run (same settings)
 
 
-def test_the_gpu_training_check_runs_tiny_on_the_cpu(tmp_path):
-    """benchmarks/gpu_train_8b.py (the GPU suite's 8B-shape bf16 + LoRA + checkpointing + U callback run) at toy
-    size: step 1 at log 2 exactly, the eval files of steps 0, 5, 10, a merged final/."""
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_train_8b.py"
-    spec = importlib.util.spec_from_file_location("gpu_train_8b", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    out = tmp_path / "r.json"
-    assert bench.main(["--tiny", "--pairs", "8", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
-    result = json.loads(out.read_text())
-    assert result["ok"] and result["first_loss_is_log2_exactly"] and result["steps"] == 10
-    assert result["precision"]["pairs_per_forward"] == 1 and result["trainable_parameters"] > 0
-
-
 @pytest.mark.slow
 def test_smollm2_bf16_lora_starts_at_log_2_exactly(tmp_path):
     """The real SmolLM2-135M GGUF in bf16 with a LoRA adapter: step 1's dpo loss is log 2 bit for bit (in bf16 the
