@@ -1,14 +1,15 @@
 """The one output protocol of every LLM command: may this output be written, resumed or not, and what it holds.
 
-Every long job (``score``, ``reward``, ``sample``, ``train``, ``train-sweep``) records what it was run on in a
-manifest, so that a rerun can refuse to mix runs, ``--resume`` can continue one, and readers can tell a finished
-output from a partial or failed one. All manifests share one layout (JSON object, 2-space indent, UTF-8, written
-atomically):
+Every long job (``score``, ``reward``, ``sample``, ``onpolicy``, ``train``, ``train-sweep``) records what it was
+run on in a manifest, so that a rerun can refuse to mix runs, ``--resume`` can continue one, and readers can tell a
+finished output from a partial or failed one. All manifests share one layout (JSON object, 2-space indent, UTF-8,
+written atomically):
 
 ``format_version``
     :data:`FORMAT_VERSION` of this layout;
 ``tool``
-    the command that wrote it (``score``, ``reward``, ``sample``, ``train``, ``train-sweep``);
+    the command that wrote it (``score``, ``reward``, ``reward-samples`` (the reward of every sample, a stage of
+    ``onpolicy``), ``sample``, ``onpolicy``, ``train``, ``train-sweep``);
 ``status``
     ``running`` while writing, ``complete`` once the output is whole, ``failed`` when the run stopped on an
     error (with ``failure``: ``reason``, the error's one line, and ``step`` where the command knows one);
@@ -19,8 +20,8 @@ atomically):
     once complete: how many items the output holds and how many inputs were skipped, by reason;
 
 plus whatever the command adds (``sessions``, ``load``, ``loss``, ``result``, …). A folder output keeps its
-manifest in ``DIR/manifest.json`` (``score``, ``train``; ``train-sweep`` in ``DIR/sweep.json``); a file output
-``OUT`` keeps it beside itself in ``OUT.manifest.json`` (:func:`sidecar_path`; ``reward``, ``sample``).
+manifest in ``DIR/manifest.json`` (``score``, ``train``, ``onpolicy``; ``train-sweep`` in ``DIR/sweep.json``); a file
+output ``OUT`` keeps it beside itself in ``OUT.manifest.json`` (:func:`sidecar_path`; ``reward``, ``sample``).
 
 The protocol (:func:`check_output` before anything heavy is loaded, then :func:`open_output`):
 
