@@ -6,7 +6,7 @@ OUT ?= dpocheck-demo
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install install-test lint bench clean
+.PHONY: demo test install install-test lint bench gpu-wheels clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(STAMP)-test
 bench: $(STAMP)-test
 	$(PY) benchmarks/bench_pairs.py
 	$(PY) benchmarks/bench_sims.py
+
+# the wheels benchmarks/gpu_suite.py needs on the GPU machine (trl, datasets, dill, multiprocess, array-api-compat)
+gpu-wheels:
+	PYTHON=$(PYTHON) sh benchmarks/gpu_wheels.sh
 
 clean:
 	rm -rf $(VENV) $(OUT)

@@ -73,3 +73,28 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
     """The rows of a JSONL file (blank lines ignored); a line that is not JSON raises ``json.JSONDecodeError``."""
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def read_partial_jsonl(path: str | os.PathLike[str]) -> list[Any]:
+    """Rows of an interrupted run's append-only JSONL (``OUT.partial``): a torn last line (unterminated or not
+    JSON) is cut off the file, so appending can go on; everything after it is dropped too."""
+    rows: list[Any] = []
+    good = 0
+    with open(path, "rb") as fh:
+        data = fh.read()
+    pos = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            break  # torn last line
+        line = data[pos:nl]
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        pos = nl + 1
+        good = pos
+    if good != len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(good)
+    return rows

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "dpocheck.figures.cli",  # figures, demo
     "dpocheck.llm.cli.score",  # score, sample
     "dpocheck.llm.cli.analysis",  # violations, reward
+    "dpocheck.llm.cli.onpolicy",  # onpolicy
     "dpocheck.llm.cli.train",  # train
 )
 

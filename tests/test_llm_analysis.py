@@ -79,7 +79,8 @@ def ref_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def policy_dir(tmp_path: Path) -> Path:
     d = tmp_path / "policy"
-    _write(d, "scores-0-0.jsonl", [_row(i, lw, ll) for i, lw, ll in POLICY])
+    # scored with the reference's tokenisation: the same token counts (violations refuses any other)
+    _write(d, "scores-0-0.jsonl", [_row(i, lw, ll, None, *REF[i][4:6]) for i, lw, ll in POLICY])
     return d
 
 

@@ -40,6 +40,7 @@ from dpocheck.llm.train import (  # noqa: E402
     preference_metrics,
     trainable_model,
 )
+from dpocheck.llm.train.dataset import TRUNCATION_COLUMNS  # noqa: E402
 from dpocheck.theory import delta_opt, dpo_gradient_weight, in_undesirable_space  # noqa: E402
 from dpocheck.theory.registry import LOSS_NAMES  # noqa: E402
 
@@ -92,7 +93,8 @@ def test_rows_schema_join_and_dpo_offset(toy):
     rows = build_training_rows(toy.encs, list(reversed(toy.ref_rows)), "dpo", BETA)
     assert [r["index"] for r in rows] == [e.index for e in toy.encs]
     for row, enc, ref in zip(rows, toy.encs, toy.ref_rows, strict=True):
-        assert set(row) == {*ROW_COLUMNS, "loss_offset"}
+        assert set(row) == {*ROW_COLUMNS, *TRUNCATION_COLUMNS, "loss_offset"}
+        assert (row["chosen_truncated"], row["rejected_truncated"]) == (enc.chosen_truncated, enc.rejected_truncated)
         assert row["ref_chosen_logp_sum"] == ref["chosen_logp_sum"]
         assert row["ref_rejected_logp_mean"] == ref["rejected_logp_mean"]
         assert (row["n_chosen"], row["n_rejected"]) == (ref["chosen_tokens"], ref["rejected_tokens"])

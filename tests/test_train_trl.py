@@ -47,6 +47,16 @@ def test_a_missing_hook_is_refused_naming_the_trl_version(hook, monkeypatch):
         tr.check_trl(Moved)
 
 
+@pytest.mark.parametrize("name", tr.TRL_PATCHED_FUNCTIONS)
+def test_a_missing_patched_function_is_refused(name, monkeypatch):
+    """dpocheck replaces TRL's state-dict hash and reference-model loader during DPOTrainer.__init__."""
+    import trl.trainer.dpo_trainer as dpo_module
+
+    monkeypatch.delattr(dpo_module, name)
+    with pytest.raises(InputError, match=rf"dpo_trainer\.{name} is missing"):
+        tr.check_trl()
+
+
 def test_a_hook_with_other_parameters_is_refused(monkeypatch):
     class Moved(DPOTrainer):
         def _precompute_ref_logps(self, data, batch_size):  # a renamed parameter
@@ -63,6 +73,11 @@ def test_every_config_field_dpocheck_passes_is_declared(tmp_path):
     assert set(passed) <= declared, sorted(set(passed) - declared)
     config = tr.preference_config(str(tmp_path), **config_overrides(settings))
     assert config.gradient_checkpointing is False and config.bf16 is False and config.precompute_ref_log_probs
+    settings.gradient_checkpointing = True
+    passed = tr.preference_config_kwargs(str(tmp_path), **config_overrides(settings))
+    assert set(passed) <= declared, sorted(set(passed) - declared)
+    config = tr.preference_config(str(tmp_path), **config_overrides(settings))
+    assert config.gradient_checkpointing is True and config.gradient_checkpointing_kwargs == {"use_reentrant": False}
 
 
 def test_train_stops_with_exit_2_before_loading_when_a_hook_is_gone(tmp_path, monkeypatch, capsys):

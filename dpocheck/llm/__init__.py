@@ -9,7 +9,7 @@ from ``dpocheck.theory``, ``dpocheck.errors``, ``dpocheck._io``; ``tests/test_st
 4. ``preflight`` — checks before any model loads (the model path holds a model, ``--out`` can be written);
 5. ``scoring/`` — settings and score rows, rendering, tokenising, the log-prob kernels, ``dpocheck score``;
 6. ``analysis/`` — reading score folders, the C2/C3/C4/C8 computation, typed results, reports (``violations``);
-7. ``generation/`` — ``sample`` and ``reward``: on-policy samples and Δr* from a reward model;
+7. ``generation/`` — ``sample``, ``reward``, ``onpolicy``: on-policy samples, Δr* from a reward model, both in one run;
 8. ``train/`` — DPO-family training on TRL (optional ``train`` extra) and the declared sweeps;
 9. ``cli/`` — the sub-commands.
 

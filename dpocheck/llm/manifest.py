@@ -1,14 +1,15 @@
 """The one output protocol of every LLM command: may this output be written, resumed or not, and what it holds.
 
-Every long job (``score``, ``reward``, ``sample``, ``train``, ``train-sweep``) records what it was run on in a
-manifest, so that a rerun can refuse to mix runs, ``--resume`` can continue one, and readers can tell a finished
-output from a partial or failed one. All manifests share one layout (JSON object, 2-space indent, UTF-8, written
-atomically):
+Every long job (``score``, ``reward``, ``sample``, ``onpolicy``, ``train``, ``train-sweep``) records what it was
+run on in a manifest, so that a rerun can refuse to mix runs, ``--resume`` can continue one, and readers can tell a
+finished output from a partial or failed one. All manifests share one layout (JSON object, 2-space indent, UTF-8,
+written atomically):
 
 ``format_version``
     :data:`FORMAT_VERSION` of this layout;
 ``tool``
-    the command that wrote it (``score``, ``reward``, ``sample``, ``train``, ``train-sweep``);
+    the command that wrote it (``score``, ``reward``, ``reward-samples`` (the reward of every sample, a stage of
+    ``onpolicy``), ``sample``, ``onpolicy``, ``train``, ``train-sweep``);
 ``status``
     ``running`` while writing, ``complete`` once the output is whole, ``failed`` when the run stopped on an
     error (with ``failure``: ``reason``, the error's one line, and ``step`` where the command knows one);
@@ -19,8 +20,8 @@ atomically):
     once complete: how many items the output holds and how many inputs were skipped, by reason;
 
 plus whatever the command adds (``sessions``, ``load``, ``loss``, ``result``, …). A folder output keeps its
-manifest in ``DIR/manifest.json`` (``score``, ``train``; ``train-sweep`` in ``DIR/sweep.json``); a file output
-``OUT`` keeps it beside itself in ``OUT.manifest.json`` (:func:`sidecar_path`; ``reward``, ``sample``).
+manifest in ``DIR/manifest.json`` (``score``, ``train``, ``onpolicy``; ``train-sweep`` in ``DIR/sweep.json``); a file
+output ``OUT`` keeps it beside itself in ``OUT.manifest.json`` (:func:`sidecar_path`; ``reward``, ``sample``).
 
 The protocol (:func:`check_output` before anything heavy is loaded, then :func:`open_output`):
 
@@ -30,8 +31,8 @@ The protocol (:func:`check_output` before anything heavy is loaded, then :func:`
 * output files already there but no manifest: refused (they cannot be checked);
 * every refusal is an :class:`~dpocheck.errors.InputError` (exit status 2 in the CLI, one line).
 
-:meth:`OutputRun.guard` marks the manifest ``failed`` with the reason on every error that leaves the block, so no
-manifest says ``running`` after its process ended.
+:meth:`OutputRun.guard` marks the manifest ``failed`` with the reason on every error that leaves the block (and on
+SIGTERM), so no manifest says ``running`` after its process ended, unless it was killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ import hashlib
 import json
 import os
 import re
+import signal
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -238,8 +241,11 @@ class OutputRun:
     def guard(self, step: Any = None) -> Iterator[OutputRun]:
         """Mark the run failed with the error's message when an exception leaves the block, then re-raise.
 
-        ``step``: a callable giving the step to record (e.g. the trainer's global step), or None.
+        ``step``: a callable giving the step to record (e.g. the trainer's global step), or None. Inside the block
+        (in the main thread) SIGTERM raises :class:`Terminated`, so a run stopped by ``kill`` or a job scheduler is
+        recorded as failed too (only SIGKILL leaves ``running`` behind; ``--resume`` continues such a run).
         """
+        previous_handler = _raise_on_sigterm()
         try:
             yield self
         except BaseException as err:
@@ -250,6 +256,33 @@ class OutputRun:
                 except OSError:  # the output folder itself is gone or unwritable: nothing more to record
                     pass
             raise
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
+
+
+class Terminated(SystemExit):
+    """SIGTERM inside :meth:`OutputRun.guard`: the process exits with status 128 + 15, the run recorded as failed."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+    def __str__(self) -> str:
+        return "stopped by SIGTERM"
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _raise_on_sigterm() -> Any:
+    """Install :func:`_on_sigterm` for SIGTERM (main thread only); the handler it replaces, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # no signals here (an embedded interpreter)
+        return None
 
 
 def open_output(

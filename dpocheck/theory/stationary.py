@@ -68,11 +68,22 @@ def population_stationary_delta(
         return population_loss_derivative(loss_name, d, dref_b, dr_b, beta, **p_b)
 
     center = dref_b + dr_b / beta
-    lo = center - 1.0
-    hi = center + 1.0
-    step = np.ones(shape)
+    return minimise_convex_1d(deriv, center - 1.0, center + 1.0, tol, loss_name)
+
+
+def minimise_convex_1d(
+    deriv: Any, lo: np.ndarray, hi: np.ndarray, tol: float, name: str, *, zero_counts_as_positive: bool = False
+) -> np.ndarray:
+    """Element-wise minimiser of convex 1-D functions from their (non-decreasing) derivative: widen [lo, hi]
+    until deriv(lo) < 0 ≤ deriv(hi) (doubling steps), then bisect to ``tol`` relative to max(1, |x|).
+
+    ``zero_counts_as_positive``: a zero derivative sends the bisection left (use it where the derivative is
+    one-sided at a kink that may be the minimiser). ArithmeticError naming ``name`` when no bracket is found.
+    """
+    up = (lambda x: deriv(x) >= 0) if zero_counts_as_positive else (lambda x: deriv(x) > 0)
+    step = np.ones(np.shape(lo))
     for _ in range(200):
-        bad_lo = deriv(lo) > 0
+        bad_lo = up(lo)
         bad_hi = deriv(hi) < 0
         if not (bad_lo.any() or bad_hi.any()):
             break
@@ -80,10 +91,10 @@ def population_stationary_delta(
         lo = np.where(bad_lo, lo - step, lo)
         hi = np.where(bad_hi, hi + step, hi)
     else:
-        raise ArithmeticError(f"{loss_name}: no bracket for the population stationary point")
+        raise ArithmeticError(f"{name}: no bracket for the population stationary point")
     for _ in range(2000):
         mid = 0.5 * (lo + hi)
-        pos = deriv(mid) > 0
+        pos = up(mid)
         hi = np.where(pos, mid, hi)
         lo = np.where(pos, lo, mid)
         if np.all(hi - lo <= tol * np.maximum(1.0, np.abs(mid))):

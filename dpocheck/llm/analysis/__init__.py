@@ -5,6 +5,8 @@ What lives where (imports go down the list):
 
 - ``scores`` — reading and validating score folders (a ``dpocheck score`` folder or a train run's eval file) into a
   :class:`ScoreTable`, the data-hash join check, and the Δr* source (never invented);
+- ``tokenisation`` — the refusal to join a policy's scores with a reference's made under other tokenisation
+  settings (token budget, chat template, tokenizer) or with other token counts pair by pair;
 - ``result_types`` — the typed, frozen results (:class:`ViolationsReport` and its parts; ``as_dict()`` is the JSON
   layout) and :data:`CLAIMS`, which claim each number belongs to;
 - ``stats`` — bootstrap intervals of shares, Spearman's ρ with a bootstrap interval, t-intervals across seeds;
@@ -12,7 +14,8 @@ What lives where (imports go down the list):
 - ``results`` — :func:`analyze`, the computation (every pair quantity from :mod:`dpocheck.theory`);
 - ``report`` — Markdown, strict JSON, the toy Fig. 1 and the displacement figure.
 
-This package re-exports the public names of all of them.
+This package re-exports the public names of the reading, statistics, displacement, result, computation and report
+modules.
 """
 
 from __future__ import annotations

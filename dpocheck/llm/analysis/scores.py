@@ -75,6 +75,7 @@ class ScoreTable:
         """CHES per pair in the ``sum`` (hidden-state sums) or ``mean`` (per-token means) form; NaN where absent."""
         check_convention(normalization)
         return getattr(self, f"ches_{normalization}")
+    truncation_recorded: bool = True  # every row carried both *_truncated flags (else they read as False)
 
     def __len__(self) -> int:
         return int(self.index.size)
@@ -89,8 +90,19 @@ class ScoreTable:
         return self.log_pi("chosen", normalization) - self.log_pi("rejected", normalization)
 
 
+_INT64 = 2**63  # indices and token counts are read into int64 arrays
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_finite(v: Any) -> bool:
+    """A JSON number that is a finite float64 (an integer beyond float64's range is not)."""
+    try:
+        return _is_number(v) and math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def _validate_row(row: Any, where: str) -> dict[str, Any]:
@@ -101,19 +113,19 @@ def _validate_row(row: Any, where: str) -> dict[str, Any]:
         if name not in row or row[name] is None:
             raise ScoresError(f"{where}: field '{name}' is missing")
     idx = row["index"]
-    if not isinstance(idx, int) or isinstance(idx, bool) or idx < 0:
-        raise ScoresError(f"{where}: field 'index' must be a non-negative integer, got {idx!r}")
+    if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < _INT64:
+        raise ScoresError(f"{where}: field 'index' must be a non-negative integer below 2**63, got {idx!r}")
     out: dict[str, Any] = {"index": idx}
     for name in LOGP_FIELDS:
         v = row[name]
-        if not _is_number(v) or not math.isfinite(float(v)):
+        if not _is_finite(v):
             raise ScoresError(f"{where}: field '{name}' must be a finite number (a log-probability), got {v!r}")
         if float(v) > 1e-6:
             raise ScoresError(f"{where}: field '{name}' is a log-probability and must be <= 0, got {v!r}")
         out[name] = float(v)
     for name in ("chosen_tokens", "rejected_tokens"):
         v = row.get(name)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v < _INT64):
             raise ScoresError(f"{where}: field '{name}' must be a positive integer (empty response?), got {v!r}")
         out[name] = -1 if v is None else v
     for name in ("chosen_truncated", "rejected_truncated"):
@@ -122,7 +134,7 @@ def _validate_row(row: Any, where: str) -> dict[str, Any]:
             raise ScoresError(f"{where}: field '{name}' must be true/false, got {v!r}")
         out[name] = v
     dr = row.get("delta_reward")
-    if dr is not None and (not _is_number(dr) or not math.isfinite(float(dr))):
+    if dr is not None and not _is_finite(dr):
         raise ScoresError(f"{where}: field 'delta_reward' must be a finite number or null, got {dr!r}")
     out["delta_reward"] = math.nan if dr is None else float(dr)
     for name in ("reward_source", "subset"):
@@ -187,17 +199,23 @@ def _read_rows(
     """Validated rows of ``shards`` as a :class:`ScoreTable` sorted by index (see :func:`read_scores`)."""
     rows: dict[int, tuple[dict[str, Any], str]] = {}
     n_dup = 0
+    flags = True
     for shard in shards:
-        with open(shard, encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if not line.strip():
+        with open(shard, "rb") as fh:
+            for line_no, data in enumerate(fh, start=1):
+                if not data.strip():
                     continue
                 where = f"{shard.name} line {line_no}"
                 try:
-                    raw = json.loads(line)
+                    raw = json.loads(data.decode("utf-8"))
+                except UnicodeDecodeError as err:
+                    raise ScoresError(f"{where}: not valid UTF-8 ({err.reason} at byte {err.start})") from err
                 except json.JSONDecodeError as err:
                     raise ScoresError(f"{where}: not valid JSON ({err.msg})") from err
+                except RecursionError as err:
+                    raise ScoresError(f"{where}: not a score row (JSON nested too deeply)") from err
                 row = _validate_row(raw, where)
+                flags = flags and "chosen_truncated" in raw and "rejected_truncated" in raw
                 prev = rows.get(row["index"])
                 if prev is not None:
                     if _same_row(prev[0], row):
@@ -225,6 +243,7 @@ def _read_rows(
         n_duplicates=n_dup,
         manifest=manifest,
         warnings=warnings,
+        truncation_recorded=flags,
     )
     expected = scored_pair_count(manifest)
     if expected is not None and expected != len(table):
@@ -339,7 +358,7 @@ def read_delta_reward_file(path: str | os.PathLike[str]) -> dict[int, float]:
             idx, dr = row.get("index"), row.get("delta_reward")
             if not isinstance(idx, int) or isinstance(idx, bool) or idx < 0:
                 raise ScoresError(f"{where}: field 'index' must be a non-negative integer, got {idx!r}")
-            if not _is_number(dr) or not math.isfinite(float(dr)):
+            if not _is_finite(dr):
                 raise ScoresError(f"{where}: field 'delta_reward' must be a finite number, got {dr!r}")
             if idx in out and out[idx] != float(dr):
                 raise ScoresError(f"{where}: index {idx} appears twice with different delta_reward")

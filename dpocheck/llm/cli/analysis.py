@@ -7,10 +7,12 @@ Import cost is kept low: numpy, torch, transformers and matplotlib are imported 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 from dpocheck._io import write_text_atomic
+from dpocheck.errors import InputError
 from dpocheck.llm.analysis.results import DEFAULT_BETAS, DEFAULT_GAMMAS
 from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
 
@@ -108,8 +110,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="join --policy-scores / --delta-reward made from different data (by index; the report says so)",
     )
+    v.add_argument(
+        "--allow-settings-mismatch",
+        action="store_true",
+        help="join --policy-scores tokenised with other settings than --scores (--max-length, chat template, "
+        "tokenizer) or whose token counts differ pair by pair (the report says so); default: refused",
+    )
     v.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    v.add_argument("--out", default=None, help="output directory (default: SCORES/violations)")
+    v.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default: SCORES/violations, or SCORES/violations-POLICY with --policy-scores, "
+        "POLICY named after the policy's folder or RUN-step-N); an existing report is never replaced silently",
+    )
+    v.add_argument("--overwrite", action="store_true", help="replace the report already in the output directory")
     v.add_argument("--no-plot", action="store_true", help="skip the toy Fig. 1 plot")
     v.add_argument("--quiet", action="store_true", help="do not print the Markdown report")
     v.set_defaults(func=_violations)
@@ -146,6 +160,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _violations(args: argparse.Namespace) -> int:
     from dpocheck.llm import analysis as A
     from dpocheck.llm.analysis.scores import check_same_data, delta_reward_manifest
+    from dpocheck.llm.analysis.tokenisation import check_same_tokenisation
 
     ref = A.read_scores(args.scores)
     notes = []
@@ -153,6 +168,7 @@ def _violations(args: argparse.Namespace) -> int:
     if args.policy_scores:
         policy = A.read_scores(args.policy_scores)
         notes.append(check_same_data(ref, policy.manifest, policy.source, allow_mismatch=args.allow_data_mismatch))
+        notes += check_same_tokenisation(ref, policy, allow_mismatch=args.allow_settings_mismatch)
     if args.delta_reward:
         notes.append(
             check_same_data(
@@ -169,7 +185,8 @@ def _violations(args: argparse.Namespace) -> int:
         assume=args.assume_delta_reward,
         use_rows=not args.ignore_row_delta_reward,
     )
-    out = Path(args.out) if args.out else Path(ref.source) / "violations"
+    out = Path(args.out) if args.out else default_report_dir(ref.source, policy.source if policy else None)
+    check_report_dir(out, overwrite=args.overwrite)
     for w in ref.warnings:
         print(f"dpocheck violations: warning: {w}", file=sys.stderr)
     written = []
@@ -212,6 +229,35 @@ def write_displacement_outputs(ref, policy, norm: str, out: Path, *, plot: bool 
         title = f"{Path(policy.source).name} against {Path(ref.source).name} ({norm} log-probs)"
         written.append(plot_displacement(rows, out / f"displacement-{norm}.png", norm, title))
     return written
+REPORT_PATTERNS = ("violations-*.json", "violations-*.md", "fig1-*.png")  # what `violations` writes into --out
+
+
+def default_report_dir(scores: str, policy: str | None) -> Path:
+    """Where ``violations`` writes by default: beside the reference scores, ``violations`` alone or
+    ``violations-<policy>`` (the policy's folder name, or ``<run>-step-<N>`` for a train run's eval file), so a
+    second policy analysed against the same reference gets its own folder."""
+    base = Path(scores)
+    base = base.parent if base.is_file() else base
+    if policy is None:
+        return base / "violations"
+    p = Path(policy)
+    name = f"{p.parent.parent.name}-{p.stem}" if p.is_file() and p.parent.name == "eval" else p.name
+    return base / ("violations-" + re.sub(r"[^A-Za-z0-9._-]+", "_", name))
+
+
+def check_report_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to write into a folder that already holds a ``violations`` report, unless ``overwrite`` (then the
+    old report's files are removed first, so the folder never mixes two reports)."""
+    found = sorted(f for pattern in REPORT_PATTERNS for f in out.glob(pattern)) if out.is_dir() else []
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    if found and not overwrite:
+        raise InputError(
+            f"{out} already holds a violations report ({found[0].name}); pass --overwrite to replace it or "
+            "--out DIR to write elsewhere"
+        )
+    for f in found:
+        f.unlink()
 
 
 def _reward(args: argparse.Namespace) -> int:

@@ -106,6 +106,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--top-k", type=int, default=0, help="0: no top-k filter")
     s.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     s.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=1,
+        help="prompts per generate call (left-padded); the samples depend on it: the same batch size gives the "
+        "same samples, 1 makes each prompt's samples independent of the others",
+    )
+    s.add_argument(
         "--pairs-out",
         default=None,
         help="also write TRL-style pair records (prompt, chosen, rejected) formed from the samples",
@@ -177,16 +184,11 @@ def _check_sample_args(args: argparse.Namespace) -> None:
     check_output(sidecar_path(out), tool="sample", resume=args.resume, outputs=(out,), where=str(out))
 
 
-def _skip_line(scored: int, skipped: dict[str, int]) -> str:
-    """``scored N, skipped M (reason: count, …)``: the account of every record read."""
-    why = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items()))
-    return f"scored {scored}, skipped {sum(skipped.values())}" + (f" ({why})" if why else "")
-
-
 def _score(args: argparse.Namespace) -> int:
     from dpocheck.llm import data as data_mod
     from dpocheck.llm import models
     from dpocheck.llm.manifest import data_identity
+    from dpocheck.llm.scoring.account import skip_line, truncation_line
     from dpocheck.llm.scoring.distributed import finish_distributed, init_distributed
     from dpocheck.llm.scoring.kernels import sdpa_backend
     from dpocheck.llm.scoring.render import resolve_chat_template
@@ -268,11 +270,11 @@ def _score(args: argparse.Namespace) -> int:
     if rank == 0:
         counts = run.counts or {}
         by_reason = counts.get("skipped_by_reason", {})
-        line = _skip_line(counts.get("scored", 0), by_reason) + f" of {load.n_records} records read"
+        line = skip_line(counts.get("scored", 0), by_reason) + f" of {load.n_records} records read"
         if load.n_duplicates:
             line += f"; {load.n_duplicates} duplicate records (same prompt, chosen, rejected) scored each time"
         n_trunc = counts.get("chosen_truncated", 0) + counts.get("rejected_truncated", 0)
-        line += f"; {n_trunc} sequences truncated to max_length={settings.max_length}"
+        line += "; " + truncation_line(counts, settings.max_length)
         print(line, file=sys.stderr)
         summary = {
             "out": str(run.out_dir),
@@ -346,6 +348,7 @@ def _sample(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         top_k=args.top_k,
         chat_template=args.chat_template,
+        batch_size=args.batch_size,
     )
     info: dict[str, Any] = sample_to_file(
         loaded.model,

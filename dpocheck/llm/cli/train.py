@@ -11,11 +11,16 @@ from dataclasses import replace
 
 from dpocheck.errors import InputError
 from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
+from dpocheck.llm.train.settings import TRAIN_DTYPES
 from dpocheck.theory.registry import LOSS_NAMES
 
 from .args import add_data_args, add_model_args
 
 SWEEP_DATA_FILE = "hh-rlhf-harmless-base-test.jsonl.gz"  # in the shared data folder (dpocheck.llm.data)
+TRAIN_DTYPE_HELP = (
+    "training precision: fp32; bf16 (bf16 weights, fp32 log-softmax, float64 sums and loss; needs --lora-r; one pair "
+    "per forward, --batch-size N becomes N accumulated micro-batches); auto = bf16 on CUDA with --lora-r, else fp32"
+)
 
 
 def _add_data_args(p: argparse.ArgumentParser, sizes: dict[str, object] | None = None, **data_kw: str) -> None:
@@ -76,6 +81,40 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, object] |
     p.add_argument("--corrupt-steps", type=int, default=d["corrupt_steps"], help="SFT steps of --corrupt-reference")
     p.add_argument("--corrupt-lr", type=float, default=d["corrupt_lr"], help="SFT learning rate of --corrupt-reference")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_scale_args(p)
+
+
+def _add_scale_args(p: argparse.ArgumentParser) -> None:
+    """LoRA / QLoRA (PEFT) and gradient checkpointing (``--dtype`` is :func:`add_model_args`'s; docs/scale.md)."""
+    g = p.add_argument_group("scale (LoRA through PEFT, QLoRA, gradient checkpointing; docs/scale.md)")
+    g.add_argument(
+        "--lora-r",
+        type=int,
+        default=None,
+        metavar="R",
+        help="train a LoRA adapter of rank R (PEFT) instead of every weight; the reference is the frozen base; "
+        "final/ holds the merged model, adapter/ the adapter",
+    )
+    g.add_argument("--lora-alpha", type=float, default=None, help="LoRA scale numerator alpha (default: 2·R)")
+    g.add_argument("--lora-dropout", type=float, default=0.0, help="dropout on the adapter input (default 0)")
+    g.add_argument(
+        "--lora-target-modules",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="linear layers of the decoder layers to adapt (default: all of them, e.g. q_proj k_proj v_proj o_proj "
+        "gate_proj up_proj down_proj); the output head and embeddings are refused",
+    )
+    g.add_argument(
+        "--load-in-4bit",
+        action="store_true",
+        help="QLoRA: load the base in 4-bit NF4 (bitsandbytes, CUDA only; needs --lora-r)",
+    )
+    g.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute each decoder layer's activations in the backward pass (less memory, ~30 %% more time)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,9 +127,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "reference log-probs (packed scorer). Logs per step the loss, the share in U (C3), ranking accuracy, TRL's "
         "accuracy and the DPO gradient weight inside/outside U (C4); scores the whole training set every "
         "--eval-every steps. Output: metrics.jsonl, eval/step-N.jsonl, final/, manifest.json, checkpoints/. "
-        "Run under `accelerate launch` for several processes or GPUs.",
+        "Run under `accelerate launch --config_file examples/accelerate/{ddp,fsdp,zero3}.yaml` for several processes "
+        "or GPUs (docs/scale.md).",
     )
-    add_model_args(p, dtype_help="training dtype (auto: fp32 here)")
+    add_model_args(p, dtype_help=TRAIN_DTYPE_HELP, dtypes=TRAIN_DTYPES)
     _add_data_args(p)
     p.add_argument(
         "--loss",
@@ -163,7 +203,7 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="print the entries and their run settings, run nothing")
     p.add_argument("--report-only", action="store_true", help="only rebuild the table, figure and summary")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep finished runs' checkpoints (default: deleted)")
-    add_model_args(p, dtype_help="training dtype (auto: fp32 here)")
+    add_model_args(p, dtype_help=TRAIN_DTYPE_HELP, dtypes=TRAIN_DTYPES)
     _add_data_args(
         p,
         sizes=sizes,
@@ -243,8 +283,8 @@ def _require_train_extra() -> None:
     missing = [m for m in ("trl", "datasets") if importlib.util.find_spec(m) is None]
     if missing:
         raise InputError(
-            f"dpocheck train needs {', '.join(missing)} (the train extra): pip install -e '.[llm,train]' "
-            "(see the README's 'Training' section)"
+            f"dpocheck train needs {', '.join(missing)} (the train extra): pip install -e '.[llm,train]' in the "
+            "checkout (see the README's 'Install' section)"
         )
 
 

@@ -51,6 +51,15 @@ class RecordError(InputError):
         return RecordError(self.record, self.field, self.detail, self.reason, line, path)
 
 
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` is not valid Unicode text (a lone surrogate, as JSON's ``"\\ud800"`` decodes to), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"is not valid Unicode text (a lone surrogate {text[err.start]!r} at character {err.start})"
+    return None
+
+
 def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 

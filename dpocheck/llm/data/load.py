@@ -69,6 +69,9 @@ RECORD_FORMATS = ("trl", "hh", "alpacaeval")
 _MAX_EXAMPLES = 3
 
 
+DATA_KINDS = "JSONL, JSON or Parquet, optionally .gz"  # the files load_pairs reads
+
+
 def default_data_dir() -> Path:
     """Where the shared real preference data lives: $DPOCHECK_DATA_DIR, else ``<repo>/../shared/data``.
 
@@ -130,6 +133,17 @@ class LoadResult:
 _PARSERS = {"trl": parse_trl, "hh": parse_hh, "alpacaeval": parse_alpacaeval}
 
 
+def input_file(path: str | os.PathLike[str], what: str = "preference data file", kinds: str = DATA_KINDS) -> Path:
+    """``path`` as a Path when it is a file; a folder is an ``IsADirectoryError`` saying a file is wanted
+    (``kinds``: which), a missing path a ``FileNotFoundError`` (both exit status 2 in the CLI, one line)."""
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"{p} is a folder, not a {what}: give the file itself ({kinds})")
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} not found: {p}")
+    return p
+
+
 def detect_format(record: dict[str, Any]) -> str:
     """Record format from a record's fields: ``alpacaeval``, ``trl`` or ``hh``."""
     keys = set(record)
@@ -181,9 +195,7 @@ def load_pairs(
         raise InputError(f"prompt_style must be 'text' or 'chat', got {prompt_style!r}")
     if limit is not None and limit < 0:
         raise InputError(f"limit must be >= 0, got {limit!r}")
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"preference data file not found: {p}")
+    p = input_file(path)
     kind = container_of(p) if container == "auto" else container
     _, gz = open_bytes(p)
     opts = ReaderOptions(delta_reward_source, float(q_clip), prompt_style)

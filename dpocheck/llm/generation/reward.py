@@ -26,30 +26,35 @@ rows are appended (flushed and fsynced per batch) to ``OUT.partial``; the finish
 ``resume=True`` continues from ``OUT.partial`` after a kill (a torn last line is dropped) and refuses to mix
 runs whose model, data or settings differ (the fingerprint of ``OUT.manifest.json``, written by the one output
 protocol of :mod:`dpocheck.llm.manifest`; ``overwrite=True`` starts again).
+
+Single samples (the on-policy flow, :mod:`dpocheck.llm.generation.onpolicy`): :func:`reward_samples_to_file` gives
+r(x, y) of every row of a ``dpocheck sample`` file, through the same renderer, batches, partial file and resume
+(manifest tool ``reward-samples``); best-vs-worst pairs then carry Δr* = r(y_w) − r(y_l).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dpocheck._io import jsonl_text, write_jsonl_atomic, write_text_atomic
+from dpocheck._io import jsonl_text, read_partial_jsonl, write_jsonl_atomic, write_text_atomic
 from dpocheck.errors import InputError
 from dpocheck.llm.data.load import load_pairs
 from dpocheck.llm.data.types import PreferencePair
 from dpocheck.llm.manifest import OutputRun, check_output, data_identity, open_output, sidecar_path
 from dpocheck.llm.preflight import check_model_path, check_output_path
+from dpocheck.llm.scoring.encode import ScoringError, untokenizable
 from dpocheck.llm.scoring.render import render_texts, resolve_chat_template
 from dpocheck.llm.scoring.settings import CHAT_TEMPLATE_CHOICES, cap_max_length, context_length
 
 TOOL = "reward"
+SAMPLE_TOOL = "reward-samples"
 RESUME_HINT = "pass --resume to continue it, --overwrite to replace it, or choose a new --out"
 STRAY_HINT = "pass --overwrite to replace it or choose a new --out"
 
@@ -134,28 +139,27 @@ def score_texts(
     return values, truncated
 
 
-def _read_partial(path: Path) -> list[dict[str, Any]]:
-    """Rows of an interrupted run; a torn (unterminated or unparsable) last line is cut off the file."""
-    rows: list[dict[str, Any]] = []
-    good = 0
-    with open(path, "rb") as fh:
-        data = fh.read()
-    pos = 0
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            break  # torn last line
-        line = data[pos:nl]
+def tokenizable_pairs(
+    tokenizer: Any, pairs: Sequence[PreferencePair], settings: RewardSettings, on_error: str, skipped: dict[str, int]
+) -> list[PreferencePair]:
+    """The pairs whose two texts the tokenizer takes; any other is a bad record (reason ``untokenizable_text``,
+    :func:`~dpocheck.llm.scoring.encode.untokenizable`): counted into ``skipped`` or raised (``on_error``)."""
+    use_tpl = resolve_chat_template(tokenizer, settings.chat_template)
+    kept = []
+    for p in pairs:
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-        pos = nl + 1
-        good = pos
-    if good != len(data):
-        with open(path, "r+b") as fh:
-            fh.truncate(good)
-    return rows
+            for name, response in (("chosen", p.chosen), ("rejected", p.rejected)):
+                try:
+                    tokenizer(render_texts(tokenizer, p.prompt, response, use_tpl)[1], add_special_tokens=not use_tpl)
+                except Exception as err:
+                    raise untokenizable(tokenizer, p, name, err) from err
+        except ScoringError as err:
+            if on_error == "raise":
+                raise
+            skipped[err.reason] = skipped.get(err.reason, 0) + 1
+            continue
+        kept.append(p)
+    return kept
 
 
 @dataclass
@@ -211,13 +215,15 @@ def reward_pairs_to_file(
         hint=RESUME_HINT,
         stray_hint=STRAY_HINT,
     )
-    done: dict[int, dict[str, Any]] = {}
-    source = partial if partial.exists() else out_p if out_p.exists() else None
-    if source is not None:
-        done = {int(r["index"]): r for r in _read_partial(source)}
-    if out_p.exists() and not partial.exists():  # a finished file being resumed: continue from its rows
-        write_text_atomic(partial, jsonl_text(done[k] for k in sorted(done)))
+    if run.previous_failure:
+        print(f"dpocheck reward: {run.previous_failure}", file=sys.stderr)
     with run.guard():
+        done: dict[int, dict[str, Any]] = {}
+        source = partial if partial.exists() else out_p if out_p.exists() else None
+        if source is not None:
+            done = {int(r["index"]): r for r in read_partial_jsonl(source)}
+        if out_p.exists() and not partial.exists():  # a finished file being resumed: continue from its rows
+            write_text_atomic(partial, jsonl_text(done[k] for k in sorted(done)))
         return _reward_batches(
             model, tokenizer, pairs, out_p, partial, run, done, settings, show_progress, stop_after_batches, model_name
         )
@@ -237,46 +243,97 @@ def _reward_batches(
     model_name: str,
 ) -> tuple[int, int]:
     """Score the pairs not in ``done`` batch by batch into ``partial``; then the finished file, atomically."""
+
+    def texts(p: PreferencePair, use_tpl: bool) -> list[str]:
+        return [render_texts(tokenizer, p.prompt, y, use_tpl)[1] for y in (p.chosen, p.rejected)]
+
+    def row(p: PreferencePair, values: list[float], trunc: list[bool]) -> dict[str, Any]:
+        rc, rr = values
+        if not (math.isfinite(rc) and math.isfinite(rr)):
+            raise InputError(f"record {p.index}: the reward model returned a non-finite reward")
+        return {
+            "index": p.index,
+            "reward_chosen": rc,
+            "reward_rejected": rr,
+            "delta_reward": rc - rr,
+            "reward_source": f"reward_model:{model_name}",
+            "chosen_truncated": trunc[0],
+            "rejected_truncated": trunc[1],
+            "subset": p.subset,
+        }
+
+    # length-sorted batches (less padding); final rows by index
+    order = sorted(pairs, key=lambda p: (len(p.chosen) + len(p.rejected), p.index))
+    items = _Items(order, sorted(pairs, key=lambda p: p.index), lambda p: p.index, texts, row, "pair")
+    return _score_in_batches(
+        model,
+        tokenizer,
+        items,
+        out_p,
+        partial,
+        run,
+        done,
+        settings,
+        show_progress,
+        stop_after_batches,
+        {"pairs": len(pairs)},
+    )
+
+
+@dataclass
+class _Items:
+    """What :func:`_score_in_batches` rewards: items in batch-plan order and in output order, each item's key,
+    the texts the reward model reads and the output row made of their rewards."""
+
+    planned: Sequence[Any]
+    output_order: Sequence[Any]
+    key: Any
+    texts: Any
+    row: Any
+    unit: str
+
+
+def _score_in_batches(
+    model: Any,
+    tokenizer: Any,
+    items: _Items,
+    out_p: Path,
+    partial: Path,
+    run: OutputRun,
+    done: dict[Any, dict[str, Any]],
+    settings: RewardSettings,
+    show_progress: bool,
+    stop_after_batches: int | None,
+    counts: dict[str, Any],
+) -> tuple[int, int]:
+    """Reward the items not in ``done`` batch by batch into ``partial`` (appended, fsynced per batch); then the
+    finished file, atomically, and the manifest ``complete``. Returns (items rewarded now, items done before)."""
     from tqdm import tqdm
 
-    # a fixed batch plan over all pairs (length-sorted: less padding), so a resumed run scores every pair in
-    # the same batch as an uninterrupted run would, and its output is identical
-    order = sorted(pairs, key=lambda p: (len(p.chosen) + len(p.rejected), p.index))
+    # a fixed batch plan over all items, so a resumed run rewards every item in the same batch as an
+    # uninterrupted run would, and its output is identical
     bs = settings.batch_size
-    batches = [order[k : k + bs] for k in range(0, len(order), bs)]
-    todo = [b for b in batches if any(p.index not in done for p in b)]
-    n_todo = sum(1 for b in todo for p in b if p.index not in done)
-    n_before = len(pairs) - n_todo
+    batches = [items.planned[k : k + bs] for k in range(0, len(items.planned), bs)]
+    todo = [b for b in batches if any(items.key(x) not in done for x in b)]
+    n_todo = sum(1 for b in todo for x in b if items.key(x) not in done)
+    n_before = len(items.planned) - n_todo
     use_tpl = resolve_chat_template(tokenizer, settings.chat_template)
-    max_len = settings.max_length
-    bar = tqdm(total=n_todo, desc="reward", unit="pair", file=sys.stderr, disable=not show_progress)
+    bar = tqdm(total=n_todo, desc="reward", unit=items.unit, file=sys.stderr, disable=not show_progress)
     n_now = 0
     try:
         with open(partial, "a", encoding="utf-8") as fh:
             for n_batches, batch in enumerate(todo, start=1):
-                texts = []
-                for p in batch:
-                    texts.append(render_texts(tokenizer, p.prompt, p.chosen, use_tpl)[1])
-                    texts.append(render_texts(tokenizer, p.prompt, p.rejected, use_tpl)[1])
-                values, trunc = score_texts(model, tokenizer, texts, max_len, not use_tpl)
-                lines = []
-                for k, p in enumerate(batch):
-                    if p.index in done:
+                per_item = [items.texts(x, use_tpl) for x in batch]
+                flat = [t for ts in per_item for t in ts]
+                values, trunc = score_texts(model, tokenizer, flat, settings.max_length, not use_tpl)
+                lines, pos = [], 0
+                for x, ts in zip(batch, per_item, strict=True):
+                    sl = slice(pos, pos + len(ts))
+                    pos += len(ts)
+                    if items.key(x) in done:
                         continue
-                    rc, rr = values[2 * k], values[2 * k + 1]
-                    if not (math.isfinite(rc) and math.isfinite(rr)):
-                        raise InputError(f"record {p.index}: the reward model returned a non-finite reward")
-                    row = {
-                        "index": p.index,
-                        "reward_chosen": rc,
-                        "reward_rejected": rr,
-                        "delta_reward": rc - rr,
-                        "reward_source": f"reward_model:{model_name}",
-                        "chosen_truncated": trunc[2 * k],
-                        "rejected_truncated": trunc[2 * k + 1],
-                        "subset": p.subset,
-                    }
-                    done[p.index] = row
+                    row = items.row(x, values[sl], trunc[sl])
+                    done[items.key(x)] = row
                     lines.append(jsonl_text([row]))
                 fh.write("".join(lines))
                 fh.flush()
@@ -287,10 +344,9 @@ def _reward_batches(
                     return n_now, n_before
     finally:
         bar.close()
-    rows = [done[p.index] for p in sorted(pairs, key=lambda p: p.index)]
-    write_jsonl_atomic(out_p, rows)
+    write_jsonl_atomic(out_p, [done[items.key(x)] for x in items.output_order])
     partial.unlink()
-    run.complete({"pairs": len(rows)})
+    run.complete(counts)
     return n_now, n_before
 
 
@@ -304,6 +360,86 @@ ROW_KEYS = (
     "rejected_truncated",
     "subset",
 )
+
+
+SAMPLE_ROW_KEYS = ("prompt_index", "sample_index", "reward", "truncated", "reward_source")
+
+
+def reward_samples_to_file(
+    model: Any,
+    tokenizer: Any,
+    samples: Sequence[Mapping[str, Any]],
+    out: str | os.PathLike[str],
+    settings: RewardSettings,
+    *,
+    identity: dict[str, Any],
+    resume: bool = False,
+    show_progress: bool = True,
+    stop_after_batches: int | None = None,
+    model_name: str = "reward_model",
+) -> tuple[int, int]:
+    """The reward r(x, y) of every sample row (``prompt``, ``response``, ``prompt_index``, ``sample_index``, as
+    ``dpocheck sample`` writes them) into ``out``: one row per sample (:data:`SAMPLE_ROW_KEYS`), sorted by prompt
+    then sample; returns (samples rewarded now, samples done before).
+
+    The text is :func:`~dpocheck.llm.scoring.render.render_texts`'s full text, as for pairs; batches, truncation,
+    ``OUT.partial``, resume and the manifest (``identity``: its ``model`` and ``data`` parts) work as in
+    :func:`reward_pairs_to_file`.
+    """
+    out_p = Path(out)
+    partial = out_p.with_name(out_p.name + ".partial")
+    run = open_output(
+        sidecar_path(out_p),
+        {**identity, "settings": asdict(settings)},
+        tool=SAMPLE_TOOL,
+        resume=resume,
+        extra={"row_keys": list(SAMPLE_ROW_KEYS)},
+        outputs=(partial, out_p),
+        where=str(out_p),
+        hint=RESUME_HINT,
+        stray_hint=STRAY_HINT,
+    )
+
+    def key(r: Mapping[str, Any]) -> tuple[int, int]:
+        return int(r["prompt_index"]), int(r["sample_index"])
+
+    source = partial if partial.exists() else out_p if out_p.exists() else None
+    done = {key(r): r for r in read_partial_jsonl(source)} if source is not None else {}
+    if out_p.exists() and not partial.exists():  # a finished file being resumed: continue from its rows
+        write_text_atomic(partial, jsonl_text(done[k] for k in sorted(done)))
+
+    def texts(r: Mapping[str, Any], use_tpl: bool) -> list[str]:
+        return [render_texts(tokenizer, r["prompt"], r["response"], use_tpl)[1]]
+
+    def row(r: Mapping[str, Any], values: list[float], trunc: list[bool]) -> dict[str, Any]:
+        if not math.isfinite(values[0]):
+            raise InputError(f"prompt {r['prompt_index']}, sample {r['sample_index']}: non-finite reward")
+        i, j = key(r)
+        source = f"reward_model:{model_name}"
+        return {
+            "prompt_index": i,
+            "sample_index": j,
+            "reward": values[0],
+            "truncated": trunc[0],
+            "reward_source": source,
+        }
+
+    planned = sorted(samples, key=lambda r: (len(r["response"]), *key(r)))
+    items = _Items(planned, sorted(samples, key=key), key, texts, row, "sample")
+    with run.guard():
+        return _score_in_batches(
+            model,
+            tokenizer,
+            items,
+            out_p,
+            partial,
+            run,
+            done,
+            settings,
+            show_progress,
+            stop_after_batches,
+            {"samples": len(samples)},
+        )
 
 
 def reward_file(
@@ -346,6 +482,7 @@ def reward_file(
     )
     max_length, note = cap_max_length(settings.max_length, context_length(model, tokenizer))
     settings = replace(settings, max_length=max_length)
+    loaded.pairs = tokenizable_pairs(tokenizer, loaded.pairs, settings, on_error, loaded.skipped)
     identity = {"model": model_fingerprint(reward_model), "data": data_identity(data, format=loaded.format)}
     now, before = reward_pairs_to_file(
         model,

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpocheck.errors import InputError
+from dpocheck.llm.data.fields import unicode_problem
 from dpocheck.llm.data.types import PreferencePair
 
 from .render import render_texts
@@ -83,6 +84,33 @@ def tokenize_with_boundary(
 
 
 # ------------------------------------------------------------------------------------------------ encoding
+def _text_problem(tokenizer: Any, text: str) -> str | None:
+    """Why the tokenizer cannot take ``text`` (a lone surrogate, or the tokenizer's own error), or None."""
+    problem = unicode_problem(text)
+    if problem:
+        return problem
+    try:
+        tokenizer(text, add_special_tokens=False)
+    except Exception as err:
+        return f"cannot be tokenised ({type(err).__name__}: {err})"
+    return None
+
+
+def untokenizable(tokenizer: Any, pair: PreferencePair, response_field: str, err: Exception) -> ScoringError:
+    """The bad-record error (reason ``untokenizable_text``) for a pair whose rendered text the tokenizer refused:
+    names the field whose text is at fault (the prompt, else the response being encoded)."""
+    prompt = pair.prompt
+    prompt_texts = [prompt] if isinstance(prompt, str) else [m.get("content") for m in prompt]
+    response = pair.chosen if response_field == "chosen" else pair.rejected
+    for name, texts in (("prompt", prompt_texts), (response_field, [response])):
+        for text in texts:
+            problem = _text_problem(tokenizer, text) if isinstance(text, str) else None
+            if problem:
+                return ScoringError(pair.index, name, problem, "untokenizable_text")
+    what = f"cannot be rendered and tokenised ({type(err).__name__}: {err})"
+    return ScoringError(pair.index, response_field, what, "untokenizable_text")
+
+
 @dataclass(frozen=True)
 class EncodedPair:
     """Token ids of one pair after truncation: two full sequences and where their scored parts start.
@@ -130,7 +158,9 @@ def encode_pair(
     """Tokenise a pair per the boundary and truncation rules of the module docstring.
 
     Raises :class:`ScoringError` (naming the record index and field) for an empty response, a response with no
-    tokens, or a pair where no response token fits in ``max_length``.
+    tokens, text the tokenizer cannot take (reason ``untokenizable_text``: a lone surrogate, or any error the
+    tokenizer or the chat template raises on the record's text), or a pair where no response token fits in
+    ``max_length``.
     """
     if max_length is not None and max_length < 2:
         raise InputError(f"max_length must be >= 2 tokens, got {max_length}")
@@ -138,8 +168,11 @@ def encode_pair(
     for name, response in (("chosen", pair.chosen), ("rejected", pair.rejected)):
         if not isinstance(response, str) or not response.strip():
             raise ScoringError(pair.index, name, "is an empty response (nothing to score)", "empty_response")
-        prompt_text, full = render_texts(tokenizer, pair.prompt, response, use_chat_template)
-        ids, start, merged = tokenize_with_boundary(tokenizer, prompt_text, full, not use_chat_template)
+        try:
+            prompt_text, full = render_texts(tokenizer, pair.prompt, response, use_chat_template)
+            ids, start, merged = tokenize_with_boundary(tokenizer, prompt_text, full, not use_chat_template)
+        except Exception as err:  # any text the tokenizer (or its chat template) cannot take is a bad record
+            raise untokenizable(tokenizer, pair, name, err) from err
         if start >= len(ids):
             raise ScoringError(pair.index, name, "has no response tokens after tokenisation", "empty_response")
         if start == 0:

@@ -112,10 +112,23 @@ def forward_kwargs(model: Any) -> dict[str, str]:
     return names
 
 
+def is_fsdp_sharded(model: Any) -> bool:
+    """True for a model sharded by FSDP (FSDP2 ``fully_shard``, or an FSDP1 wrapper): its parameters are gathered
+    by the root module's forward only, so dpocheck's direct decoder/head calls would read shards."""
+    try:
+        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+    except ImportError:  # pragma: no cover - torch without distributed
+        return False
+    return isinstance(model, (FSDPModule, FullyShardedDataParallel))
+
+
 def _decoder_and_head(model: Any) -> tuple[Any, Any] | None:
-    """(base model, output head) of a causal LM; None for wrappers that hide them (DDP: their forward must run)
-    and for models whose own forward changes the logits in a way the head cannot reproduce (checked once per
-    model on a 4-token probe, cached on the model)."""
+    """(base model, output head) of a causal LM; None for wrappers that hide them (DDP: their forward must run),
+    for FSDP-sharded models (checked on every call: sharding happens in place, after a model may have been
+    scored unsharded) and for models whose own forward changes the logits in a way the head cannot reproduce
+    (checked once per model on a 4-token probe, cached on the model)."""
+    if is_fsdp_sharded(model):
+        return None
     cached = getattr(model, "_dpocheck_parts", False)
     if cached is not False:
         return cached

@@ -42,6 +42,7 @@ from dpocheck.llm.data.types import PreferencePair
 from dpocheck.llm.manifest import MANIFEST, MERGED, SHARD_RE, OutputRun, differences, open_output, read_manifest
 from dpocheck.llm.models import pad_token_id
 
+from .account import truncation_counts
 from .distributed import barrier, dist_info, raise_if_any_rank_failed
 from .encode import (
     EncodedPair,
@@ -61,11 +62,11 @@ from .settings import ROW_KEYS, ScoreSettings
 TOOL = "score"
 
 
-def tokenizer_info(tokenizer: Any, use_chat_template: bool) -> dict[str, Any]:
+def tokenizer_info(tokenizer: Any, use_chat_template: bool, with_template: bool = True) -> dict[str, Any]:
     """What a scores manifest records about the tokenizer and the chat template (the chat template itself, and
-    its sha256 in the fingerprint)."""
+    its sha256 in the fingerprint); ``with_template=False`` leaves the template's text out (a train manifest)."""
     tpl = getattr(tokenizer, "chat_template", None) if use_chat_template else None
-    return {
+    info = {
         "class": type(tokenizer).__name__,
         "vocab_size": len(tokenizer),
         "bos_token": tokenizer.bos_token,
@@ -75,6 +76,9 @@ def tokenizer_info(tokenizer: Any, use_chat_template: bool) -> dict[str, Any]:
         "chat_template_sha256": hashlib.sha256(tpl.encode()).hexdigest() if isinstance(tpl, str) else None,
         "chat_template": tpl if isinstance(tpl, str) else None,
     }
+    if not with_template:
+        del info["chat_template"]
+    return info
 
 
 def scores_fingerprint(
@@ -221,20 +225,26 @@ def score_to_directory(
     tok = tokenizer_info(tokenizer, use_tpl)
     fp = scores_fingerprint(model_identity, data_identity, asdict(settings), tok)
     failure: Exception | None = None
+    t0 = time.perf_counter()
+    try:  # every record is encoded before anything is written: a bad one (under on_error="raise") leaves no output
+        enc = encode_pairs(tokenizer, pairs, settings, use_tpl, bound_memory=bound_memory)
+    except Exception as exc:
+        failure = exc
+    raise_if_any_rank_failed(failure)
     run = OutputRun(out / MANIFEST, {}, write=False)
     try:
         if rank == 0:
             run = open_scores_output(out, fp, resume=resume, world_size=world, tokenizer_detail=tok, extra=extra)
+            if run.previous_failure:
+                print(f"dpocheck score: {out}: {run.previous_failure}", file=sys.stderr)
     except Exception as exc:  # every rank stops with rank 0's message (resume mismatch, bad output dir)
         failure = exc
     raise_if_any_rank_failed(failure)
     with run.guard():
-        t0 = time.perf_counter()
         try:
             if rank != 0 and differences(read_manifest(out / MANIFEST).get("fingerprint", {}), fp):
                 raise InputError(f"rank {rank}: inputs differ from rank 0's manifest in {out}")
-            enc = encode_pairs(tokenizer, pairs, settings, use_tpl, bound_memory=bound_memory)
-        except Exception as exc:  # a bad record or a fingerprint mismatch on one rank stops all of them
+        except Exception as exc:  # a fingerprint mismatch on one rank stops all of them
             failure = exc
         raise_if_any_rank_failed(failure)
         shards = plan_shards(
@@ -422,7 +432,8 @@ def merge_shards(
         skipped += shard_skipped
     rows.sort(key=lambda r: r["index"])
     indices = [r["index"] for r in rows]
-    if len(set(indices)) != len(indices):
+    scored = set(indices)
+    if len(scored) != len(indices):
         raise RuntimeError(f"duplicate indices while merging {out}")
     merged = out / MERGED
     write_text_atomic(merged, jsonl_text(rows))
@@ -439,9 +450,7 @@ def merge_shards(
         "skipped": len(skipped),
         "skipped_reading": sum((reader_skipped or {}).values()),
         "skipped_by_reason": dict(sorted(by_reason.items())),
-        "chosen_truncated": sum(r["chosen_truncated"] for r in rows),
-        "rejected_truncated": sum(r["rejected_truncated"] for r in rows),
-        "prompt_truncated": sum(e.prompt_truncated for e in enc.encoded),
+        **truncation_counts(e for e in enc.encoded if e.index in scored),
         "boundary_merged": sum(e.boundary_merged for e in enc.encoded),
         "shards": len(shards),
         "batches": sum(len(s) for s in shards),

@@ -33,6 +33,10 @@ pad_token_id, convention)``
 ``trainable_model(model)``
     (:mod:`.trainer`) ``dpocheck.llm.models`` loaders return frozen eval-mode models (and GGUF ones carry a GGUF
     quantizer that ``Trainer`` refuses): this makes one trainable in place.
+
+Scale (used by the command; docs/scale.md): :mod:`.precision` (``--dtype``: bf16 runs one pair per forward so step 0
+stays exact; ``TrainingPrecision``), :mod:`.adapters` (LoRA / QLoRA through PEFT, the merged ``final/``),
+:mod:`.sharding` (the U callback's per-rank share of the scoring, gathered in order).
 """
 
 from __future__ import annotations

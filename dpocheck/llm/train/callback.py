@@ -5,29 +5,19 @@ every pair with
 dpocheck's packed scorer (no grad, eval mode, the same kernel and batch plan as ``dpocheck score``), writes
 ``<out_dir>/eval/step-<N>.jsonl`` (held-out: ``heldout-step-<N>.jsonl``) atomically, one row per pair —
 ``index``, ``delta_theta`` and ``delta_ref`` (in ``convention``), ``in_u`` (C3), the policy's
-``chosen_logp_sum`` … ``rejected_logp_mean`` and token counts (the keys of a ``dpocheck score`` row), the
-reference's ``ref_*`` log-probs and ``delta_reward``, then the likelihood-displacement marks of the pair (PAPER §6,
-Razin et al. 2024: ``chosen_logp_shift_sum`` … ``rejected_logp_shift_mean``, ``displaced``, ``both_fell`` and
-``degenerate``, :func:`dpocheck.llm.analysis.displacement.eval_row_marks`) — and logs the set-level metrics of
+``chosen_logp_sum`` … ``rejected_logp_mean``, token counts and truncation flags (the keys of a ``dpocheck score``
+row), the reference's ``ref_*`` log-probs and ``delta_reward``, then the likelihood-displacement marks of the pair
+(PAPER §6, Razin et al. 2024: ``chosen_logp_shift_sum`` … ``rejected_logp_shift_mean``, ``displaced``, ``both_fell``
+and ``degenerate``, :func:`dpocheck.llm.analysis.displacement.eval_row_marks`) — and logs the set-level metrics of
 :mod:`dpocheck.llm.train.metrics` as ``eval/<metric>/<convention>`` (``eval/heldout/…``) through the trainer's
-own logging (``state.log_history``, TensorBoard, W&B). Only the main process scores and writes.
+own logging (``state.log_history``, TensorBoard, W&B). In a multi-process run (DDP, FSDP, ZeRO-3) every rank scores
+its share of the pairs and the rows are gathered (:mod:`.sharding`: the rows of a one-process run, in its order);
+only the main process writes. Each row also says the precision of the weights that scored it (``dtype``).
 
-Usable from a user's own TRL script, with rows from :func:`dpocheck.llm.train.build_training_rows`::
-
-    from trl import DPOConfig, DPOTrainer
-    from dpocheck.llm.scoring.encode import encode_pair
-    from dpocheck._io import read_jsonl
-    from dpocheck.llm.train import UndesirableSpaceCallback, build_training_rows
-
-    ref = read_jsonl("ref/scores.jsonl")  # dpocheck score --model path/to/model --data pairs.jsonl --out ref
-    encoded = [encode_pair(tokenizer, p, use_chat_template=True) for p in pairs]  # pairs: load_pairs(...).pairs
-    rows = build_training_rows(encoded, ref, "dpo", beta=0.1)  # dpocheck's view of the data
-    args = DPOConfig("out", beta=0.1, bf16=False, max_steps=200)
-    trainer = DPOTrainer("path/to/model", args=args, train_dataset=my_text_dataset)  # the user's own setup
-    trainer.add_callback(UndesirableSpaceCallback(trainer, rows, eval_every=50, out_dir="out"))
-    trainer.train()  # out/eval/step-0.jsonl, step-50.jsonl, …; log_history gains eval/share_in_u/sum, …
-
-(with a plain DPOTrainer the convention is TRL's, summed log-probs: ``convention="sum"``, the default).
+Usable from a user's own TRL script (a plain ``DPOTrainer`` with its own tokenisation and loss), with rows from
+:func:`dpocheck.llm.train.build_training_rows`: ``examples/undesirable_space_callback.py`` is a complete, runnable
+script (tested at toy size), linked from ``docs/training.md``. With a plain DPOTrainer the convention is TRL's,
+summed log-probs: ``convention="sum"``, the default.
 """
 
 from __future__ import annotations
@@ -51,29 +41,58 @@ from .metrics import displacement_metrics, preference_metrics
 
 
 def score_rows(
-    model: Any, rows: Sequence[Mapping[str, Any]], pad_token_id: int, convention: str = "sum", batch_tokens: int = 4096
+    model: Any,
+    rows: Sequence[Mapping[str, Any]],
+    pad_token_id: int,
+    convention: str = "sum",
+    batch_tokens: int = 4096,
+    *,
+    distributed: bool = False,
 ) -> list[dict[str, Any]]:
     """Score training rows with ``model`` (packed, no grad, eval mode; training mode restored): one dict per row,
-    in the order of ``rows``, with the keys of the module docstring."""
+    in the order of ``rows``, with the keys of the module docstring and ``dtype`` (the weights' precision).
+
+    ``distributed=True`` is collective (every rank of the torch.distributed group calls it): each rank scores its
+    share of the planned batches and every rank gets all the rows (:mod:`.sharding`). ``batch_tokens=1``: one
+    pair per forward (the layout of a bf16 run, :mod:`.precision`).
+    """
     import torch
+
+    from dpocheck.llm.scoring.distributed import dist_info
+
+    from .sharding import batch_share, gather_in_order
 
     convention = check_normalize(convention)
     encoded = [encoded_from_row(r) for r in rows]
-    out: list[dict[str, Any] | None] = [None] * len(rows)
+    batches = plan_batches(encoded, batch_tokens, "packed") if encoded else []
+    rank, world = dist_info() if distributed else (0, 1)
+    dtype = _dtype_name(model)
+    local: list[tuple[int, dict[str, Any]]] = []
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for batch in plan_batches(encoded, batch_tokens, "packed"):
+            for b in batch_share(len(batches), rank, world):
+                batch = batches[0 if b is None else b]  # None: a repeat that keeps the ranks' forwards in step
                 scores = score_batch(model, [encoded[i] for i in batch], pad_token_id, "packed")
-                for k, i in enumerate(batch):
-                    out[i] = _eval_row(rows[i], scores[2 * k], scores[2 * k + 1], convention)
+                if b is not None:
+                    for k, i in enumerate(batch):
+                        row = _eval_row(rows[i], scores[2 * k], scores[2 * k + 1], convention)
+                        local.append((i, {**row, "dtype": dtype}))
     finally:
         model.train(was_training)
-    scored = [r for r in out if r is not None]
+    scored = gather_in_order(local, len(rows), world)
     for row, marks in zip(scored, eval_row_marks(scored, convention), strict=True):
         row.update(marks)
     return scored
+
+
+def _dtype_name(model: Any) -> str:
+    """``bf16``/``fp32``/``fp16`` (else torch's name) of the weights the kernels compute with."""
+    import torch
+
+    dtype = next(model.parameters()).dtype
+    return {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}.get(dtype, str(dtype))
 
 
 def _eval_row(row: Mapping[str, Any], chosen: Any, rejected: Any, convention: str) -> dict[str, Any]:
@@ -95,6 +114,7 @@ def _eval_row(row: Mapping[str, Any], chosen: Any, rejected: Any, convention: st
         **pol,
         "chosen_tokens": chosen.tokens,
         "rejected_tokens": rejected.tokens,
+        **{k: bool(row[k]) for k in ("chosen_truncated", "rejected_truncated") if k in row},
         **{k: row[k] for k in ("ref_chosen_logp_sum", "ref_rejected_logp_sum")},
         **{k: row[k] for k in ("ref_chosen_logp_mean", "ref_rejected_logp_mean")},
         "delta_reward": row.get("delta_reward"),
@@ -127,6 +147,9 @@ class UndesirableSpaceCallback(TrainerCallback):
     ``trainer.args.beta``, ``convention`` to ``trainer.normalize`` (a :class:`PreferenceTrainer`) or ``sum``,
     ``pad_token_id`` to the trainer's tokenizer's. ``at_start``: also score before the first step (step 0);
     ``final``: also score the policy at the end of training when the last step is not a multiple of ``eval_every``.
+    ``distributed`` (default: the trainer runs several processes): every rank scores its share of the pairs and the
+    main process writes the gathered rows, the rows of a one-process run in the same order (:mod:`.sharding`);
+    ``batch_tokens=1`` scores one pair per forward (a bf16 run's layout).
     """
 
     def __init__(
@@ -143,6 +166,7 @@ class UndesirableSpaceCallback(TrainerCallback):
         batch_tokens: int = 4096,
         at_start: bool = True,
         final: bool = True,
+        distributed: bool | None = None,
     ):
         if not isinstance(eval_every, int) or eval_every < 1:
             raise ValueError(f"eval_every must be an integer >= 1, got {eval_every!r}")
@@ -162,28 +186,40 @@ class UndesirableSpaceCallback(TrainerCallback):
         self.at_start = at_start
         self.final = final
         self.last_step: int | None = None  # the last step scored
+        if distributed is None:
+            accelerator = getattr(trainer, "accelerator", None)
+            distributed = getattr(accelerator, "num_processes", 1) > 1
+        self.distributed = bool(distributed)
 
     def evaluate(self, model: Any, step: int) -> dict[str, float]:
-        """Score, write the eval files of ``step`` and return the metrics (also callable by hand)."""
+        """Score, write the eval files of ``step`` (main process) and return the metrics (also callable by hand).
+
+        In a multi-process run every rank must call it: each scores its share of the pairs (:mod:`.sharding`).
+        """
         logs: dict[str, float] = {}
         sets = [("step", "eval/", self.rows)]
         if self.heldout_rows:
             sets.append(("heldout-step", "eval/heldout/", self.heldout_rows))
         for stem, prefix, rows in sets:
-            scored = score_rows(model, rows, self.pad_token_id, self.convention, self.batch_tokens)
-            write_jsonl_atomic(self.out_dir / "eval" / f"{stem}-{step}.jsonl", scored)
+            scored = score_rows(
+                model, rows, self.pad_token_id, self.convention, self.batch_tokens, distributed=self.distributed
+            )
+            if self._is_main():
+                write_jsonl_atomic(self.out_dir / "eval" / f"{stem}-{step}.jsonl", scored)
             logs.update({prefix + k: v for k, v in eval_metrics(scored, self.beta, self.convention).items()})
         self.last_step = step
         return logs
 
     def log_evaluation(self, model: Any, step: int) -> dict[str, float]:
-        """:meth:`evaluate` at ``step`` on the main process, then the metrics through the trainer's public ``log``.
+        """:meth:`evaluate` at ``step`` (every rank scores its share; the main process writes), then the metrics
+        through the trainer's public ``log``.
 
         ``log`` runs with the model in eval mode: TRL's trainers then merge their (empty) evaluation metric store,
         not the training window of the step being trained, so the step's own training row is left whole.
         """
         model = model if model is not None else self.trainer.model
-        logs = self.evaluate(model, step) if self._is_main() else {}
+        logs = self.evaluate(model, step) if self.distributed or self._is_main() else {}
+        logs = logs if self._is_main() else {}
         target = self.trainer.model
         was_training = target.training
         target.eval()

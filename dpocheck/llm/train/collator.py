@@ -29,11 +29,14 @@ class PackedPreferenceCollator:
     ``attention_mask`` (4-D additive [B, 1, L, L] in ``mask_dtype``), ``score_mask`` (positions whose logits
     score the next token) and ``score_which`` (0 chosen, 1 rejected) — all [B, L] but the mask — plus per pair:
     ``index`` and ``n_chosen``/``n_rejected`` (int64), the ``ref_*`` log-probs, ``delta_reward`` (NaN where
-    unknown) and every ``loss_*`` column (float64).
+    unknown) and every ``loss_*`` column (float64). Rows are padded to a multiple of ``pad_multiple``: the
+    scorer's :func:`~dpocheck.llm.scoring.kernels.default_pad_multiple` on the training device, so a low-precision
+    run's training forward has the shape of its reference and eval forwards.
     """
 
     pad_token_id: int
     mask_dtype: Any = None  # torch dtype of the additive mask; None: float32
+    pad_multiple: int = 1  # row-length multiple (the scorer's on the training device: 64 on CUDA, 1 on the CPU)
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         import torch
@@ -41,7 +44,7 @@ class PackedPreferenceCollator:
         if not examples:
             raise ValueError("cannot collate an empty batch")
         encoded = [encoded_from_row(ex) for ex in examples]
-        ids, seg, pos, keep, which = pack_pairs(encoded, self.pad_token_id)
+        ids, seg, pos, keep, which = pack_pairs(encoded, self.pad_token_id, self.pad_multiple)
         dtype = self.mask_dtype or torch.float32
         batch: dict[str, Any] = {
             "input_ids": ids,

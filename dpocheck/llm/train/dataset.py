@@ -20,6 +20,8 @@ precomputed columns prefixed ``loss_``):
     is refused);
 ``delta_reward``
     Δr* = r*(y_w) − r*(y_l) when the data gives it, else None;
+``chosen_truncated`` / ``rejected_truncated``
+    whether the sequence was cut to the token budget (``encode_pair``'s flags; carried into the eval files);
 ``loss_<name>``
     the pair-constant inputs of the loss from ``LossSpec.precompute`` on the reference log-probs of the chosen
     convention (``sum`` or ``mean``), e.g. ``loss_offset`` = c of ℓ = softplus(c − β·δ_θ).
@@ -56,6 +58,7 @@ ROW_COLUMNS = (
     "n_rejected",
     "delta_reward",
 )
+TRUNCATION_COLUMNS = ("chosen_truncated", "rejected_truncated")
 _SCORE_KEYS = {  # reference-scores key -> row column
     "chosen_logp_sum": "ref_chosen_logp_sum",
     "rejected_logp_sum": "ref_rejected_logp_sum",
@@ -220,6 +223,8 @@ def build_training_rows(
             "n_chosen": v["n_chosen"],
             "n_rejected": v["n_rejected"],
             "delta_reward": v["delta_reward"],
+            "chosen_truncated": enc.chosen_truncated,
+            "rejected_truncated": enc.rejected_truncated,
         }
         for name, arr in pre.items():
             x = float(np.asarray(arr, dtype=np.float64).reshape(-1)[k] if np.ndim(arr) else arr)
@@ -239,7 +244,8 @@ def _overflows(spec: Any, values: list[dict], beta: float, params: dict, normali
 
 
 def encoded_from_row(row: Mapping[str, Any]) -> EncodedPair:
-    """The EncodedPair a training row came from (truncation flags are not kept), for the packed kernels."""
+    """The EncodedPair a training row came from, for the packed kernels (truncation flags: False when the row
+    has none)."""
     prompt = tuple(int(t) for t in row["prompt_ids"])
     chosen = prompt + tuple(int(t) for t in row["chosen_ids"])
     rejected = prompt + tuple(int(t) for t in row["rejected_ids"])
@@ -250,8 +256,8 @@ def encoded_from_row(row: Mapping[str, Any]) -> EncodedPair:
         chosen_start=len(chosen) - int(row["n_chosen"]),
         rejected_start=len(rejected) - int(row["n_rejected"]),
         shared=len(prompt),
-        chosen_truncated=False,
-        rejected_truncated=False,
+        chosen_truncated=bool(row.get("chosen_truncated", False)),
+        rejected_truncated=bool(row.get("rejected_truncated", False)),
     )
 
 
@@ -280,6 +286,9 @@ def to_dataset(rows: Sequence[Mapping[str, Any]]) -> Any:
         "n_rejected": Value("int64"),
         "delta_reward": Value("float64"),
     }
+    for c in TRUNCATION_COLUMNS:
+        if c in rows[0]:
+            feats[c] = Value("bool")
     for c in loss_columns(rows):
         feats[c] = Value("float64")
     return Dataset.from_list([dict(r) for r in rows], features=Features(feats))

@@ -8,6 +8,8 @@ the eval files only.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dpocheck._io import read_jsonl
+from dpocheck.errors import InputError
 from dpocheck.llm.train.metrics import preference_metrics
 from dpocheck.theory.pairs import gamma_star
 
@@ -58,6 +60,44 @@ def eval_files(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted((int(m.group(1)), p) for m, p in found if m)
 
 
+def finite_number(v: Any) -> bool:
+    """A JSON number that is a finite float64 (not a bool, not an integer beyond float64's range)."""
+    try:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    except OverflowError:
+        return False
+
+
+def read_eval_rows(path: Path, convention: str) -> list[dict[str, Any]]:
+    """The rows of an eval file, each with finite ``delta_theta``, ``delta_ref`` and reference log-probs in
+    ``convention`` (``delta_reward`` finite or null); anything else is an InputError naming file, line and field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    needed = ("delta_theta", "delta_ref", f"ref_chosen_logp_{convention}", f"ref_rejected_logp_{convention}")
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            raise InputError(f"{path} line {n}: not valid JSON (a cut or damaged file?)") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path} line {n}: an eval row must be a JSON object")
+        for key in needed:
+            if not finite_number(row.get(key)):
+                raise InputError(f"{path} line {n}: field '{key}' must be a finite number, got {row.get(key)!r}")
+        dr = row.get("delta_reward")
+        if dr is not None and not finite_number(dr):
+            raise InputError(f"{path} line {n}: field 'delta_reward' must be a finite number or null, got {dr!r}")
+        rows.append(row)
+    if not rows:
+        raise InputError(f"{path}: no eval rows")
+    return rows
+
+
 def reference_gamma_star(eval_rows: list[dict[str, Any]], beta: float, convention: str) -> float:
     """γ* (Eq. 27, C8) from the reference log-probs in eval rows; Δr* = 0 where unknown."""
     lw = np.array([r[f"ref_chosen_logp_{convention}"] for r in eval_rows], dtype=np.float64)
@@ -80,7 +120,7 @@ def tidy_rows(run_dir: Path, run: str, settings: dict[str, Any]) -> list[dict[st
     rows = []
     conv, beta = settings["normalize"], float(settings["beta"])
     for step, p in eval_files(run_dir):
-        ev = read_jsonl(p)
+        ev = read_eval_rows(p, conv)
         d = np.array([r["delta_theta"] for r in ev])
         dref = np.array([r["delta_ref"] for r in ev])
         m = preference_metrics(d, dref, beta, None, conv)

@@ -14,7 +14,12 @@ Output folder (``settings.out``):
 - ``reference/``: the reference scores (a ``dpocheck score`` folder) unless ``--reference-scores`` was given;
 - ``corrupted_reference/``: the misaligned reference of ``--corrupt-reference`` (model and tokenizer);
 - ``checkpoints/checkpoint-<N>/``: the Trainer's checkpoints (``--resume`` continues from the last);
-- ``final/``: the trained policy (``save_pretrained``, safetensors, with the tokenizer).
+- ``final/``: the trained policy (``save_pretrained``, safetensors, with the tokenizer); with ``--lora-r`` the merged
+  model (base + adapter, fp32: :func:`~dpocheck.llm.train.adapters.save_merged`), which plain transformers loads;
+- ``adapter/``: with ``--lora-r``, the PEFT adapter (``PeftModel.from_pretrained(base, RUN/adapter)``).
+
+The precision (``--dtype``) and the batch layout it implies are :mod:`.precision`'s; adapters are :mod:`.adapters`'s
+(PEFT); the manifest records both (``precision``, ``lora``, ``trainable_parameters``, ``gradient_checkpointing``).
 
 Every bad input is refused before anything heavy is loaded, with :class:`InputError` naming the field.
 """
@@ -58,6 +63,7 @@ class TrainResult:
             "final_loss": self.final_loss,
             "seconds": round(self.seconds, 2),
             "final_model": str(self.out / "final"),
+            "adapter": (self.manifest.get("lora") or {}).get("adapter"),
             "corruption": self.manifest.get("corruption"),
             "health": (self.manifest.get("health") or {}).get("verdict"),
         }
@@ -135,15 +141,17 @@ def _print(msg: str, main: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ reference
-def score_settings(settings: TrainSettings, max_length: int | None) -> Any:
-    """The ScoreSettings of the reference and eval scoring passes (fp32, packed) at token budget ``max_length``."""
+def score_settings(settings: TrainSettings, max_length: int | None, precision: Any = None) -> Any:
+    """The ScoreSettings of the reference and eval scoring passes (packed) at token budget ``max_length``, in the
+    run's precision (:class:`~dpocheck.llm.train.precision.TrainingPrecision`; None: fp32, batches)."""
     from dpocheck.llm.scoring.settings import ScoreSettings
 
+    tokens = settings.batch_tokens if precision is None else precision.scoring_batch_tokens(settings.batch_tokens)
     return ScoreSettings(
         max_length=max_length,
-        batch_tokens=settings.batch_tokens,
+        batch_tokens=tokens,
         chat_template=settings.chat_template,
-        dtype="fp32",
+        dtype="fp32" if precision is None else precision.dtype,
         prefix_mode="packed",
         on_error=settings.on_error,
         limit=settings.limit,
@@ -168,6 +176,46 @@ def _load_data(settings: TrainSettings, path: str, prompt_style: str) -> Any:
         raise InputError(f"{flag}: {err}") from err
 
 
+def encode_checked(tokenizer: Any, load: Any, sset: Any, use_tpl: bool, flag: str) -> dict[str, Any]:
+    """Tokenise every pair of ``load`` as the run will (``sset``), before anything is written; returns the counts.
+
+    A pair that cannot be encoded (text the tokenizer cannot take, no response token within the budget, …) is an
+    InputError naming the option, file, record and field (``--on-error raise``), or is dropped from ``load.pairs``
+    and counted by reason (``skip``). The counts use ``dpocheck score``'s keys
+    (:mod:`~dpocheck.llm.scoring.account`): ``records_read``, ``pairs`` (kept), ``skipped_by_reason`` and the
+    truncation counts.
+    """
+    from dpocheck.llm.scoring.account import truncation_counts
+    from dpocheck.llm.scoring.encode import ScoringError, encode_pairs
+
+    try:
+        enc = encode_pairs(tokenizer, load.pairs, sset, use_tpl)
+    except ScoringError as err:
+        raise InputError(f"{flag} {load.path}: {err}") from err
+    load.pairs = enc.pairs
+    by_reason = dict(load.skipped)
+    for item in enc.skipped:
+        by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
+    if not enc.pairs:
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(by_reason.items())) or "none read"
+        raise InputError(f"{flag} {load.path}: no pair to train on ({load.n_records} records read; skipped: {why})")
+    return {
+        "records_read": load.n_records,
+        "pairs": len(enc.pairs),
+        "skipped_by_reason": dict(sorted(by_reason.items())),
+        **truncation_counts(enc.encoded),
+        "boundary_merged": sum(e.boundary_merged for e in enc.encoded),
+    }
+
+
+def account_line(counts: dict[str, Any], max_length: int | None) -> str:
+    """``training on N, skipped M (…) of R records read; K sequences truncated to max_length=L`` (score's words)."""
+    from dpocheck.llm.scoring.account import skip_line, truncation_line
+
+    kept = skip_line(counts["pairs"], counts["skipped_by_reason"], verb="training on")
+    return f"{kept} of {counts['records_read']} records read; {truncation_line(counts, max_length)}"
+
+
 def _use_cpu(settings: TrainSettings) -> bool:
     import torch
 
@@ -179,8 +227,16 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
 
     The output folder goes through the output protocol (:mod:`dpocheck.llm.manifest`): its manifest says
     ``running`` while the run goes on, ``complete`` at the end and ``failed`` with the reason (and the step) when
-    any error stops it.
+    any error stops it. ``progress=False`` silences every bar (transformers', TRL's, the GGUF de-quantisation's)
+    for the run only: the global setting is restored afterwards.
     """
+    from dpocheck.llm.models import quiet_loading
+
+    with quiet_loading(not settings.progress):
+        return _train(settings, callbacks)
+
+
+def _train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...]) -> TrainResult:
     validate(settings)
     t0 = time.perf_counter()
     import torch
@@ -191,14 +247,11 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
     check_trl()  # a TRL without the hooks the trainer overrides stops here, before any model loads
     from dpocheck.llm.models import load_config, load_tokenizer
     from dpocheck.llm.scoring.render import resolve_chat_template
+    from dpocheck.llm.scoring.runner import tokenizer_info
     from dpocheck.llm.scoring.settings import cap_max_length, context_length
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    if not settings.progress:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
     state = PartialState(cpu=_use_cpu(settings))  # joins the process group under `accelerate launch`
     main = state.is_main_process
     out = Path(settings.out).absolute()
@@ -220,12 +273,20 @@ def train(settings: TrainSettings, callbacks: list[Any] | tuple[Any, ...] = ()) 
     load = _load_data(settings, settings.data, prompt_style)
     heldout = _load_data(settings, settings.heldout, prompt_style) if settings.heldout else None
     _print(f"data: {load.summary()}", main)
+    # every pair is tokenised before anything is written: a bad record stops here, named, with no output folder
+    sset = score_settings(settings, max_length)
+    counts = encode_checked(tokenizer, load, sset, use_tpl, "--data")
+    _print(f"dpocheck train: {account_line(counts, max_length)}", main)
+    if heldout is not None:
+        counts["heldout"] = encode_checked(tokenizer, heldout, sset, use_tpl, "--heldout")
     data_id = data_identity(
         settings.data, format=load.format, delta_reward_source=settings.delta_reward_source, prompt_style=prompt_style
     )
     extra = {
         "loss": {"name": spec.name, "claim": spec.claim, "params": params, "convention": settings.normalize},
         "data": {"pairs": len(load.pairs), "skipped": load.skipped},
+        "counts": counts,
+        "tokenizer": tokenizer_info(tokenizer, use_tpl, with_template=False),
         "max_length_used": max_length,
         "versions": versions(),
         "world_size": state.num_processes,
@@ -271,25 +332,30 @@ class _Job:
     state: Any
     manifest: OutputRun
     trainer: Any = None
+    precision: Any = None
 
     def step(self) -> int | None:
         """The optimizer step reached (None before the trainer exists): recorded with a failure."""
         return None if self.trainer is None else int(self.trainer.state.global_step)
 
     def run(self, model_path: Path, spec: Any, params: dict[str, float], callbacks: Any) -> dict[str, Any]:
-        from dpocheck.llm.models import load_model
-
+        from .adapters import load_policy, quiet_peft_warnings
         from .callback import UndesirableSpaceCallback
         from .corrupt import corrupt_reference
-        from .trainer import trainable_model
+        from .guards import DivergenceCallback, diverged, explain_tied_head
+        from .precision import training_precision
 
         s, out, main, run = self.settings, self.out, self.state.is_main_process, self.manifest
         t0 = time.perf_counter()
-        loaded = load_model(model_path, dtype="fp32", device="cpu", trust_remote_code=s.trust_remote_code)
-        model = trainable_model(loaded.model)
-        model_record = {"path": str(model_path), "source": loaded.source, "parameters": loaded.n_parameters}
-        run.update(model={**model_record, "dtype": "torch.float32"})
-        ref_model_path, ref_source = model_path, loaded.source
+        device = self.state.device if s.device is None else s.device
+        precision = self.precision = training_precision(s, device)
+        _print(f"dpocheck train: {precision.note()}", main and precision.note() is not None)
+        model, source, n_parameters = load_policy(model_path, s, precision, device)
+        model_record = {"path": str(model_path), "source": source, "parameters": n_parameters}
+        run.update(model={**model_record, "dtype": str(precision.torch_dtype)})
+        run.manifest["precision"] = precision.record()
+        run.manifest["gradient_checkpointing"] = bool(s.gradient_checkpointing)
+        ref_model_path, ref_source = model_path, source
         if s.corrupt_reference is not None:
             model, record = corrupt_reference(
                 model, self.tokenizer, self.load.pairs, s, self.score_settings(), self.use_tpl, out, main, self.state
@@ -327,25 +393,50 @@ class _Job:
             heldout_rows = training_rows(
                 self.tokenizer, self.heldout.pairs, h_rows, params, s, self.use_tpl, self.score_settings()
             )
-        trainer = self.trainer = build_trainer(model, self.tokenizer, rows, s, out)
+        peft_config = targets = None
+        if s.lora_r is not None:
+            from .adapters import lora_config, resolve_targets
+
+            targets = resolve_targets(model, s.lora_target_modules, model_path.name)
+            peft_config = lora_config(s, targets)
+        trainer = self.trainer = build_trainer(model, self.tokenizer, rows, s, out, precision, peft_config)
+        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        run.manifest["trainable_parameters"] = int(trainable)
+        if targets is not None:
+            from .adapters import lora_record
+
+            run.manifest["lora"] = lora_record(s, targets, trainable, out)
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # stdout carries the one JSON summary line; metrics.jsonl the logs
         trainer.add_callback(metrics_callback(out / METRICS))  # before the eval callback: it logs at step 0
-        eval_cb = UndesirableSpaceCallback(trainer, rows, s.eval_every, out, heldout_rows, batch_tokens=s.batch_tokens)
+        trainer.add_callback(DivergenceCallback())  # after the metrics file: the diverged step's row is kept
+        eval_tokens = precision.scoring_batch_tokens(s.batch_tokens)
+        eval_cb = UndesirableSpaceCallback(trainer, rows, s.eval_every, out, heldout_rows, batch_tokens=eval_tokens)
         trainer.add_callback(eval_cb)
         for cb in callbacks:
             trainer.add_callback(cb)
         resume_from = last_checkpoint(out) if s.resume else None
         _print(f"resuming from {resume_from}" if resume_from else "training from step 0", main and s.resume)
         t_train = time.perf_counter()
-        trainer.train(resume_from_checkpoint=resume_from)
+        try:
+            with explain_tied_head(trainer.model, lambda line: _print(line, main)), quiet_peft_warnings():
+                trainer.train(resume_from_checkpoint=resume_from)  # checkpoints of a LoRA run save its adapter
+        except FloatingPointError as err:  # the trainer's check of the policy's log-probs
+            raise diverged(trainer.state.global_step + 1, str(err), s.lr) from err
         train_seconds = time.perf_counter() - t_train
         step = trainer.state.global_step  # the final policy was scored by the callback at the end of training
         final = out / "final"
-        trainer.save_model(str(final))  # main process only; safetensors
-        if main:
-            self.tokenizer.save_pretrained(str(final))
+        if s.lora_r is None:
+            trainer.save_model(str(final))  # main process only; safetensors
+            if main:
+                self.tokenizer.save_pretrained(str(final))
+        else:  # OUT/adapter (PEFT) and OUT/final (merged)
+            from .adapters import save_adapter_and_merged
+
+            tok = self.tokenizer
+            merged = save_adapter_and_merged(trainer, out, ref_model_path, precision.dtype, tok, s, self.state)
+            run.manifest["lora"].update(merged or {})
         history = [h for h in trainer.state.log_history if "loss" in h]
         final_loss = float(history[-1]["loss"]) if history else None
         result = {
@@ -362,8 +453,9 @@ class _Job:
         return result
 
     def score_settings(self) -> Any:
-        """The ScoreSettings of the reference and eval scoring passes (fp32, packed, the run's token budget)."""
-        return score_settings(self.settings, self.max_length)
+        """The ScoreSettings of the reference and eval scoring passes (packed, the run's token budget, precision
+        and layout)."""
+        return score_settings(self.settings, self.max_length, self.precision)
 
     def reference_rows(
         self,
@@ -393,7 +485,7 @@ class _Job:
                 )
             return rows, {"scores": str(ref.resolve()), "reused": True}
         ref = self.out / folder
-        model_id = {**model_fingerprint(model_path), "source": source, "dtype": "torch.float32"}
+        model_id = {**model_fingerprint(model_path), "source": source, "dtype": str(self.precision.torch_dtype)}
         was_training = model.training
         model.eval()
         scored = score_to_directory(
@@ -434,15 +526,21 @@ def training_rows(
     )
 
 
-def config_overrides(settings: TrainSettings) -> dict[str, Any]:
+def config_overrides(settings: TrainSettings, precision: Any = None) -> dict[str, Any]:
     """What ``dpocheck train`` sets on top of :func:`~dpocheck.llm.train.trainer.preference_config`: β, the
-    schedule, the seed, checkpoints (every key a DPOConfig field: tested)."""
+    schedule, the seed, checkpoints, the micro-batching of ``precision`` (default: the run's on the CPU),
+    gradient checkpointing (every key a DPOConfig field: tested)."""
+    from .precision import training_precision
+    from .trainer import checkpointing_overrides
+
+    precision = precision if precision is not None else training_precision(settings, "cpu")
     length = {"max_steps": settings.max_steps} if settings.max_steps else {"num_train_epochs": settings.epochs or 1.0}
     return {
         "beta": settings.beta,
         "learning_rate": settings.lr,
-        "per_device_train_batch_size": settings.batch_size,
-        "gradient_accumulation_steps": settings.grad_accum,
+        "per_device_train_batch_size": precision.per_device_batch,
+        "gradient_accumulation_steps": precision.accumulation,
+        **checkpointing_overrides(settings.gradient_checkpointing),
         "seed": settings.seed,
         "data_seed": settings.seed,
         "save_strategy": "steps",
@@ -455,17 +553,31 @@ def config_overrides(settings: TrainSettings) -> dict[str, Any]:
     }
 
 
-def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], settings: TrainSettings, out: Path) -> Any:
+def build_trainer(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    settings: TrainSettings,
+    out: Path,
+    precision: Any = None,
+    peft_config: Any = None,
+) -> Any:
     """The preference trainer (the core's DPOTrainer subclass) on training ``rows``.
 
-    The DPOConfig is the core's :func:`preference_config` (fp32 explicitly — TRL's bf16 default changes the loss —
-    columns kept, every step logged, no reporting) with :func:`config_overrides`: this run's seed, schedule and
-    checkpoints in ``OUT/checkpoints``.
+    The DPOConfig is the core's :func:`preference_config` (no Trainer autocast — the weights' own dtype is the
+    precision, :mod:`.precision` — columns kept, every step logged, no reporting) with :func:`config_overrides`:
+    this run's seed, schedule, micro-batching, checkpointing and checkpoints in ``OUT/checkpoints``. The collator
+    pads rows to ``precision.pad_multiple``; ``peft_config`` (PEFT) goes to TRL.
     """
+    from dpocheck.llm.models import pad_token_id
+
+    from .collator import PackedPreferenceCollator
     from .dataset import to_dataset
+    from .precision import training_precision
     from .trainer import PreferenceTrainer, preference_config
 
-    config = preference_config(str(out / "checkpoints"), **config_overrides(settings))
+    precision = precision if precision is not None else training_precision(settings, "cpu")
+    config = preference_config(str(out / "checkpoints"), **config_overrides(settings, precision))
     return PreferenceTrainer(
         model=model,
         args=config,
@@ -473,4 +585,6 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], settin
         processing_class=tokenizer,
         loss_name=settings.loss,
         normalize=settings.normalize,
+        data_collator=PackedPreferenceCollator(pad_token_id(tokenizer), pad_multiple=precision.pad_multiple),
+        peft_config=peft_config,
     )

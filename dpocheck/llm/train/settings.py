@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dpocheck.errors import InputError
+from dpocheck.llm.data.load import input_file
 from dpocheck.llm.manifest import MANIFEST, check_output, differences, is_complete, read_manifest
 from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
 
@@ -22,6 +23,17 @@ TOOL = "train"
 LOSS_PARAM_FLAGS = {"gamma": "--gamma", "tau": "--tau", "alpha": "--alpha", "lam": "--lambda"}  # registry name → flag
 METRICS = "metrics.jsonl"
 RESUME_FREE = ("resume", "threads", "progress")  # settings that may differ when a run is resumed
+TRAIN_DTYPES = ("auto", "fp32", "bf16")
+#: the scale options and their defaults; left out of a run's identity at their default, so runs made before the
+#: options existed still resume and are reused by ``train-sweep``
+SCALE_DEFAULTS: dict[str, Any] = {
+    "lora_r": None,
+    "lora_alpha": None,
+    "lora_dropout": 0.0,
+    "lora_target_modules": None,
+    "load_in_4bit": False,
+    "gradient_checkpointing": False,
+}
 
 
 @dataclass
@@ -64,6 +76,14 @@ class TrainSettings:
     resume: bool = False
     threads: int | None = None
     progress: bool = True
+    # scale (dpocheck.llm.train.precision, .adapters): None = full fine-tuning; alpha None = 2·r; targets None = the
+    # attention + MLP projections of the model's layers
+    lora_r: int | None = None
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | None = None
+    load_in_4bit: bool = False
+    gradient_checkpointing: bool = False
 
     def loss_params(self) -> dict[str, float]:
         """The loss hyper-parameters given on the command line (γ, τ, α); the registry fills the rest."""
@@ -77,6 +97,9 @@ class TrainSettings:
             if d[k] is not None:
                 d[k] = os.path.abspath(d[k])
         d["model"] = str(resolve_model_path(self.model))
+        for k, default in SCALE_DEFAULTS.items():
+            if d[k] == default:
+                del d[k]
         return {k: v for k, v in d.items() if k not in RESUME_FREE}
 
 
@@ -134,8 +157,8 @@ def validate(settings: TrainSettings) -> None:
         raise InputError(f"--gamma: must be a finite number >= 0, got {s.gamma!r}")
     if s.normalize not in LOGP_CONVENTIONS:
         raise InputError(f"--normalize: expected one of {LOGP_CONVENTIONS}, got {s.normalize!r}")
-    if s.dtype not in ("auto", "fp32"):
-        raise InputError(f"--dtype: training runs in fp32 (auto means fp32 here), got {s.dtype!r}")
+    if s.dtype not in TRAIN_DTYPES:
+        raise InputError(f"--dtype: training runs in {', '.join(TRAIN_DTYPES)}, got {s.dtype!r}")
     for name, value, low in (
         ("--batch-size", s.batch_size, 1),
         ("--grad-accum", s.grad_accum, 1),
@@ -167,19 +190,32 @@ def validate(settings: TrainSettings) -> None:
             raise InputError(f"--corrupt-lr: must be > 0, got {s.corrupt_lr!r}")
     if s.threads is not None and s.threads < 1:
         raise InputError(f"--threads: must be >= 1, got {s.threads}")
-    if not Path(s.data).is_file():
-        raise InputError(f"--data: preference data file not found: {s.data}")
-    if s.heldout is not None and not Path(s.heldout).is_file():
-        raise InputError(f"--heldout: file not found: {s.heldout}")
+    for flag, path in (("--data", s.data), ("--heldout", s.heldout)):
+        try:
+            if path is not None:
+                input_file(path)
+        except OSError as err:
+            raise InputError(f"{flag}: {err}") from None
     model_path = resolve_model_path(s.model)
     if not model_path.exists():
         raise InputError(f"--model: {model_path} does not exist")
     resolve_loss(s)
+    check_scale_settings(s, model_path)  # LoRA, 4-bit, bf16: one line naming the flag, before any weight loads
     old = check_out_dir(s.out, s.resume)
     if old is not None:
         check_resume_settings(Path(s.out), old, s)
     if s.reference_scores is not None:
         check_reference_scores(Path(s.reference_scores), model_path, Path(s.data), s)
+
+
+def check_scale_settings(settings: TrainSettings, model_path: Path) -> None:
+    """The LoRA / QLoRA / precision options (:mod:`.adapters`, :mod:`.precision`): numbers, combinations, the target
+    modules against a weightless build of the model, and what the machine supports."""
+    from .adapters import check_adapter_settings
+    from .precision import check_precision_settings
+
+    check_adapter_settings(settings, model_path)
+    check_precision_settings(settings)
 
 
 def check_resume_settings(out: Path, manifest: dict[str, Any], settings: TrainSettings) -> None:

@@ -33,14 +33,23 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from dpocheck._io import read_jsonl, write_text_atomic
+from dpocheck._io import write_text_atomic
 from dpocheck._plot import pyplot, save_figure
 from dpocheck.errors import InputError
 from dpocheck.llm.manifest import is_complete, open_output, read_manifest, read_manifest_if_any
 from dpocheck.llm.preflight import check_output_path
 
 from .displacement_report import write_displacement_report
-from .experiment import Entry, e2_llm_entries, eval_files, reference_gamma_star, resolve_gamma, tidy_rows
+from .experiment import (
+    Entry,
+    e2_llm_entries,
+    eval_files,
+    finite_number,
+    read_eval_rows,
+    reference_gamma_star,
+    resolve_gamma,
+    tidy_rows,
+)
 from .settings import MANIFEST, TrainSettings
 
 SWEEPS: dict[str, Callable[[int], list[Entry]]] = {"e2_llm": e2_llm_entries}
@@ -120,7 +129,7 @@ def _gamma_star_for(entry: Entry, out: Path, done: list[Entry]) -> tuple[float, 
         if other.corrupt == entry.corrupt and other.seed == entry.seed:
             step0 = out / "runs" / other.name / "eval" / "step-0.jsonl"
             if step0.is_file():
-                g = reference_gamma_star(read_jsonl(step0), entry.beta, entry.normalize)
+                g = reference_gamma_star(read_eval_rows(step0, entry.normalize), entry.beta, entry.normalize)
                 return g, str(step0.relative_to(out))
     raise InputError(
         f"entry {entry.name}: γ = {entry.gamma} needs γ* of the R = {entry.corrupt:g} reference, and no finished "
@@ -225,35 +234,66 @@ def _run_entry(
 
 
 # --------------------------------------------------------------------------------------------------- report
+def run_spec(run: Path) -> dict[str, Any]:
+    """A finished run's loss, β, γ, convention and R from its manifest; an InputError naming the field when one
+    is missing or malformed (a damaged manifest)."""
+    where = run / MANIFEST
+    manifest = read_manifest(where)
+    loss = manifest.get("loss")
+    if (
+        not isinstance(loss, dict)
+        or not isinstance(loss.get("name"), str)
+        or loss.get("convention") not in ("sum", "mean")
+    ):
+        raise InputError(f"{where}: field 'loss' must name the loss and its convention (sum or mean), got {loss!r}")
+    beta = run_settings(manifest).get("beta") if isinstance(manifest.get("fingerprint"), dict) else None
+    if not (finite_number(beta) and beta > 0):
+        raise InputError(f"{where}: field 'fingerprint.settings.beta' must be a finite number > 0, got {beta!r}")
+    params = loss.get("params") if isinstance(loss.get("params"), dict) else {}
+    corruption = manifest.get("corruption") if isinstance(manifest.get("corruption"), dict) else {}
+    return {
+        "loss": loss["name"],
+        "beta": float(beta),
+        "gamma": params.get("gamma", ""),
+        "normalize": loss["convention"],
+        "R": corruption.get("share_R", 0.0),
+    }
+
+
 def run_table(run: Path) -> list[dict[str, Any]]:
     """One tidy row per eval step of one ``dpocheck train`` folder, recomputed from its eval files (C3, C4, C8).
 
     γ* (Thm 4.9) comes from the run's reference log-probs in the run's convention with Δr* = 0 for every pair.
     """
-    manifest = read_manifest(run / MANIFEST)
-    loss = manifest["loss"]
-    conv, beta = loss["convention"], float(run_settings(manifest)["beta"])
-    settings = {
-        "loss": loss["name"],
-        "beta": beta,
-        "gamma": loss["params"].get("gamma", ""),
-        "normalize": conv,
-        "R": (manifest.get("corruption") or {}).get("share_R", 0.0),
-    }
+    settings = run_spec(run)
+    conv, beta = settings["normalize"], settings["beta"]
     steps = eval_files(run)
     if not steps:
         return []
     try:
-        g_star = reference_gamma_star(read_jsonl(steps[0][1]), beta, conv)
+        g_star = reference_gamma_star(read_eval_rows(steps[0][1], conv), beta, conv)
     except OverflowError:
         g_star = math.inf
     return [{**row, "gamma_star_dr0": g_star} for row in tidy_rows(run, run.name, settings)]
 
 
+def finished_runs(out: Path) -> list[Path]:
+    """The finished ``dpocheck train`` folders under ``OUT/runs``; an InputError when there is none yet."""
+    runs = out / "runs"
+    found = sorted(p for p in runs.iterdir() if p.is_dir() and _is_complete(p)) if runs.is_dir() else []
+    if not found:
+        what = "no finished runs" if runs.is_dir() and any(runs.iterdir()) else "no runs"
+        raise InputError(
+            f"{what} in {out} yet: `dpocheck train-sweep --out {out}` runs them (--report-only only tabulates "
+            "finished runs)"
+        )
+    return found
+
+
 def sweep_rows(out: Path) -> list[dict[str, Any]]:
     """The tidy rows of every finished run under ``OUT/runs``."""
     rows: list[dict[str, Any]] = []
-    for run in sorted(p for p in (out / "runs").iterdir() if _is_complete(p)):
+    for run in finished_runs(out):
         rows.extend(run_table(run))
     return rows
 
@@ -312,8 +352,8 @@ def final_policy_report(run: Path, n_bootstrap: int = 1000) -> Any:
     from dpocheck.llm.analysis.results import analyze
     from dpocheck.llm.analysis.scores import read_scores, resolve_delta_reward
 
-    manifest = read_manifest(run / MANIFEST)
-    conv, beta = manifest["loss"]["convention"], float(run_settings(manifest)["beta"])
+    spec = run_spec(run)
+    conv, beta = spec["normalize"], spec["beta"]
     steps = eval_files(run)
     ref = read_scores(run / "reference")
     dr = resolve_delta_reward(ref)
@@ -333,7 +373,7 @@ def write_final_reports(out: Path) -> tuple[list[Path], str]:
         "Δr* = 0 [95 % CI] | mean DPO loss at β |",
         "|---|---|---|---|---|---|---|",
     ]
-    for run in sorted(p for p in (out / "runs").iterdir() if _is_complete(p) and (p / "reference").is_dir()):
+    for run in [p for p in finished_runs(out) if (p / "reference").is_dir()]:
         rep = final_policy_report(run)
         written.append(write_text_atomic(out / "violations" / f"{run.name}.json", report_to_json(rep)))
         written.append(write_text_atomic(out / "violations" / f"{run.name}.md", render_markdown(rep)))

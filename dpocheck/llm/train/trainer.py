@@ -20,6 +20,17 @@ extra pins the tested range :data:`TESTED_TRL`):
 * ``prediction_step`` — TRL's asks ``compute_loss`` for logits, which the packed forward never builds (logits only
   at scored positions); evaluation returns the loss, and the metrics land in TRL's eval store (``eval_*`` keys).
 
+Two functions of TRL's ``dpo_trainer`` module are replaced while ``DPOTrainer.__init__`` runs
+(:data:`TRL_PATCHED_FUNCTIONS`; :func:`check_trl` refuses a TRL without them): ``hash_module``, which hashes the
+whole state dict for TRL's own reference precompute (a float32 copy of each tensor: ~35-40 s and ~4 GB of host RAM
+per rank at 8B), and ``create_model_from_path``, with which TRL under FSDP loads a second, reference copy of the
+model from its config's name. The reference log-probs come with the rows, so neither is needed.
+
+Adapters: ``peft_config`` (a PEFT ``LoraConfig``) goes to TRL, which seeds with ``args.seed`` and wraps the model
+with ``get_peft_model``; pass the bare model (made trainable by :func:`trainable_model`), never a wrapped one.
+TRL's ``disable_dropout`` zeroes every ``nn.Dropout``, the adapter's too: the adapter's dropout is set back to
+``peft_config.lora_dropout`` afterwards (the base model's own dropout stays off, as in the reference scoring).
+
 The logged ``loss`` is the batch-mean loss accumulated in float64 through TRL's metric store (TRL's ``log``
 lets it replace the Trainer's own float32 running loss; the two agree to float32 rounding). This matters for
 ``cpo_margin`` with summed log-probs: its offsets c = β·δ_ref + m carry m ~ e^{100} or more, so ℓ ≈ c − β·δ_θ
@@ -29,6 +40,7 @@ NaN, so its end-of-run ``train_loss`` summary is NaN there, while the logged per
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 from collections.abc import Mapping, Sequence
@@ -67,6 +79,8 @@ TRL_HOOKS: dict[str, tuple[str, ...]] = {
     "prediction_step": ("model", "inputs", "prediction_loss_only", "ignore_keys"),
     "log": ("logs", "start_time"),
 }
+#: Functions of ``trl.trainer.dpo_trainer`` replaced while ``DPOTrainer.__init__`` runs (see the module docstring).
+TRL_PATCHED_FUNCTIONS = ("hash_module", "create_model_from_path")
 
 
 def check_trl(trainer_class: Any = DPOTrainer) -> None:
@@ -74,7 +88,14 @@ def check_trl(trainer_class: Any = DPOTrainer) -> None:
     parameters (:data:`TRL_HOOKS`): an InputError naming the TRL version and the tested range, before any model
     loads, instead of a silent change of behaviour."""
     import trl
+    import trl.trainer.dpo_trainer as dpo_module
 
+    for name in TRL_PATCHED_FUNCTIONS:
+        if not callable(getattr(dpo_module, name, None)):
+            raise InputError(
+                f"TRL {trl.__version__}: trl.trainer.dpo_trainer.{name} is missing, but dpocheck's trainer replaces it "
+                f"while DPOTrainer.__init__ runs; it is tested with trl{TESTED_TRL}: pip install 'trl{TESTED_TRL}'"
+            )
     for name, expected in TRL_HOOKS.items():
         fn = getattr(trainer_class, name, None)
         got = list(inspect.signature(fn).parameters)[1:] if callable(fn) else None
@@ -93,6 +114,29 @@ CHECKPOINTING_FIELD = (
     if "activation_checkpointing" in {f.name for f in dataclasses.fields(DPOConfig)}
     else "gradient_checkpointing"
 )
+
+
+def checkpointing_overrides(enabled: bool) -> dict[str, Any]:
+    """The DPOConfig keys of ``--gradient-checkpointing``: transformers' activation checkpointing of the decoder
+    layers, non-reentrant (exact on the CPU: the same losses and gradients as without; it acts in training mode
+    only, so the no-grad eval scoring is unchanged). TRL forces reentrant for PEFT under ZeRO-3 (its own rule)."""
+    kwargs_field = f"{CHECKPOINTING_FIELD}_kwargs"
+    return {CHECKPOINTING_FIELD: bool(enabled), kwargs_field: {"use_reentrant": False} if enabled else None}
+
+
+@contextlib.contextmanager
+def _without_trl_reference_work() -> Any:
+    """Inside ``DPOTrainer.__init__``: no state-dict hash, no reference model loaded (see the module docstring)."""
+    import trl.trainer.dpo_trainer as dpo_module
+
+    saved = {name: getattr(dpo_module, name) for name in TRL_PATCHED_FUNCTIONS}
+    dpo_module.hash_module = lambda module: "dpocheck: reference log-probs precomputed in the rows"
+    dpo_module.create_model_from_path = lambda *args, **kwargs: None  # TRL guards every later use with `is not None`
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(dpo_module, name, fn)
 
 
 def preference_config_kwargs(output_dir: str, **overrides: Any) -> dict[str, Any]:
@@ -147,6 +191,7 @@ class PreferenceTrainer(DPOTrainer):
     ``train_dataset``: a list of rows or a ``datasets.Dataset`` of them. ``normalize``: the convention δ_θ is
     formed in (``sum`` or ``mean``; the rows' ``loss_*`` columns must have been built with the same one).
     ``record_pairs=True`` keeps every training batch's per-pair log-probs in :attr:`pair_records` (for checks).
+    ``peft_config``: a PEFT adapter config (e.g. ``LoraConfig``) handed to TRL (module docstring).
     Logged per step: ``loss`` (float64, see the module docstring), ``<metric>/<normalize>`` for the metrics of
     :mod:`dpocheck.llm.train.metrics`, the mean ``logps/chosen/<normalize>``, ``logps/rejected/<normalize>``, and
     the Trainer's ``learning_rate``, ``grad_norm``, ``epoch``. β (``args.beta``), ``normalize`` and the loss
@@ -170,6 +215,7 @@ class PreferenceTrainer(DPOTrainer):
         callbacks: list[Any] | None = None,
         optimizers: tuple[Any, Any] = (None, None),
         record_pairs: bool = False,
+        peft_config: Any = None,
     ):
         check_trl()
         if processing_class is None:
@@ -189,17 +235,26 @@ class PreferenceTrainer(DPOTrainer):
             data_collator = PackedPreferenceCollator(pad_token_id(processing_class))
         self.record_pairs = record_pairs
         self.pair_records: list[dict[str, Any]] = []
-        super().__init__(
-            model=model,
-            ref_model=None,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            callbacks=callbacks,
-            optimizers=optimizers,
-        )
+        from .adapters import quiet_peft_warnings
+
+        with _without_trl_reference_work(), quiet_peft_warnings():
+            super().__init__(
+                model=model,
+                ref_model=None,
+                args=args,
+                data_collator=data_collator,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                peft_config=peft_config,
+            )
+        dropout = float(getattr(peft_config, "lora_dropout", 0.0) or 0.0)
+        if dropout > 0 and args.disable_dropout:
+            from .adapters import restore_lora_dropout
+
+            restore_lora_dropout(self.model, dropout)
 
     # ------------------------------------------------------------------------------------------ datasets
     def _as_checked_dataset(self, data: Any, beta: float, name: str) -> Any:
