@@ -75,6 +75,7 @@ class ScoreTable:
         """CHES per pair in the ``sum`` (hidden-state sums) or ``mean`` (per-token means) form; NaN where absent."""
         check_convention(normalization)
         return getattr(self, f"ches_{normalization}")
+
     truncation_recorded: bool = True  # every row carried both *_truncated flags (else they read as False)
 
     def __len__(self) -> int:

@@ -229,6 +229,8 @@ def write_displacement_outputs(ref, policy, norm: str, out: Path, *, plot: bool 
         title = f"{Path(policy.source).name} against {Path(ref.source).name} ({norm} log-probs)"
         written.append(plot_displacement(rows, out / f"displacement-{norm}.png", norm, title))
     return written
+
+
 REPORT_PATTERNS = ("violations-*.json", "violations-*.md", "fig1-*.png")  # what `violations` writes into --out
 
 
