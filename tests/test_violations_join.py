@@ -197,7 +197,8 @@ def test_reports_are_named_after_the_policy_and_never_overwritten(made, tmp_path
     assert first.read_bytes() == before and not (first.parent / "violations-mean.json").exists()
     argv = _violations("--scores", str(ref), "--policy-scores", str(eval_file), "--normalize", "mean", "--overwrite")
     assert _run(capsys, argv)[0] == 0
-    assert sorted(p.name for p in first.parent.iterdir()) == ["violations-mean.json", "violations-mean.md"]
+    names = sorted(p.name for p in first.parent.iterdir())  # the old sum report (and its pair table) is gone
+    assert names == ["pairs-mean.csv", "violations-mean.json", "violations-mean.md"]
 
 
 @pytest.mark.parametrize(

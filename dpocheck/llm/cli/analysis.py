@@ -231,7 +231,13 @@ def write_displacement_outputs(ref, policy, norm: str, out: Path, *, plot: bool 
     return written
 
 
-REPORT_PATTERNS = ("violations-*.json", "violations-*.md", "fig1-*.png")  # what `violations` writes into --out
+REPORT_PATTERNS = (
+    "violations-*.json",
+    "violations-*.md",
+    "fig1-*.png",
+    "pairs-*.csv",
+    "displacement-*.png",
+)  # what `violations` writes into --out
 
 
 def default_report_dir(scores: str, policy: str | None) -> Path:
@@ -250,7 +256,7 @@ def default_report_dir(scores: str, policy: str | None) -> Path:
 def check_report_dir(out: Path, overwrite: bool) -> None:
     """Refuse to write into a folder that already holds a ``violations`` report, unless ``overwrite`` (then the
     old report's files are removed first, so the folder never mixes two reports)."""
-    found = sorted(f for pattern in REPORT_PATTERNS for f in out.glob(pattern)) if out.is_dir() else []
+    found = [f for pattern in REPORT_PATTERNS for f in sorted(out.glob(pattern))] if out.is_dir() else []
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
     if found and not overwrite:
