@@ -16,11 +16,11 @@ sides alike. Sides (``--sides``, default all):
   timed: ``reference_seconds``), no reference model held; each step runs the policy on chosen and rejected
   sequences, concatenated and padded (the prompt twice);
 * ``trl-ref`` — ``DPOTrainer`` with a reference model passed in (a second fp32 copy), run at every step;
-* ``dpocheck-bf16`` and ``dpocheck-bf16-lora`` — ``dpocheck train --dtype bf16`` (full fine-tuning) and
-  ``--dtype bf16 --lora-r 16`` (LoRA on the attention and MLP projections; ``final/`` is the merged model). They
-  need the scale-training options of :class:`~dpocheck.llm.train.settings.TrainSettings` (``dtype`` "bf16",
-  ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``, ``gradient_checkpointing``); where those
-  are absent the sides are skipped and the report says so.
+* ``dpocheck-lora``, ``dpocheck-bf16-lora`` and ``dpocheck-bf16-lora-gc`` — ``dpocheck train --lora-r 16`` in fp32,
+  the same with ``--dtype bf16`` (a frozen bf16 base with LoRA adapters on the attention and MLP projections;
+  ``final/`` is the merged model), and that with ``--gradient-checkpointing``: LoRA alone, bf16 weights, and the
+  memory-lean setting, each against fp32 full fine-tuning. bf16 *full* fine-tuning is not a side: ``dpocheck
+  train`` refuses it (pure-bf16 Adam updates at lr 1e-5 round away; docs/bf16.md).
 
 Reported per side (steps after ``--warmup``): the **median** step wall time, the mean and median process CPU time
 (all threads), **end-to-end** wall time (from before the model loads to the end of training: each side's
@@ -46,7 +46,6 @@ Writes benchmarks/results/bench_train.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -63,19 +62,12 @@ for p in (REPO, REPO / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-SIDES = ("dpocheck", "trl-precompute", "trl-ref", "dpocheck-bf16", "dpocheck-bf16-lora")
-SCALE_SIDES = {"dpocheck-bf16": {"dtype": "bf16"}, "dpocheck-bf16-lora": {"dtype": "bf16", "lora_r": 16}}
-SCALE_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "gradient_checkpointing")
-SCALE_MISSING = "needs the scale-training options (TrainSettings dtype='bf16', lora_r, gradient_checkpointing)"
-
-
-def scale_options_missing() -> str | None:
-    """Why the bf16/LoRA sides cannot run here (None when TrainSettings has the scale-training fields)."""
-    from dpocheck.llm.train.settings import TrainSettings
-
-    names = {f.name for f in dataclasses.fields(TrainSettings)}
-    missing = [f for f in SCALE_FIELDS if f not in names]
-    return f"{SCALE_MISSING}; missing here: {', '.join(missing)}" if missing else None
+SIDES = ("dpocheck", "trl-precompute", "trl-ref", "dpocheck-lora", "dpocheck-bf16-lora", "dpocheck-bf16-lora-gc")
+SCALE_SIDES = {  # TrainSettings options of the LoRA / bf16 sides
+    "dpocheck-lora": {"lora_r": 16},
+    "dpocheck-bf16-lora": {"dtype": "bf16", "lora_r": 16},
+    "dpocheck-bf16-lora-gc": {"dtype": "bf16", "lora_r": 16, "gradient_checkpointing": True},
+}
 
 
 def matmul_peak_gflops(dtype_name: str, n: int = 2048, reps: int = 6) -> float:
@@ -403,18 +395,11 @@ def main() -> None:
     bad = [s for s in sides if s not in SIDES]
     if bad or not sides or sides[0] != "dpocheck":
         ap.error(f"--sides: dpocheck first, then any of {SIDES}; got {a.sides!r}")
-    skipped = {}
-    why = scale_options_missing()
-    if why:
-        skipped = {s: why for s in sides if s in SCALE_SIDES}
-        sides = [s for s in sides if s not in SCALE_SIDES]
     import torch
 
     torch.set_num_threads(a.threads)
     peaks = {"fp32": matmul_peak_gflops("fp32"), "bf16": matmul_peak_gflops("bf16")}
     print(f"matmul peak ({a.threads} threads): fp32 {peaks['fp32']:.1f}, bf16 {peaks['bf16']:.1f} GFLOP/s", flush=True)
-    for side, reason in skipped.items():
-        print(f"skipping {side}: {reason}", flush=True)
     res: dict[str, list[dict]] = {s: [] for s in sides}
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -455,7 +440,6 @@ def main() -> None:
             "prompt twice, head on every position; trl-ref: + 1 reference forward; useful = dpocheck's FLOPs",
         },
         "mean_sequence_tokens_per_pair": seq_tokens,
-        "skipped": skipped,
         "sides": summarise(res, sides, a, flops, peaks, seq_tokens),
     }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -467,15 +451,15 @@ def main() -> None:
 def _print(report: dict, sides: list[str]) -> None:
     s = report["sides"]
     first = {side: s[side]["rounds"][0]["losses"] for side in sides}
-    print("step " + "".join(f"{side:>20}" for side in sides))
+    print("step " + "".join(f"{side:>22}" for side in sides))
     for i in range(len(first["dpocheck"])):
         print(
-            f"{i + 1:>4} " + "".join(f"{first[side][i]:>20.7f}" if i < len(first[side]) else " " * 20 for side in sides)
+            f"{i + 1:>4} " + "".join(f"{first[side][i]:>22.7f}" if i < len(first[side]) else " " * 22 for side in sides)
         )
     for side in sides:
         x = s[side]
         line = (
-            f"{side:<20} median step {x['median_step_seconds']:.3f} s, CPU {x['median_step_cpu_seconds']:.3f} s, "
+            f"{side:<22} median step {x['median_step_seconds']:.3f} s, CPU {x['median_step_cpu_seconds']:.3f} s, "
             f"end to end {x['end_to_end_seconds']:.1f} s, peak RSS {x['peak_rss_gb']:.2f} GB, "
             f"{x['gflops_per_second']:.1f} GFLOP/s = {100 * x['share_of_matmul_peak']:.0f} % of the "
             f"{x['peak_used']} peak (useful {100 * x['useful_share_of_matmul_peak']:.0f} %)"
@@ -489,8 +473,6 @@ def _print(report: dict, sides: list[str]) -> None:
             )
             line += f"; max |Δloss| {x['max_loss_difference_vs_dpocheck']:.1e}"
         print(line)
-    for side, why in report["skipped"].items():
-        print(f"{side:<20} skipped: {why}")
 
 
 if __name__ == "__main__":

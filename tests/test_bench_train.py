@@ -4,7 +4,6 @@ their spread over rounds, and the guard of the bf16/LoRA sides."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -65,12 +64,20 @@ def test_ratios_per_round_and_their_spread(bench):
     assert s["dpocheck"]["share_of_matmul_peak"] == pytest.approx(6e9 / 1.5 / 1e9 / 10.0)
 
 
-def test_bf16_and_lora_sides_wait_for_the_scale_training_options(bench):
-    from dpocheck.llm.train.settings import TrainSettings
+def test_lora_and_bf16_sides_are_options_train_accepts(bench, tmp_path):
+    """Every LoRA/bf16 side is a TrainSettings that passes dpocheck train's checks on a toy Llama (bf16 full
+    fine-tuning, which train refuses, is not a side)."""
+    from dpocheck.llm.models import save_toy_model
+    from dpocheck.llm.train.precision import cpu_bf16_support
+    from dpocheck.llm.train.settings import TrainSettings, validate
 
-    names = {f.name for f in dataclasses.fields(TrainSettings)}
-    why = bench.scale_options_missing()
-    if "lora_r" in names and "gradient_checkpointing" in names:
-        assert why is None
-    else:
-        assert why.startswith("needs the scale-training options") and "lora_r" in why
+    model = save_toy_model(tmp_path / "model", seed=0)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"prompt": "Hi", "chosen": " yes", "rejected": " no"}\n')
+    assert set(bench.SCALE_SIDES) == {s for s in bench.SIDES if s.startswith("dpocheck-")}
+    for side, options in bench.SCALE_SIDES.items():
+        assert options["lora_r"] == 16
+        if options.get("dtype") == "bf16" and cpu_bf16_support() is None:
+            continue  # train refuses bf16 on a CPU without bf16 matmuls (tested in the scale tests)
+        out = tmp_path / side
+        validate(TrainSettings(data=str(data), out=str(out), model=str(model), loss="dpo", beta=0.1, **options))
