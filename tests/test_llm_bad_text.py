@@ -88,7 +88,7 @@ def test_score_under_on_error_raise_names_it_and_writes_nothing(tmp_path, capsys
     status, _, err = _run(capsys, argv)
     assert status == 2
     line = _one_error_line(err, "score")
-    assert "record 2" in line and "'rejected'" in line and "lone surrogate" in line
+    assert str(data) in line and "record 2" in line and "'rejected'" in line and "lone surrogate" in line
     assert not out.exists()  # nothing half-written: a plain rerun after fixing the data is not refused
 
 

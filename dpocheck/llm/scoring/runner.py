@@ -228,6 +228,9 @@ def score_to_directory(
     t0 = time.perf_counter()
     try:  # every record is encoded before anything is written: a bad one (under on_error="raise") leaves no output
         enc = encode_pairs(tokenizer, pairs, settings, use_tpl, bound_memory=bound_memory)
+    except ScoringError as exc:  # name the file beside the record and field
+        failure = InputError(f"--data {data_identity.get('path', '?')}: {exc}")
+        failure.__cause__ = exc
     except Exception as exc:
         failure = exc
     raise_if_any_rank_failed(failure)
