@@ -219,8 +219,8 @@ def lr_demo_lines(demo: Path | None) -> list[str]:
         "### The health verdict on a learning rate that wrecks the model",
         "",
         f"`dpocheck train --loss dpo --beta 0.1 --limit {s['limit']} --max-length {s['max_length']} --batch-size "
-        f"{s['batch_size']} --max-steps {s['max_steps']} --eval-every {s['eval_every']} --lr LR` on SmolLM2 (this "
-        "branch's dpocheck; the verdict is printed, recorded in the manifest as `health`, and each eval row carries "
+        f"{s['batch_size']} --max-steps {s['max_steps']} --eval-every {s['eval_every']} --lr LR` on SmolLM2 (the "
+        "verdict is printed, recorded in the manifest as `health`, and each eval row carries "
         "`degenerate`):",
         "",
         *lines,
@@ -254,7 +254,7 @@ def section(
             "### What was run",
             "",
             "```bash",
-            "for seed in 0 1 2; do  # /work/runs/run_displacement.sh",
+            "for seed in 0 1 2; do",
             "  dpocheck train-sweep --out runs/displacement --seed $seed --limit 64 --max-length 128 --batch-size 4 \\",
             "    --epochs 2 --lr 5e-5 --eval-every 8 --save-steps 8 --threads 1 --no-progress \\",
             "    --only dpo_R0_s$seed cpo_margin_g1.5gstar_R0_s$seed dpop_R0_s$seed dpo_nll_R0_s$seed \\",
