@@ -77,6 +77,19 @@ def test_a_diverging_run_fails_naming_the_step_and_lr(toy_dir, data, tmp_path, c
     assert "resuming a run that failed at step 2: NumericalError: training diverged at step 2" in err
 
 
+def test_non_finite_eval_log_probs_stop_the_run_before_the_eval_file(toy_dir, data, tmp_path, capsys):
+    """--lr 1e200: the weights are non-finite after step 1 while the logged values may not be yet; the whole-set
+    eval finds the policy's log-probs non-finite and stops the run with the divergence error, writing no eval file
+    of meaningless rows."""
+    out = tmp_path / "run"
+    argv = _train_argv(toy_dir, data, out, "--max-steps", "3", "--eval-every", "1", "--lr", "1e200")
+    assert main(argv) == 3
+    line = _error_line(capsys.readouterr().err, "train")
+    assert "training diverged at step 1: the policy's" in line and "logp" in line and "--lr 1e+200" in line
+    assert read_manifest(out / MANIFEST)["status"] == "failed"
+    assert sorted(p.name for p in (out / "eval").iterdir()) == ["step-0.jsonl"]
+
+
 def test_non_finite_log_probs_in_the_trainer_name_the_step_and_lr(toy_dir, data, tmp_path, monkeypatch):
     """The trainer's own check (non-finite policy log-probs) becomes the same divergence error."""
     from dpocheck.errors import NumericalError

@@ -22,6 +22,7 @@ summed log-probs: ``convention="sum"``, the default.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
 from dpocheck.theory import in_undesirable_space
 
 from .dataset import check_beta, check_normalize, encoded_from_row
+from .guards import diverged
 from .metrics import displacement_metrics, preference_metrics
 
 
@@ -204,11 +206,21 @@ class UndesirableSpaceCallback(TrainerCallback):
             scored = score_rows(
                 model, rows, self.pad_token_id, self.convention, self.batch_tokens, distributed=self.distributed
             )
+            self._check_finite(scored, step)
             if self._is_main():
                 write_jsonl_atomic(self.out_dir / "eval" / f"{stem}-{step}.jsonl", scored)
             logs.update({prefix + k: v for k, v in eval_metrics(scored, self.beta, self.convention).items()})
         self.last_step = step
         return logs
+
+    def _check_finite(self, scored: Sequence[Mapping[str, Any]], step: int) -> None:
+        """Stop the run (:func:`~.guards.diverged`) when the policy's log-probs of a pair are not finite: the
+        weights have diverged, and an eval file of such rows would be meaningless (and not strict JSON)."""
+        for row in scored:
+            for key, value in sorted(row.items(), key=lambda kv: "logp" not in kv[0]):  # log-probs first
+                if isinstance(value, float) and not math.isfinite(value):
+                    lr = getattr(getattr(self.trainer, "args", None), "learning_rate", math.nan)
+                    raise diverged(step, f"the policy's {key} of pair {row.get('index')} is {value}", lr)
 
     def log_evaluation(self, model: Any, step: int) -> dict[str, float]:
         """:meth:`evaluate` at ``step`` (every rank scores its share; the main process writes), then the metrics
