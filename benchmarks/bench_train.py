@@ -427,8 +427,7 @@ def main() -> None:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "threads": a.threads,
-            "note": "a 2-core machine shared with other jobs (another engineer's training sweep, test runs); this "
-            "benchmark ran one side at a time; each round records the 1-minute load average before and after each side",
+            "note": load_note(res),
         },
         "settings": {k: getattr(a, k) for k in ("pairs", "steps", "warmup", "batch_size", "beta", "lr", "seed")},
         "repeats": a.repeats,
@@ -446,6 +445,16 @@ def main() -> None:
     Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
     _print(report, sides)
     print(f"wrote {a.out}")
+
+
+def load_note(res: dict[str, list[dict]]) -> str:
+    """What the machine's 1-minute load average was around the sides (recorded before and after each)."""
+    loads = [x for rounds in res.values() for r in rounds for x in r.get("load_average_1min", [])]
+    span = f"{min(loads):.1f}–{max(loads):.1f}" if loads else "not recorded"
+    return (
+        f"one side at a time; 1-minute load average {span} before/after the sides (each side's own threads "
+        "included: a load near --threads means nothing else ran)"
+    )
 
 
 def _print(report: dict, sides: list[str]) -> None:
