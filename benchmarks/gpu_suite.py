@@ -14,14 +14,15 @@ Planned for ≤ 8 minutes on one H100/H200 including the model builds (the budge
    bf16: generated tokens/s, forward log-prob time, peak memory;
 3. ``full_finetune_1b`` — a Llama-3.2-1B-shape bf16 full fine-tuning step: the training step ``dpocheck train``
    runs (packed collator → :func:`~dpocheck.llm.train.forward.policy_logps` → the registry's ``dpo`` loss →
-   backward → ``torch.optim.AdamW``), called directly rather than through TRL's ``Trainer`` (bf16 training is not
-   an option of ``dpocheck train`` on this branch), weights and optimizer state in bf16: s/step, tokens/s, MFU,
-   peak memory;
+   backward → ``torch.optim.AdamW``), called directly rather than through TRL's ``Trainer``, weights and
+   optimizer state in bf16 (``dpocheck train`` refuses bf16 *full* fine-tuning: pure-bf16 AdamW updates round
+   away, docs/bf16.md; this part measures the step's speed and memory at 1B shape, not a recipe): s/step, tokens/s,
+   MFU, peak memory;
 4. ``lora_train_8b`` — ``dpocheck train`` itself (:func:`dpocheck.llm.train.run.train`) on a random 8B-shape model
    saved to local disk: bf16 + LoRA (r 16), gradient checkpointing, the U callback on (whole-set eval at steps 0 and
    10), 10 steps: s/step, tokens/s, MFU, peak memory, the U metrics' and the U evals' share of the time (targets:
-   ≥ 35 % MFU, U callback ≤ 5 %). It needs the scale-training options of ``TrainSettings`` (``dtype`` "bf16",
-   ``lora_r``, ``gradient_checkpointing``) and TRL + datasets; without them it is ``skipped`` with the reason.
+   ≥ 35 % MFU, U callback ≤ 5 %). It needs TRL + datasets (carried as wheels); without them it is ``skipped``
+   with the reason.
 
 MFU: model FLOPs / seconds / the device's dense bf16 peak by name (``gpu_llama8b_score.PEAK_BF16_TFLOPS``), and
 against the bf16 matmul peak measured at the start of the run (``matmul_peak``). Training FLOPs = 3 × forward
@@ -90,7 +91,6 @@ TARGETS = {
     "lora_train_8b.mfu": ">= 0.35 on an H100",
     "lora_train_8b.u_callback_share": "<= 0.05",
 }
-SCALE_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "gradient_checkpointing")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -369,22 +369,11 @@ def _forward_flops(shapes: dict, layer: int, head: int, encoded: list) -> float:
     return score8b.model_flops(cfg, layer, head, tokens, scored, attended)
 
 
-def scale_options_missing() -> str | None:
-    """Why ``dpocheck train`` cannot run bf16 + LoRA here (None when it can)."""
-    import dataclasses
-
+def train_modules_missing() -> str | None:
+    """Why ``dpocheck train`` cannot run here (None when it can): TRL and datasets must be importable."""
     missing = _missing_modules("trl", "datasets", "array_api_compat")
     if missing:
         return f"not importable: {', '.join(missing)} (install the carried wheels: see the docstring)"
-    from dpocheck.llm.train.settings import TrainSettings
-
-    names = {f.name for f in dataclasses.fields(TrainSettings)}
-    absent = [f for f in SCALE_FIELDS if f not in names]
-    if absent:
-        return (
-            "needs the scale-training options of TrainSettings (dtype 'bf16', lora_r, gradient_checkpointing); "
-            f"missing here: {', '.join(absent)}"
-        )
     return None
 
 
@@ -406,7 +395,7 @@ def _run_part(name: str, tiny: bool, out: Path) -> None:
     t = time.perf_counter()
     try:
         if name == "lora_train_8b":
-            why = scale_options_missing()
+            why = train_modules_missing()
             if why:
                 raise Skipped(why)
         if name == "full_finetune_1b" and _missing_modules("array_api_compat"):
