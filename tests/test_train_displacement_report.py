@@ -18,23 +18,12 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("datasets")
 
+from toy_pairs import toy_records  # noqa: E402
+
 from dpocheck.cli import main as cli_main  # noqa: E402
 from dpocheck.llm.analysis.stats import t_interval  # noqa: E402
 from dpocheck.llm.models import save_toy_model  # noqa: E402
 from dpocheck.llm.train.displacement_report import write_displacement_report  # noqa: E402
-
-WORDS = "the capital of France is Paris sure here a short poem about sea waves roll in out dog fox".split()
-
-
-def _records(n: int) -> list[dict]:
-    return [
-        {
-            "prompt": "Question: " + " ".join(WORDS[(i * 3 + j) % len(WORDS)] for j in range(3)) + "?",
-            "chosen": " " + " ".join(WORDS[(i + j) % len(WORDS)] for j in range(1 + i % 3)) + ".",
-            "rejected": " " + " ".join(WORDS[(2 * i + j + 5) % len(WORDS)] for j in range(1 + (i * 5) % 3)) + "!",
-        }
-        for i in range(n)
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +31,7 @@ def sweep(tmp_path_factory) -> tuple[Path, Path, Path]:
     base = tmp_path_factory.mktemp("dsweep")
     model = save_toy_model(base / "model", seed=5)
     data = base / "pairs.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in _records(8)))
+    data.write_text("".join(json.dumps(r) + "\n" for r in toy_records(8, varied=False)))
     out = base / "sweep"
     for seed in (0, 1):
         argv = ["train-sweep", "--out", str(out), "--model", str(model), "--data", str(data), "--threads", "1"]

@@ -18,24 +18,14 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("datasets")
 
+from toy_pairs import toy_records  # noqa: E402
+
 from dpocheck.cli import main as cli_main  # noqa: E402
 from dpocheck.llm.models import save_toy_model  # noqa: E402
 from dpocheck.llm.train.experiment import e2_llm_entries, tidy_rows  # noqa: E402
 from dpocheck.theory.pairs import gamma_star  # noqa: E402
 
-WORDS = "the capital of France is Paris sure here a short poem about sea waves roll in out dog fox".split()
 ONLY = ("dpo_R0_s0", "cpo_margin_ggstardiv2_R0_s0")
-
-
-def _records(n: int) -> list[dict]:
-    return [
-        {
-            "prompt": "Question: " + " ".join(WORDS[(i * 3 + j) % len(WORDS)] for j in range(3)) + "?",
-            "chosen": " " + " ".join(WORDS[(i + j) % len(WORDS)] for j in range(1 + i % 3)) + ".",
-            "rejected": " " + " ".join(WORDS[(2 * i + j + 5) % len(WORDS)] for j in range(1 + (i * 5) % 3)) + "!",
-        }
-        for i in range(n)
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +33,7 @@ def setup(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("sweep")
     model = save_toy_model(base / "model", seed=5)
     data = base / "pairs.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in _records(6)))
+    data.write_text("".join(json.dumps(r) + "\n" for r in toy_records(6, varied=False)))
     return model, data
 
 
