@@ -49,8 +49,9 @@ PLANNED = [
     f"{label}_R{r}_s{s}"
     for s in (0, 1, 2)
     for r in ("0", "0.4")
-    for label in ("dpo", "cpo_margin_g1.5gstar", "dpop", "dpo_nll")
+    for label in ("dpo", "cpo_margin_g1.5gstar", "dpop", "dpo_nll", "cpo_margin_g0.0")
 ]
+CONTROL = {"cpo_margin_g1.5gstar": "cpo_margin_g0.0"}  # the margin against its γ = 0 control (same convention, β)
 LOGP = ("chosen_logp_sum", "rejected_logp_sum", "chosen_logp_mean", "rejected_logp_mean")
 
 
@@ -176,6 +177,13 @@ def findings(summary: list[dict], runs: list[dict]) -> list[str]:
                         verdicts.append(f"{label} ≈ dpo (intervals overlap)")
                     else:
                         verdicts.append(f"{label} {'below' if r['pooled'] < base['pooled'] else 'above'} dpo")
+            for label, control in CONTROL.items():
+                r, c = by.get((label, share_r, metric)), by.get((control, share_r, metric))
+                if r is not None and c is not None:
+                    side = "≈" if _overlap(r, c) else ("below" if r["pooled"] < c["pooled"] else "above")
+                    verdicts.append(
+                        f"{label} {side} its γ = 0 control {control}" + (" (intervals overlap)" if side == "≈" else "")
+                    )
             out.append(
                 f"- R = {share_r:g}, {name} (pooled over seeds): "
                 + "; ".join(parts)
@@ -258,7 +266,8 @@ def section(
             "  dpocheck train-sweep --out runs/displacement --seed $seed --limit 64 --max-length 128 --batch-size 4 \\",
             "    --epochs 2 --lr 5e-5 --eval-every 8 --save-steps 8 --threads 1 --no-progress \\",
             "    --only dpo_R0_s$seed cpo_margin_g1.5gstar_R0_s$seed dpop_R0_s$seed dpo_nll_R0_s$seed \\",
-            "           dpo_R0.4_s$seed cpo_margin_g1.5gstar_R0.4_s$seed dpop_R0.4_s$seed dpo_nll_R0.4_s$seed",
+            "           dpo_R0.4_s$seed cpo_margin_g1.5gstar_R0.4_s$seed dpop_R0.4_s$seed dpo_nll_R0.4_s$seed \\",
+            "           cpo_margin_g0.0_R0_s$seed cpo_margin_g0.0_R0.4_s$seed",
             "done",
             "python docs/make_displacement_results.py --runs runs/displacement/runs   # this section",
             "```",
@@ -272,6 +281,8 @@ def section(
             "rescoring each distinct reference with `dpocheck score` "
             f"([`ches_references/`](training_results/displacement/ches_references/), {len(set(refs.values()))} "
             f"reference(s)); the rescored log-probs equal the runs' own to {max(gaps.values()):.2g} nats at most.",
+            "- cpo_margin_g0.0 is CPO margin's γ = 0 control (per-token means, β 2.5, no margin): the margin's own "
+            "effect is cpo_margin_g1.5gstar against it; against dpo, the convention and β differ too.",
             "- U is measured in each loss's training convention (cpo_margin: per-token means, the others: sums); "
             "displacement has the same sign in both (same tokens), so its shares compare across losses as they are.",
             "",

