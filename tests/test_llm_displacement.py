@@ -136,6 +136,7 @@ def test_reference_without_ches_reports_none(dirs, tmp_path):
     rep = A.analyze(A.read_scores(ref), betas=[0.1], policy=A.read_scores(dirs[1]), n_bootstrap=0)
     assert rep.reference.ches is None and rep.displacement.ches_predicts == ()
     assert np.isnan(A.read_scores(ref).ches_sum).all()
+    assert "CHES (PAPER §6): not in these reference rows; `dpocheck score` writes it" in A.render_markdown(rep)
 
 
 def test_bad_ches_value_names_the_field(tmp_path):

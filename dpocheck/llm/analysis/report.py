@@ -113,6 +113,12 @@ def render_markdown(report: ViolationsReport) -> str:
     ]
     if ref.ches is not None:
         lines += ches_lines(ref.ches)
+    else:
+        lines += [
+            "CHES (PAPER §6): not in these reference rows; `dpocheck score` writes it per pair (rescore the "
+            "reference to add it).",
+            "",
+        ]
     first = report.per_beta[0]
     if report.delta_reward.available:
         label = " (ASSUMED constant Δr*)" if report.delta_reward.assumed else ""
