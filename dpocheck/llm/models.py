@@ -203,6 +203,25 @@ def pad_token_id(tokenizer: Any) -> int:
     return 0
 
 
+@contextmanager
+def _no_packed_gguf_warning() -> Iterator[None]:
+    """Drop transformers 5.x's "Loading a GGUF checkpoint with its weights packed is fastest in float32" warning
+    while a GGUF loads: it speaks of weights kept quantized, while these loads de-quantise every tensor to the asked
+    dtype (plain ``nn.Linear`` weights; :func:`load_model` checks the dtypes afterwards and warns if not)."""
+    import logging
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not record.getMessage().startswith("Loading a GGUF checkpoint with its weights packed")
+
+    logger, drop = logging.getLogger("transformers.quantizers.quantizer_gguf"), _Drop()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 def _dtype_kwarg() -> str:
     """``from_pretrained``'s dtype argument: ``dtype`` from transformers 4.56, ``torch_dtype`` before."""
     import transformers
@@ -246,8 +265,13 @@ def load_model(
         kwargs["attn_implementation"] = attn_implementation
     if is_gguf(p):
         source = "gguf"
-        with quiet_loading(not progress):
+        with quiet_loading(not progress), _no_packed_gguf_warning():
             model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, **kwargs)
+        packed = {str(t.dtype) for t in model.parameters() if t.dtype != torch_dtype}
+        if packed:  # the tensors were not de-quantised to the asked dtype: say so (the silenced warning's case)
+            import warnings
+
+            warnings.warn(f"{p.name}: some weights are {sorted(packed)}, not {torch_dtype}", stacklevel=2)
     elif p.is_dir():
         if not (p / "config.json").is_file():
             raise FileNotFoundError(f"{p} has no config.json: not a Hugging Face model folder")
