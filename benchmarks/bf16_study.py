@@ -62,7 +62,10 @@ RESULT = REPO / "benchmarks" / "results" / "bf16_study.json"
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("DPOCHECK_DATA_DIR", "/work/shared/data"))
+    """The shared real data (the one rule: :func:`dpocheck.llm.data.load.default_data_dir`)."""
+    from dpocheck.llm.data.load import default_data_dir
+
+    return default_data_dir()
 
 
 # ------------------------------------------------------------------------------------------------ statistics

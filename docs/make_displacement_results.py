@@ -17,7 +17,7 @@ everything is recomputed here from their eval files and reference scores:
 
 Usage (rerun it as more runs finish; rescored references are cached in --ches-cache):
 
-    python docs/make_displacement_results.py --runs /work/runs/displacement/runs
+    python docs/make_displacement_results.py --runs runs/displacement/runs
 """
 
 from __future__ import annotations
@@ -321,7 +321,7 @@ def section(
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=Path, default=Path("/work/runs/displacement/runs"), help="the sweep's runs folder")
+    ap.add_argument("--runs", type=Path, required=True, help="the sweep's runs folder")
     ap.add_argument("--ches-cache", type=Path, default=ROOT / "runs" / "ches_references", help="rescored references")
     ap.add_argument("--lr-demo", type=Path, default=ROOT / "runs", help="folder with smollm2_lr*/ runs (optional)")
     args = ap.parse_args()
