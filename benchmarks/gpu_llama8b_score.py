@@ -150,6 +150,23 @@ def probe_sdpa(model, batch, pad_multiple: int) -> list[str]:
     return ok
 
 
+def random_llama(cfg, dtype, device, seed: int = 0):
+    """A ``LlamaForCausalLM`` of ``cfg`` with seeded random weights, built directly on ``device`` in ``dtype`` (no
+    fp32 copy first; RoPE buffers stay fp32), SDPA attention. The one builder of the benchmarks' random models."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg._attn_implementation = "sdpa"
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            return LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(default)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="small config (CPU smoke run)")
@@ -170,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig
 
     from dpocheck.llm.models import resolve_dtype
     from dpocheck.llm.scoring.encode import plan_batches, real_cost
@@ -192,16 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     t0 = time.perf_counter()
-    torch.manual_seed(args.seed)
     cfg = LlamaConfig(**shapes)
-    cfg._attn_implementation = "sdpa"
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = LlamaForCausalLM(cfg)
-    finally:
-        torch.set_default_dtype(default)
+    model = random_llama(cfg, dtype, device, seed=args.seed)
     model.eval().requires_grad_(False)
     n_params = sum(p.numel() for p in model.parameters())
     n_embed = model.model.embed_tokens.weight.numel()

@@ -121,21 +121,10 @@ def _reset_peak(device) -> None:
 
 
 def _random_model(shapes: dict, dtype, device, seed: int = 0):
-    """A LlamaForCausalLM with random weights built directly on ``device`` in ``dtype`` (SDPA attention)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A LlamaForCausalLM of ``shapes`` with random weights (:func:`gpu_llama8b_score.random_llama`)."""
+    from transformers import LlamaConfig
 
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(**shapes)
-    cfg._attn_implementation = "sdpa"
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = LlamaForCausalLM(cfg)
-    finally:
-        torch.set_default_dtype(default)
-    return model
+    return score8b.random_llama(LlamaConfig(**shapes), dtype, device, seed=seed)
 
 
 def _param_counts(model) -> tuple[int, int]:

@@ -43,8 +43,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _p in (REPO, REPO / "benchmarks"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 RESULTS = REPO / "benchmarks" / "results" / "memory_plan.json"
 CONFIGS = ("fp32_full", "fp32_full_gc", "bf16_full", "bf16_lora", "bf16_lora_gc")
@@ -69,21 +70,12 @@ def _tiny_tokenizer():
 
 
 def _llama8b_width(layers: int, vocab: int, dtype, device):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from gpu_llama8b_score import random_llama
+    from transformers import LlamaConfig
 
     cfg = LlamaConfig(vocab_size=vocab, num_hidden_layers=layers, max_position_embeddings=8192, rope_theta=5e5,
                       tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0, **LLAMA8B)  # fmt: skip
-    cfg._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # built in the target dtype: no fp32 copy first (RoPE buffers stay fp32)
-    try:
-        with torch.device(device):
-            model = LlamaForCausalLM(cfg)
-    finally:
-        torch.set_default_dtype(previous)
-    return model
+    return random_llama(cfg, dtype, device, seed=0)  # built in the target dtype: no fp32 copy first
 
 
 def _rows(seq: int, vocab: int, n: int = 2) -> list[dict]:
