@@ -16,7 +16,7 @@ from dpocheck.errors import InputError
 from dpocheck.llm.analysis.results import DEFAULT_BETAS, DEFAULT_GAMMAS
 from dpocheck.llm.scoring.settings import LOGP_CONVENTIONS
 
-from .args import add_data_args, add_model_args
+from .args import add_data_args, add_model_args, set_threads
 
 
 def _float_list(text: str) -> list[float]:
@@ -271,10 +271,7 @@ def check_report_dir(out: Path, overwrite: bool) -> None:
 def _reward(args: argparse.Namespace) -> int:
     from dpocheck.llm.generation.reward import RewardSettings, reward_file
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     settings = RewardSettings(
         batch_size=args.batch_size,
         max_length=args.max_length or None,  # 0: the model's context (capped once the model is loaded)

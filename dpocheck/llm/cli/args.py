@@ -5,7 +5,8 @@ a bad record (``--on-error``) mean the same in every command (``score``, ``rewar
 each command only chooses its defaults. The readers behind them are :func:`dpocheck.llm.data.load_pairs`'s (C2's
 Δr* sources: see :mod:`dpocheck.llm.data.load`). The model options (``--model``, ``--dtype``, ``--device``,
 ``--trust-remote-code``, ``--chat-template``, ``--threads``) are :func:`add_model_args`'s in every command that
-loads a model.
+loads a model (:func:`set_threads` applies ``--threads``), and the sampling options (``--k``, ``--max-new-tokens``,
+``--temperature``, ``--top-p``, ``--top-k``, ``--limit``) :func:`add_sampling_args`'s in ``sample`` and ``onpolicy``.
 """
 
 from __future__ import annotations
@@ -90,6 +91,27 @@ def add_model_args(
         help="auto: use the tokenizer's chat template if it has one; none: plain text; model: require it",
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` (:func:`add_model_args`) to torch; no-op when it was not given."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def add_sampling_args(p: argparse.ArgumentParser, *, seed_help: str, k_help: str = "responses per prompt") -> None:
+    """How responses are drawn (``sample`` and ``onpolicy``); ``seed_help`` says how the command derives its seeds."""
+    p.add_argument("--k", type=int, default=4, help=k_help)
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--max-new-tokens", type=int, default=128, help="largest number of generated tokens a response")
+    p.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature (1: the model's own distribution)"
+    )
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: no top-p filter)")
+    p.add_argument("--top-k", type=int, default=0, help="0: no top-k filter")
+    p.add_argument("--limit", type=int, default=None, help="only the first N prompts")
 
 
 def positive_int(text: str) -> int:

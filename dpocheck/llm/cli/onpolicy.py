@@ -13,7 +13,7 @@ import sys
 from dpocheck.llm.analysis.results import DEFAULT_BETAS
 
 from .analysis import _bootstrap_count, _float_list, _normalizations
-from .args import add_model_args, positive_int
+from .args import add_model_args, add_sampling_args, positive_int, set_threads
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,13 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="JSONL with a 'prompt' field (text or chat messages), or a .txt file (one prompt a line)",
     )
     p.add_argument("--out", required=True, help="output folder (samples, rewards, pairs, reference, violations)")
-    p.add_argument("--k", type=int, default=4, help="responses per prompt (>= 2)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (each batch: the seed and its first prompt)")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="largest number of generated tokens a response")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (1: the model's own)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: no top-p filter)")
-    p.add_argument("--top-k", type=int, default=0, help="0: no top-k filter")
-    p.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    add_sampling_args(
+        p, seed_help="sampling seed (each batch: the seed and its first prompt)", k_help="responses per prompt (>= 2)"
+    )
     p.add_argument(
         "--sample-batch-size",
         type=positive_int,
@@ -89,10 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _onpolicy(args: argparse.Namespace) -> int:
     from dpocheck.llm.generation.onpolicy import OnPolicySettings, run_onpolicy
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     settings = OnPolicySettings(
         prompts=args.prompts,
         reward_model=args.reward_model,

@@ -11,7 +11,7 @@ import math
 import sys
 from typing import Any
 
-from .args import add_data_args, add_model_args, positive_int
+from .args import add_data_args, add_model_args, add_sampling_args, positive_int, set_threads
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -96,15 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="JSONL with a 'prompt' field (text or chat messages), or a .txt file (one prompt a line)",
     )
     s.add_argument("--out", required=True, help="output JSONL of samples")
-    s.add_argument("--k", type=int, default=4, help="responses per prompt")
-    s.add_argument("--seed", type=int, default=0, help="sampling seed (prompt i uses the seed pair (seed, i))")
-    s.add_argument("--max-new-tokens", type=int, default=128, help="largest number of generated tokens a response")
-    s.add_argument(
-        "--temperature", type=float, default=1.0, help="sampling temperature (1: the model's own distribution)"
-    )
-    s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: no top-p filter)")
-    s.add_argument("--top-k", type=int, default=0, help="0: no top-k filter")
-    s.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    add_sampling_args(s, seed_help="sampling seed (prompt i uses the seed pair (seed, i))")
     s.add_argument(
         "--batch-size",
         type=positive_int,
@@ -131,13 +123,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--resume", action="store_true", help="keep prompts already complete in --out")
     s.add_argument("--no-progress", action="store_true", help="no progress bars (sampling and model loading)")
     s.set_defaults(func=_sample)
-
-
-def _setup_torch(args: argparse.Namespace) -> None:
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -196,7 +181,7 @@ def _score(args: argparse.Namespace) -> int:
     from dpocheck.llm.scoring.settings import ScoreSettings, cap_max_length, context_length
 
     _check_score_args(args)
-    _setup_torch(args)
+    set_threads(args)
     rank, world = init_distributed()
     # the data are read and checked before the weights load: as text prompts first (whether prompts become chat
     # messages depends on the tokenizer, which loads with the model); read again as chat when the template is used
@@ -332,7 +317,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     _check_sample_args(args)
     prompts = read_prompts(args.prompts, limit=args.limit)  # checked before the weights load
-    _setup_torch(args)
+    set_threads(args)
     loaded = load_model(
         args.model,
         dtype=args.dtype,
