@@ -42,11 +42,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
-def matmul_peak_gflops(n: int = 2048, reps: int = 6) -> float:
-    """Best fp32 GFLOP/s of an n×n @ n×n torch.matmul over ``reps`` runs (after a warm-up)."""
+def matmul_peak_gflops(dtype_name: str = "fp32", n: int = 2048, reps: int = 6) -> float:
+    """Best GFLOP/s of an n×n @ n×n ``torch.matmul`` in ``dtype_name`` (fp32, bf16) over ``reps`` runs (after a
+    warm-up): the peak the benchmarks' model FLOP/s are shares of."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = 0.0
     for _ in range(reps):

@@ -62,27 +62,14 @@ for p in (REPO, REPO / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from bench_llm_score import matmul_peak_gflops  # noqa: E402  (the one matmul-peak measurement)
+
 SIDES = ("dpocheck", "trl-precompute", "trl-ref", "dpocheck-lora", "dpocheck-bf16-lora", "dpocheck-bf16-lora-gc")
 SCALE_SIDES = {  # TrainSettings options of the LoRA / bf16 sides
     "dpocheck-lora": {"lora_r": 16},
     "dpocheck-bf16-lora": {"dtype": "bf16", "lora_r": 16},
     "dpocheck-bf16-lora-gc": {"dtype": "bf16", "lora_r": 16, "gradient_checkpointing": True},
 }
-
-
-def matmul_peak_gflops(dtype_name: str, n: int = 2048, reps: int = 6) -> float:
-    """Best GFLOP/s of an n×n @ n×n ``torch.matmul`` in ``dtype_name`` (fp32, bf16) over ``reps`` runs."""
-    import torch
-
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = 0.0
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return best
 
 
 def _step_timer():
